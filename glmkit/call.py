@@ -1,0 +1,216 @@
+"""`glmkit call`: genes from contigs with pyrodigal, written as an element store.
+
+Prodigal's algorithm through pyrodigal: metagenomic mode by default (the 50
+pre-trained models, best one per contig), single-genome mode trained on each
+input file. Contigs run in parallel threads (pyrodigal releases the GIL); the
+output order is the input order whatever the thread count. Intergenic
+sequences (IGS) are the gaps between merged CDS intervals, including the
+stretches before the first and after the last gene.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.io.elements import (CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter,
+                                fasta_records, gff_records)
+from glmkit.io.fasta import FastaRecord, read_fasta, write_fasta
+from glmkit.io.files import InputFile, atomic_outputs
+from glmkit.io.gff import write_gff3
+
+log = logging.getLogger("glmkit")
+
+BATCH_BP = 20_000_000     # contigs are gene-called in batches of about this many bp ...
+BATCH_CONTIGS = 20_000    # ... or this many contigs, whichever comes first
+
+
+@dataclass
+class CallOptions:
+    mode: str = "meta"                   # "meta" or "single"
+    translation_table: int | None = None  # single: table to train with (default 11); meta: restrict the models
+    closed: bool = False
+    mask: bool = False
+    min_gene: int = 90
+    min_edge_gene: int = 60
+    max_overlap: int = 60
+    threads: int = 1
+
+
+def _gene_finder(options: CallOptions, training_info=None):
+    import pyrodigal
+
+    if options.translation_table is not None and options.translation_table not in pyrodigal.TRANSLATION_TABLES:
+        raise GlmkitUsageError(f"--translation-table {options.translation_table}: not a genetic code Prodigal knows "
+                               f"({', '.join(map(str, sorted(pyrodigal.TRANSLATION_TABLES)))})")
+    if options.max_overlap > options.min_gene:
+        raise GlmkitUsageError(f"--max-overlap ({options.max_overlap}) must not exceed --min-gene ({options.min_gene})")
+    kwargs = dict(closed=options.closed, mask=options.mask, min_gene=options.min_gene,
+                  min_edge_gene=options.min_edge_gene, max_overlap=options.max_overlap)
+    if options.mode == "single":
+        return pyrodigal.GeneFinder(training_info, meta=False, **kwargs)
+    bins = None
+    if options.translation_table is not None:
+        chosen = [b for b in pyrodigal.METAGENOMIC_BINS if b.training_info.translation_table == options.translation_table]
+        if not chosen:
+            tables = sorted({b.training_info.translation_table for b in pyrodigal.METAGENOMIC_BINS})
+            raise GlmkitError(f"--translation-table {options.translation_table}: no metagenomic model uses it "
+                              f"(they use tables {', '.join(map(str, tables))}); use --mode single to train one")
+        bins = pyrodigal.MetagenomicBins(chosen)
+    return pyrodigal.GeneFinder(meta=True, metagenomic_bins=bins, **kwargs)
+
+
+def _train(records: Sequence[FastaRecord], source: InputFile, options: CallOptions):
+    from pyrodigal import MIN_SINGLE_GENOME
+
+    total = sum(len(r.sequence) for r in records)
+    if total < MIN_SINGLE_GENOME:
+        raise GlmkitError(f"{source.display}: {total:,} bp is too short to train on in single mode (Prodigal needs "
+                          f"at least {MIN_SINGLE_GENOME:,} bp); use --mode meta for short inputs")
+    finder = _gene_finder(options)
+    try:
+        finder.train(*(r.sequence for r in records), translation_table=options.translation_table or 11)
+    except ValueError as e:
+        raise GlmkitError(f"{source.display}: single-mode training failed: {e}") from e
+    return finder
+
+
+def contig_elements(name: str, length: int, genes, table: int) -> dict[str, list]:
+    """The element columns of one contig: its genes in order, with IGS in the gaps of the merged CDS intervals."""
+    cols: dict[str, list] = {n: [] for n in ELEMENT_COLUMNS}
+
+    def add_igs(start: int, end: int, after: int) -> None:
+        for key, value in (("id", f"{name}_igs{after}"), ("type", IGS), ("strand", 0), ("start", start),
+                           ("end", end), ("partial_left", start == 1), ("partial_right", end == length),
+                           ("translation_table", table), ("start_type", ""), ("rbs_motif", ""),
+                           ("rbs_spacer", ""), ("aa", b"")):
+            cols[key].append(value)
+        for key in ("gc_content", "confidence", "score", "cscore", "sscore", "rscore", "uscore", "tscore"):
+            cols[key].append(np.nan)
+        cols["nt"].append(None)  # filled in below from the contig sequence
+
+    covered_to = 0  # right end of the merged CDS intervals so far
+    for n, gene in enumerate(genes, 1):
+        if gene.begin > covered_to + 1:
+            add_igs(covered_to + 1, gene.begin - 1, n - 1)
+        covered_to = max(covered_to, gene.end)
+        for key, value in (("id", f"{name}_{n}"), ("type", CDS), ("strand", gene.strand), ("start", gene.begin),
+                           ("end", gene.end), ("partial_left", gene.partial_begin),
+                           ("partial_right", gene.partial_end), ("translation_table", gene.translation_table),
+                           ("start_type", gene.start_type), ("rbs_motif", str(gene.rbs_motif)),
+                           ("rbs_spacer", str(gene.rbs_spacer)), ("gc_content", gene.gc_cont),
+                           ("confidence", gene.confidence()), ("score", gene.score), ("cscore", gene.cscore),
+                           ("sscore", gene.sscore), ("rscore", gene.rscore), ("uscore", gene.uscore),
+                           ("tscore", gene.tscore), ("nt", gene.sequence().encode()),
+                           ("aa", gene.translate(include_stop=False).encode())):
+            cols[key].append(value)
+    if covered_to < length:
+        add_igs(covered_to + 1, length, len(genes))
+    return cols
+
+
+def _call_contig(finder, record: FastaRecord, options: CallOptions) -> tuple[dict, dict]:
+    genes = finder.find_genes(record.sequence)
+    if options.mode == "single":
+        model, table = "single", finder.training_info.translation_table
+    else:
+        model, table = genes.metagenomic_bin.description, genes.metagenomic_bin.training_info.translation_table
+    cols = contig_elements(record.name, len(record.sequence), genes, table)
+    for i, (kind, start, end) in enumerate(zip(cols["type"], cols["start"], cols["end"])):
+        if kind == IGS:
+            cols["nt"][i] = record.sequence[start - 1:end]
+    contig = {"name": record.name, "length": len(record.sequence), "source": record.name, "source_start": 1,
+              "source_end": len(record.sequence), "model": model, "translation_table": table}
+    return contig, cols
+
+
+def _to_batch(results: Sequence[tuple[dict, dict]]) -> ElementBatch:
+    object_types = (str, "ragged")
+    contigs = {n: np.array([c[n] for c, _ in results], dtype=object if d in object_types else d)
+               for n, d in CONTIG_COLUMNS.items()}
+    elements = {}
+    for n, d in ELEMENT_COLUMNS.items():
+        values = [v for _, cols in results for v in cols[n]]
+        if d in object_types:
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        else:
+            array = np.array(values, dtype=d)
+        elements[n] = array
+    counts = np.array([len(cols["id"]) for _, cols in results], dtype=np.int64)
+    return ElementBatch(contigs, elements, counts)
+
+
+def _batches(records: Iterator[FastaRecord]) -> Iterator[list[FastaRecord]]:
+    batch, bp = [], 0
+    for record in records:
+        batch.append(record)
+        bp += len(record.sequence)
+        if bp >= BATCH_BP or len(batch) >= BATCH_CONTIGS:
+            yield batch
+            batch, bp = [], 0
+    if batch:
+        yield batch
+
+
+def _unique(records: Iterator[FastaRecord], source: InputFile, seen: dict[str, str]) -> Iterator[FastaRecord]:
+    for record in records:
+        if record.name in seen:
+            raise GlmkitError(f"{source.display}: duplicate contig name '{record.name}' (first seen in {seen[record.name]})")
+        seen[record.name] = source.display
+        yield record
+
+
+def run_call(inputs: Sequence[str], output: str, gff: str | None = None, proteins: str | None = None,
+             genes: str | None = None, options: CallOptions = CallOptions(), force: bool = False) -> dict:
+    """Call genes in every contig of ``inputs`` and write the element store (and the text outputs asked for)."""
+    sources = [InputFile(p) for p in inputs]
+    for source in sources:
+        source.check()
+    if sum(s.path == "-" for s in sources) > 1:
+        raise GlmkitError("stdin ('-') can be read only once")
+    shared_finder = _gene_finder(options)  # validates the options before any work
+    stats = {"contigs": 0, "bp": 0, "cds": 0, "igs": 0}
+    seen: dict[str, str] = {}
+    with atomic_outputs([output, gff, proteins, genes], force) as (store_tmp, gff_tmp, faa_tmp, fna_tmp), \
+            contextlib.ExitStack() as files, ThreadPoolExecutor(max(1, options.threads)) as pool:
+        writer = ElementStoreWriter(store_tmp, asdict(options), sources)
+        gff_out, faa_out, fna_out = (files.enter_context(open(t, "w")) if t else None
+                                     for t in (gff_tmp, faa_tmp, fna_tmp))
+        first_gff = True
+        for source in sources:
+            records = _unique(read_fasta(source, alphabet="dna"), source, seen)
+            if options.mode == "single":
+                records = list(records)
+                finder = _train(records, source, options)
+                log.info(f"call: trained on {source.display} ({sum(len(r.sequence) for r in records):,} bp)")
+            else:
+                finder = shared_finder
+            for batch_records in _batches(iter(records)):
+                results = list(pool.map(lambda r: _call_contig(finder, r, options), batch_records))
+                batch = _to_batch(results)
+                writer.write(batch)
+                if gff_out:
+                    write_gff3(gff_out, zip(batch.contigs["name"], batch.contigs["length"]),
+                               gff_records(batch, "glmkit-pyrodigal"), header=first_gff)
+                    first_gff = False
+                if faa_out:
+                    write_fasta(faa_out, fasta_records(batch, "aa"))
+                if fna_out:
+                    write_fasta(fna_out, fasta_records(batch, "nt"))
+                n_cds = int((batch.elements["type"] == CDS).sum())
+                stats["contigs"] += batch.n_contigs
+                stats["bp"] += int(batch.contigs["length"].sum())
+                stats["cds"] += n_cds
+                stats["igs"] += len(batch.elements["type"]) - n_cds
+        if gff_out and first_gff:
+            write_gff3(gff_out, [], [])
+        writer.close(inputs=sources, summary={"stats": stats})
+    log.info(f"call: {stats['contigs']:,} contigs, {stats['bp']:,} bp, {stats['cds']:,} CDS, {stats['igs']:,} IGS")
+    return stats

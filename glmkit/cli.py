@@ -1,0 +1,199 @@
+"""The command line: parse and validate, then call one function in the module of the same name.
+
+Nothing heavy is imported at module level, so `glmkit --version` and `--help`
+answer instantly; each command imports its module when it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+
+import click
+
+from glmkit import __version__
+from glmkit.errors import GlmkitError, GlmkitUsageError
+
+PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup")
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects cgroup/cpuset limits on cluster nodes
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class PipelineGroup(click.Group):
+    """Lists subcommands in pipeline order and turns GlmkitError into a one-line message."""
+
+    def list_commands(self, ctx):
+        return [name for name in PIPELINE if name in self.commands]
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:
+            if ctx.meta.get("glmkit.debug"):
+                raise
+            command = ctx.invoked_subcommand or ""
+            if isinstance(e, GlmkitError):
+                message, status = str(e), 2 if isinstance(e, GlmkitUsageError) else 1
+            elif isinstance(e, OSError) and e.strerror:
+                message, status = f"{e.filename or ''}: {e.strerror}".lstrip(": "), 1
+            else:
+                message, status = f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1
+            click.echo(f"glmkit {command}: error: {message}", err=True)
+            ctx.exit(status)
+
+
+def command(name: str, example: str, **kwargs):
+    """A subcommand with --quiet/--debug, set up logging before the body, and an example in --help."""
+
+    def decorate(func):
+        @click.option("--debug", is_flag=True, help="Show tracebacks and debug messages.")
+        @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+        @functools.wraps(func)
+        def wrapper(*args, quiet: bool, debug: bool, **params):
+            from glmkit import log
+
+            click.get_current_context().meta["glmkit.debug"] = debug
+            log.setup(quiet=quiet, debug=debug)
+            return func(*args, **params)
+
+        doc = inspect.cleandoc(func.__doc__ or "")
+        wrapper.__doc__ = doc + f"\n\n\b\nExample:\n  {example}"
+        kwargs.setdefault("short_help", doc.splitlines()[0].rstrip("."))
+        return cli.command(name, **kwargs)(wrapper)
+
+    return decorate
+
+
+def threads_option(func):
+    return click.option("--threads", "-t", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Worker threads; 0 uses every CPU this process may run on.")(func)
+
+
+def force_option(func):
+    return click.option("--force", is_flag=True, help="Replace outputs that exist.")(func)
+
+
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="glmkit")
+def cli():
+    """glmkit: from prokaryotic and metagenomic assemblies to genomic language models.
+
+    Subcommands are listed in pipeline order; each reads the stores and tables
+    the previous one wrote. `glmkit COMMAND --help` shows an example.
+    """
+
+
+@command("call", "glmkit call assembly.fna.gz -o elements.zarr --gff genes.gff --proteins genes.faa -t 8")
+@click.argument("inputs", nargs=-1, required=True, metavar="FASTA...")
+@click.option("--output", "-o", required=True, help="Element store to write (Zarr folder).")
+@click.option("--gff", help="Also write the CDS as GFF3 ('-' for stdout).")
+@click.option("--proteins", "-a", help="Also write the proteins as FASTA, like prodigal -a.")
+@click.option("--genes", "-d", help="Also write the gene nucleotide sequences as FASTA, like prodigal -d.")
+@click.option("--mode", "-p", type=click.Choice(["meta", "single"]), default="meta", show_default=True,
+              help="meta: Prodigal's pre-trained metagenomic models; single: train on each input file (one genome per file).")
+@click.option("--translation-table", "-g", type=click.IntRange(1, 33),
+              help="single: genetic code to train with [11]; meta: use only the models of this code (11 or 4).")
+@click.option("--closed", "-c", is_flag=True, help="Closed ends: no genes running off contig edges.")
+@click.option("--mask", "-m", is_flag=True, help="Do not build genes across runs of N.")
+@click.option("--min-gene", type=click.IntRange(min=1), default=90, show_default=True, help="Minimum gene length (bp).")
+@click.option("--min-edge-gene", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Minimum length of a gene running off an edge (bp).")
+@click.option("--max-overlap", type=click.IntRange(min=0), default=60, show_default=True,
+              help="Maximum overlap of two genes on the same strand (bp).")
+@threads_option
+@force_option
+def call_command(inputs, output, gff, proteins, genes, mode, translation_table, closed, mask, min_gene,
+                 min_edge_gene, max_overlap, threads, force):
+    """Call genes in contigs with Prodigal's algorithm into an element store.
+
+    Input: nucleotide FASTA, gzip or not, '-' for stdin. Writes CDS and intergenic (IGS) elements per contig with strand, coordinates,
+    partial flags, translation table, Prodigal's scores and sequences.
+    """
+    from glmkit.call import CallOptions, run_call
+
+    options = CallOptions(mode=mode, translation_table=translation_table, closed=closed, mask=mask,
+                          min_gene=min_gene, min_edge_gene=min_edge_gene, max_overlap=max_overlap,
+                          threads=threads or available_cpus())
+    run_call(inputs, output, gff=gff, proteins=proteins, genes=genes, options=options, force=force)
+
+
+@command("filter", "glmkit filter elements.zarr -o clean.zarr --report removed.tsv --glm-subcontigs")
+@click.argument("input", metavar="ELEMENTS")
+@click.option("--output", "-o", required=True, help="Filtered element store to write.")
+@click.option("--report", "-r", help="TSV of every removed or split element and the rule that did it ('-' for stdout).")
+@click.option("--min-contig-length", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Drop contigs shorter than this (bp).")
+@click.option("--min-elements", type=click.IntRange(min=0), default=7, show_default=True,
+              help="Drop (sub-)contigs with fewer elements.")
+@click.option("--min-cds", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Drop (sub-)contigs with fewer CDS.")
+@click.option("--max-invalid-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Split at elements with more invalid characters (X in proteins, non-ACGT in IGS).")
+@click.option("--max-cds-aa", type=click.IntRange(min=1), default=15000, show_default=True,
+              help="Split at CDS longer than this (amino acids).")
+@click.option("--max-igs-bp", type=click.IntRange(min=1), default=4000, show_default=True,
+              help="Split at IGS longer than this (bp).")
+@click.option("--max-elements", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Chunk contigs with more elements into pieces of at most this many.")
+@click.option("--keep-edges", is_flag=True, help="Do not drop the edge elements of each contig.")
+@click.option("--glm-subcontigs", is_flag=True,
+              help="Then cut each contig into gLM sub-contigs of consecutive genes (see the two options below).")
+@click.option("--subcontig-genes", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Genes per gLM sub-contig (non-overlapping chunks).")
+@click.option("--min-subcontig-genes", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Drop gLM sub-contigs with fewer genes.")
+@force_option
+def filter_command(input, output, report, **params):
+    """Apply the OMG corpus quality rules; optionally cut gLM sub-contigs.
+
+    Every threshold defaults to the paper's value. Writes a filtered element store
+    that keeps the source element ids, a TSV report, and one line per rule on stderr.
+    """
+    from glmkit.filter import FilterOptions, run_filter
+
+    force = params.pop("force")
+    options = FilterOptions(**params)
+    if options.min_subcontig_genes > options.subcontig_genes:
+        raise click.BadParameter("must not exceed --subcontig-genes", param_hint="--min-subcontig-genes")
+    run_filter(input, output, report=report, options=options, force=force)
+
+
+def _not_yet(name: str, summary: str):
+    @cli.command(name, short_help=f"{summary} (not yet available)",
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.pass_context
+    def placeholder(ctx):
+        click.echo(f"glmkit {name}: not yet available in glmkit {__version__}", err=True)
+        ctx.exit(2)
+
+    placeholder.__doc__ = f"{summary}. Not yet available in this release."
+    return placeholder
+
+
+for _name, _summary in (
+    ("embed", "ESM2 protein embeddings"),
+    ("pretrain", "Train the gLM and gLM2 models"),
+    ("contextualize", "Contextual gene and contig embeddings, attention"),
+    ("operons", "Operons from attention"),
+    ("paralog-match", "Interacting paralogs"),
+    ("jacobian", "Categorical-Jacobian contact maps"),
+    ("dedup", "Semantic deduplication and MMseqs2 clustering"),
+):
+    _not_yet(_name, _summary)
+
+
+def main() -> None:
+    cli(prog_name="glmkit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""`glmkit filter`: the OMG corpus quality rules, and gLM sub-contigs.
+
+Rules, applied per contig in this order (each threshold is an option; the
+defaults are the OMG paper's):
+
+1. short-contig        contigs shorter than 2,000 bp are dropped whole.
+2. edge-cds / edge-igs a contig that starts (ends) with an interrupted CDS loses
+                       that CDS; one that starts (ends) with an IGS loses the IGS
+                       and the CDS next to it. Only the contig's own two ends.
+3. invalid-characters  an element with more than 20 % invalid characters (X in
+                       a protein; anything but A, C, G, T in an IGS) is removed
+                       and the contig is split there.
+   long-cds / long-igs a CDS over 15,000 aa or an IGS over 4,000 bp likewise.
+4. chunk               a piece of more than 1,000 elements is cut into
+                       consecutive chunks of 1,000 (the last one shorter).
+5. few-elements / few-cds  pieces with fewer than 7 elements or 3 CDS are dropped.
+6. (--glm-subcontigs) each piece is cut into non-overlapping runs of 30 genes,
+                       each spanning its first to its last CDS with the IGS
+                       between them; runs of fewer than 15 genes are dropped
+                       (short-subcontig) and the IGS between runs go
+                       (subcontig-boundary).
+
+Thresholds are inclusive on the keeping side: exactly 2,000 bp, exactly 20 %
+invalid, exactly 15,000 aa, 4,000 bp, 7 elements, 3 CDS are all kept. Element
+ids are the source store's; output contigs are named source:start-end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from glmkit.io.elements import CDS, IGS, TYPE_NAMES, ElementStore, ElementStoreWriter
+from glmkit.io.files import atomic_outputs
+from glmkit.io.store import store_record
+from glmkit.io.tsv import write_tsv
+
+log = logging.getLogger("glmkit")
+
+RULES = ("short-contig", "edge-cds", "edge-igs", "invalid-characters", "long-cds", "long-igs", "chunk",
+         "few-elements", "few-cds", "subcontig-boundary", "short-subcontig")
+REPORT_COLUMNS = ("contig", "element_id", "type", "start", "end", "strand", "rule", "action")
+
+
+@dataclass
+class FilterOptions:
+    min_contig_length: int = 2000
+    min_elements: int = 7
+    min_cds: int = 3
+    max_invalid_fraction: float = 0.2
+    max_cds_aa: int = 15000
+    max_igs_bp: int = 4000
+    max_elements: int = 1000
+    keep_edges: bool = False
+    glm_subcontigs: bool = False
+    subcontig_genes: int = 30
+    min_subcontig_genes: int = 15
+
+
+@dataclass
+class ContigView:
+    """The elements of one contig (arrays sliced from a batch)."""
+
+    length: int
+    type: np.ndarray
+    partial_left: np.ndarray
+    partial_right: np.ndarray
+    nt: np.ndarray
+    aa: np.ndarray
+
+
+def invalid_fraction(element_type: int, nt: bytes, aa: bytes) -> float:
+    if element_type == CDS:
+        return aa.count(b"X") / len(aa) if aa else 0.0
+    return (len(nt) - sum(nt.count(b) for b in (b"A", b"C", b"G", b"T"))) / len(nt) if nt else 0.0
+
+
+def _runs(keep: np.ndarray, start: int = 0) -> list[np.ndarray]:
+    """Maximal runs of consecutive True positions, as index arrays."""
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+    return [start + run for run in np.split(idx, breaks)]
+
+
+def filter_contig(c: ContigView, o: FilterOptions) -> tuple[list[np.ndarray], list[tuple[int, str, str]]]:
+    """Pieces kept (local element indices) and report events (index, rule, 'removed' | 'split')."""
+    n = len(c.type)
+    if c.length < o.min_contig_length:
+        return [], [(i, "short-contig", "removed") for i in range(n)]
+    rule: list[str | None] = [None] * n
+
+    if not o.keep_edges and n:
+        for end, partial, step in ((0, c.partial_left, 1), (n - 1, c.partial_right, -1)):
+            if c.type[end] == CDS and partial[end]:
+                rule[end] = rule[end] or "edge-cds"
+            elif c.type[end] == IGS:
+                rule[end] = rule[end] or "edge-igs"
+                neighbour = end + step
+                if 0 <= neighbour < n and c.type[neighbour] == CDS:
+                    rule[neighbour] = rule[neighbour] or "edge-igs"
+
+    for i in range(n):
+        if rule[i]:
+            continue
+        if invalid_fraction(c.type[i], c.nt[i], c.aa[i]) > o.max_invalid_fraction:
+            rule[i] = "invalid-characters"
+        elif c.type[i] == CDS and len(c.aa[i]) > o.max_cds_aa:
+            rule[i] = "long-cds"
+        elif c.type[i] == IGS and len(c.nt[i]) > o.max_igs_bp:
+            rule[i] = "long-igs"
+    events = [(i, r, "removed") for i, r in enumerate(rule) if r]
+
+    pieces = []
+    for run in _runs(np.array([r is None for r in rule], dtype=bool)):
+        for k in range(0, len(run), o.max_elements):
+            if k:
+                events.append((int(run[k]), "chunk", "split"))
+            pieces.append(run[k:k + o.max_elements])
+
+    kept = []
+    for piece in pieces:
+        n_cds = int((c.type[piece] == CDS).sum())
+        if len(piece) < o.min_elements or n_cds < o.min_cds:
+            why = "few-elements" if len(piece) < o.min_elements else "few-cds"
+            events.extend((int(i), why, "removed") for i in piece)
+        elif o.glm_subcontigs:
+            kept.extend(_subcontigs(piece, c.type, o, events))
+        else:
+            kept.append(piece)
+    events.sort(key=lambda e: e[0])
+    return kept, events
+
+
+def _subcontigs(piece: np.ndarray, types: np.ndarray, o: FilterOptions, events: list) -> list[np.ndarray]:
+    """Non-overlapping runs of ``subcontig_genes`` CDS, each from its first to its last CDS."""
+    cds_pos = np.flatnonzero(types[piece] == CDS)  # positions within the piece
+    in_run = np.zeros(len(piece), dtype=bool)
+    out = []
+    for k in range(0, len(cds_pos), o.subcontig_genes):
+        genes = cds_pos[k:k + o.subcontig_genes]
+        span = np.arange(genes[0], genes[-1] + 1)
+        in_run[span] = True
+        if len(genes) < o.min_subcontig_genes:
+            events.extend((int(piece[i]), "short-subcontig", "removed") for i in span)
+        else:
+            out.append(piece[span])
+    events.extend((int(piece[i]), "subcontig-boundary", "removed") for i in np.flatnonzero(~in_run))
+    return out
+
+
+def run_filter(input: str, output: str, report: str | None = None, options: FilterOptions = FilterOptions(),
+               force: bool = False) -> dict:
+    """Filter the element store ``input`` into ``output``; returns counts per rule."""
+    store = ElementStore(input)
+    removed, split, dropped_contigs = Counter(), Counter(), Counter()
+    n_out_contigs = n_out_elements = 0
+    with atomic_outputs([output, report], force) as (store_tmp, report_tmp), contextlib.ExitStack() as files:
+        writer = ElementStoreWriter(store_tmp, asdict(options), [store_record(input)])
+        report_out = files.enter_context(open(report_tmp, "w")) if report_tmp else None
+        if report_out:
+            write_tsv(report_out, REPORT_COLUMNS, [])  # the header; rows follow batch by batch
+        for batch in store.batches():
+            e, offsets = batch.elements, batch.offsets
+            contig_rows, element_rows, report_rows = [], [], []
+            for ci in range(batch.n_contigs):
+                lo, hi = offsets[ci], offsets[ci + 1]
+                view = ContigView(int(batch.contigs["length"][ci]), e["type"][lo:hi], e["partial_left"][lo:hi],
+                                  e["partial_right"][lo:hi], e["nt"][lo:hi], e["aa"][lo:hi])
+                pieces, events = filter_contig(view, options)
+                contig = batch.contig_row(ci)
+                if not pieces:
+                    dropped_contigs[events[0][1] if events else "few-elements"] += 1
+                for piece in pieces:
+                    rows = lo + piece
+                    start, end = int(e["start"][rows].min()), int(e["end"][rows].max())
+                    contig_rows.append({**contig, "name": f"{contig['source']}:{start}-{end}", "length": end - start + 1,
+                                        "source_start": start, "source_end": end})
+                    element_rows.append(rows)
+                for i, rule, action in events:
+                    (removed if action == "removed" else split)[rule] += 1
+                    g = lo + i
+                    report_rows.append((contig["name"], e["id"][g], TYPE_NAMES[int(e["type"][g])], e["start"][g],
+                                        e["end"][g], int(e["strand"][g]), rule, action))
+            out = batch.take(contig_rows, element_rows)
+            writer.write(out)
+            n_out_contigs += out.n_contigs
+            n_out_elements += len(out.elements["id"])
+            if report_out:
+                write_tsv(report_out, REPORT_COLUMNS, report_rows, header=False)
+        stats = {"contigs_in": store.n_contigs, "elements_in": store.n_elements, "contigs_out": n_out_contigs,
+                 "elements_out": n_out_elements, "removed": dict(removed), "split": dict(split)}
+        writer.close(summary={"stats": stats})
+    for rule in RULES:
+        if removed[rule] or split[rule]:
+            what = f"split {split[rule]:,} times" if rule == "chunk" else f"removed {removed[rule]:,} elements"
+            extra = f" ({dropped_contigs[rule]:,} contigs dropped whole)" if dropped_contigs[rule] else ""
+            log.info(f"filter: {rule:<19} {what}{extra}")
+    log.info(f"filter: kept {n_out_contigs:,} contigs with {n_out_elements:,} of {store.n_elements:,} elements "
+             f"from {store.n_contigs:,} contigs")
+    return stats
+

@@ -1,0 +1,101 @@
+"""FASTA: reading (plain or gzip, any line width, CRLF, lower case) with validation, and writing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator, TextIO
+
+from glmkit.errors import GlmkitError
+from glmkit.io.files import InputFile
+
+# IUPAC nucleotide codes (upper case after folding); U is accepted as T's RNA twin.
+DNA_ALPHABET = b"ACGTUNRYSWKMBDHV"
+# Letters that occur in proteins but are not IUPAC nucleotide codes: a contig
+# full of them is a protein FASTA given where nucleotides were expected.
+PROTEIN_ONLY = b"EFILPQJOZX*"
+PROTEIN_ALPHABET = b"ACDEFGHIKLMNPQRSTVWYXBUZO"
+
+
+@dataclass
+class FastaRecord:
+    name: str         # first word of the header
+    description: str  # rest of the header line
+    sequence: bytes   # upper case, no white space
+
+
+def _first_invalid(sequence: bytes, alphabet: bytes) -> int:
+    bad = sequence.translate(None, alphabet)
+    return -1 if not bad else sequence.index(bad[:1])
+
+
+def _check_dna(record: FastaRecord, where: str) -> None:
+    pos = _first_invalid(record.sequence, DNA_ALPHABET)
+    if pos < 0:
+        return
+    protein_letters = len(record.sequence) - len(record.sequence.translate(None, PROTEIN_ONLY))
+    if protein_letters > 0.1 * len(record.sequence):
+        raise GlmkitError(f"{where}: record '{record.name}' looks like a protein sequence "
+                          f"(amino-acid letters such as '{chr(record.sequence[pos])}'); expected nucleotides")
+    raise GlmkitError(f"{where}: record '{record.name}': invalid nucleotide character "
+                      f"'{chr(record.sequence[pos])}' at position {pos + 1} (IUPAC codes only)")
+
+
+def _check_protein(record: FastaRecord, where: str) -> None:
+    pos = _first_invalid(record.sequence, PROTEIN_ALPHABET)
+    if pos >= 0:
+        raise GlmkitError(f"{where}: record '{record.name}': invalid amino-acid character "
+                          f"'{chr(record.sequence[pos])}' at position {pos + 1}")
+
+
+def parse_fasta(stream: BinaryIO, where: str) -> Iterator[FastaRecord]:
+    """Records from an open binary stream; ``where`` names the file in errors."""
+    name = description = None
+    chunks: list[bytes] = []
+    for line_no, line in enumerate(stream, 1):
+        if line.startswith(b">"):
+            if name is not None:
+                yield FastaRecord(name, description, b"".join(chunks).upper())
+            header = line[1:].decode("utf-8", "replace").strip()
+            if not header:
+                raise GlmkitError(f"{where}: line {line_no}: empty FASTA header")
+            name, _, description = header.partition(" ")
+            description = description.strip()
+            chunks = []
+        else:
+            seq = line.translate(None, b" \t\r\n")
+            if not seq:
+                continue
+            if name is None:
+                raise GlmkitError(f"{where}: line {line_no}: sequence data before the first '>' header (not FASTA?)")
+            chunks.append(seq)
+    if name is not None:
+        yield FastaRecord(name, description, b"".join(chunks).upper())
+
+
+def read_fasta(source: InputFile, alphabet: str | None = None, allow_empty: bool = False) -> Iterator[FastaRecord]:
+    """Validated records of one input file.
+
+    ``alphabet`` is "dna", "protein" or None (no check). The file must hold at
+    least one record, and no record may be empty unless ``allow_empty``.
+    """
+    check = {"dna": _check_dna, "protein": _check_protein, None: None}[alphabet]
+    n = 0
+    with source.open() as stream:
+        for record in parse_fasta(stream, source.display):
+            if not record.sequence and not allow_empty:
+                raise GlmkitError(f"{source.display}: record '{record.name}' has no sequence")
+            if check:
+                check(record, source.display)
+            n += 1
+            yield record
+    if n == 0:
+        raise GlmkitError(f"{source.display}: no FASTA records (empty file?)")
+
+
+def write_fasta(handle: TextIO, records: Iterable[tuple[str, str]], width: int = 60) -> None:
+    """Write (header, sequence) pairs, wrapping sequences at ``width``."""
+    for header, sequence in records:
+        handle.write(f">{header}\n")
+        for i in range(0, len(sequence), width):
+            handle.write(sequence[i:i + width])
+            handle.write("\n")

@@ -1,0 +1,163 @@
+"""Opening inputs (plain, gzip or stdin, with a checksum) and publishing outputs atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Iterator, Sequence
+
+from glmkit.errors import GlmkitError
+
+STDIO = "-"
+
+
+class _HashingRaw(io.RawIOBase):
+    """Feeds every byte read through sha256, so inputs are hashed in the same pass that parses them."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._raw.readinto(buffer)
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+        return n
+
+
+class InputFile:
+    """An input named on the command line: a path or ``-`` for stdin.
+
+    ``open()`` yields a binary stream that is transparently gunzipped (detected
+    by magic bytes, not by the name); once the stream has been read to the end,
+    ``sha256`` holds the checksum of the bytes as stored (compressed if gzip).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self.sha256: str | None = None
+
+    @property
+    def display(self) -> str:
+        return "<stdin>" if self.path == STDIO else self.path
+
+    def check(self) -> None:
+        """Fail early, before any work, on a missing file or a directory."""
+        if self.path == STDIO:
+            return
+        p = Path(self.path)
+        if p.is_dir():
+            raise GlmkitError(f"{self.path}: is a directory, expected a file")
+        if not p.exists():
+            raise GlmkitError(f"{self.path}: no such file")
+        if not os.access(p, os.R_OK):
+            raise GlmkitError(f"{self.path}: permission denied")
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        self.check()
+        raw = sys.stdin.buffer if self.path == STDIO else open(self.path, "rb")
+        hashing = _HashingRaw(raw)
+        buffered = io.BufferedReader(hashing, buffer_size=1 << 20)
+        try:
+            stream = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == b"\x1f\x8b" else buffered
+            try:
+                yield stream
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise GlmkitError(f"{self.display}: truncated or corrupt gzip file ({e})") from e
+            # drain so the checksum covers the whole file even if the reader stopped early
+            while hashing.readinto(bytearray(1 << 20)):
+                pass
+            self.sha256 = hashing.sha256.hexdigest()
+        finally:
+            if raw is not sys.stdin.buffer:
+                raw.close()
+
+    def record(self) -> dict:
+        """The provenance entry for this input."""
+        return {"path": self.path if self.path == STDIO else os.path.abspath(self.path), "sha256": self.sha256}
+
+
+def check_output_paths(paths: Sequence[str | None], force: bool) -> None:
+    """Refuse existing outputs (unless force) and missing parent folders, before any work."""
+    named = [p for p in paths if p is not None and p != STDIO]
+    seen = set()
+    for p in named:
+        key = os.path.abspath(p)
+        if key in seen:
+            raise GlmkitError(f"{p}: named twice as an output")
+        seen.add(key)
+        path = Path(p)
+        if (path.exists() or path.is_symlink()) and not force:
+            raise GlmkitError(f"{p}: output exists; use --force to replace it")
+        if not path.parent.exists():
+            raise GlmkitError(f"{p}: folder {path.parent} does not exist")
+    if sum(p == STDIO for p in paths if p is not None) > 1:
+        raise GlmkitError("only one output can go to stdout ('-')")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator[list[Path | None]]:
+    """Yield temporary paths beside each output; publish them by rename only on success.
+
+    A crash or an error leaves no output behind and never a half-written one
+    under the final name. ``-`` is written to a temporary file and copied to
+    stdout at the end. ``None`` entries (outputs not requested) stay ``None``.
+    """
+    check_output_paths(paths, force)
+    tag = f"partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temps: list[Path | None] = []
+    for p in paths:
+        if p is None:
+            temps.append(None)
+        elif p == STDIO:
+            fd, name = tempfile.mkstemp(prefix="glmkit-stdout-")
+            os.close(fd)
+            temps.append(Path(name))
+        else:
+            final = Path(p)
+            temps.append(final.with_name(f".{final.name}.{tag}"))
+    try:
+        yield temps
+    except BaseException:
+        for t in temps:
+            if t is not None:
+                _remove(t)
+        raise
+    for p, t in zip(paths, temps):
+        if p is None:
+            continue
+        if p == STDIO:
+            with open(t, "rb") as fh:
+                shutil.copyfileobj(fh, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            t.unlink()
+            continue
+        final = Path(p)
+        if final.is_dir() and not final.is_symlink():
+            # os.replace cannot swap a folder over a non-empty folder: move the old one aside first
+            old = final.with_name(f".{final.name}.old-{tag}")
+            final.rename(old)
+            t.rename(final)
+            _remove(old)
+        else:
+            os.replace(t, final)

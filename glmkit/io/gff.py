@@ -1,0 +1,74 @@
+"""GFF3 reading and writing (https://github.com/The-Sequence-Ontology/Specifications/blob/master/gff3.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, TextIO
+from urllib.parse import quote, unquote
+
+from glmkit.errors import GlmkitError
+from glmkit.io.files import InputFile
+
+# Characters GFF3 allows unescaped in the seqid column and in attribute values.
+_SEQID_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:^*$@!+_?-|"
+_ATTR_SAFE = _SEQID_SAFE + " #/()[]{}<>'\"~`"
+
+
+@dataclass
+class GffRecord:
+    seqid: str
+    source: str
+    type: str
+    start: int   # 1-based, inclusive
+    end: int     # inclusive
+    score: float | None
+    strand: str  # '+', '-', '.' or '?'
+    phase: str   # '0', '1', '2' or '.'
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+def _format_score(score: float | None) -> str:
+    return "." if score is None else f"{score:.1f}"
+
+
+def write_gff3(handle: TextIO, regions: Iterable[tuple[str, int]], records: Iterable[GffRecord],
+               header: bool = True) -> None:
+    """The version line (if ``header``), a ##sequence-region per (seqid, length), then the records in order.
+
+    Call it once per batch with ``header=False`` after the first to stream a large file.
+    """
+    if header:
+        handle.write("##gff-version 3\n")
+    for seqid, length in regions:
+        handle.write(f"##sequence-region {quote(seqid, safe=_SEQID_SAFE)} 1 {length}\n")
+    for r in records:
+        attrs = ";".join(f"{k}={quote(str(v), safe=_ATTR_SAFE)}" for k, v in r.attributes.items())
+        handle.write("\t".join((quote(r.seqid, safe=_SEQID_SAFE), r.source, r.type, str(r.start), str(r.end),
+                                _format_score(r.score), r.strand, r.phase, attrs)) + "\n")
+
+
+def read_gff3(source: InputFile, types: set[str] | None = None) -> Iterator[GffRecord]:
+    """Feature rows (optionally only some types); stops at a ##FASTA section."""
+    with source.open() as stream:
+        for line_no, raw in enumerate(stream, 1):
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if line.startswith("##FASTA"):
+                break
+            if not line or line.startswith("#"):
+                continue
+            cols = line.split("\t")
+            if len(cols) != 9:
+                raise GlmkitError(f"{source.display}: line {line_no}: {len(cols)} columns, GFF3 has 9")
+            if types is not None and cols[2] not in types:
+                continue
+            attributes = {}
+            for item in cols[8].strip().strip(";").split(";"):
+                if item:
+                    key, _, value = item.partition("=")
+                    attributes[unquote(key.strip())] = unquote(value)
+            try:
+                start, end = int(cols[3]), int(cols[4])
+            except ValueError:
+                raise GlmkitError(f"{source.display}: line {line_no}: start/end are not integers") from None
+            yield GffRecord(unquote(cols[0]), cols[1], cols[2], start, end,
+                            None if cols[5] == "." else float(cols[5]), cols[6], cols[7], attributes)

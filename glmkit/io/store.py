@@ -1,0 +1,180 @@
+"""The Zarr store layer shared by every glmkit store.
+
+Every store is a Zarr v3 group whose root attributes carry:
+
+    schema          e.g. "glmkit.elements"
+    schema_version  integer; a reader refuses versions newer than it knows
+    glmkit_version  the glmkit that wrote it
+    command_line    the full command line
+    parameters      the command's parameters
+    inputs          [{"path", "sha256"}] of every input read
+    complete        true, written last; a store without it is unfinished
+
+Columns are 1-D arrays appended in whole chunks. Ragged data (sequences) is a
+flat uint8 array ``<name>/data`` plus int64 ``<name>/offsets`` (length n + 1).
+docs/FORMATS.md is the authoritative description of each schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import zarr
+
+from glmkit import __version__
+from glmkit.errors import GlmkitError
+
+# schema name -> the version this glmkit writes (and the newest it reads)
+SCHEMAS = {
+    "glmkit.elements": 1,
+}
+# what each schema is, for error messages that say what was expected
+SCHEMA_TITLES = {
+    "glmkit.elements": "an element store (from `glmkit call` or `glmkit filter`)",
+}
+
+ROW_CHUNK = 1 << 16      # rows per chunk of a column
+BYTE_CHUNK = 1 << 22     # bytes per chunk of ragged data
+RAGGED = "ragged"        # column dtype marker for byte sequences
+
+
+def command_line() -> str:
+    return shlex.join(["glmkit", *sys.argv[1:]]) if sys.argv else "glmkit"
+
+
+def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequence) -> zarr.Group:
+    """A new, empty store at ``path`` with its provenance attributes (``complete`` comes at ``finish``)."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update({
+        "schema": schema,
+        "schema_version": SCHEMAS[schema],
+        "glmkit_version": __version__,
+        "command_line": command_line(),
+        "parameters": parameters,
+        "inputs": [i.record() if hasattr(i, "record") else i for i in inputs],
+    })
+    return group
+
+
+def finish_store(group: zarr.Group, inputs: Sequence | None = None) -> None:
+    """Mark a store complete; ``inputs`` refreshes the input records (checksums are known only after reading)."""
+    if inputs is not None:
+        group.attrs["inputs"] = [i.record() if hasattr(i, "record") else i for i in inputs]
+    group.attrs["complete"] = True
+
+
+def store_record(path: str | Path) -> dict:
+    """Provenance of a store given as input: its path and a sha256 over all its files in path order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(root)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return {"path": str(root.resolve()), "sha256": digest.hexdigest()}
+
+
+def open_store(path: str | Path, schema: str) -> zarr.Group:
+    """Open a finished store of ``schema`` or fail with a one-line error naming the file."""
+    p = Path(path)
+    expected = SCHEMA_TITLES.get(schema, schema)
+    if not p.exists():
+        raise GlmkitError(f"{path}: no such store; expected {expected}")
+    if not (p / "zarr.json").is_file():
+        raise GlmkitError(f"{path}: not a glmkit store (no zarr.json); expected {expected}")
+    try:
+        group = zarr.open_group(str(p), mode="r", zarr_format=3)
+    except Exception as e:  # zarr raises several types for a corrupt group
+        raise GlmkitError(f"{path}: unreadable Zarr store ({e}); expected {expected}") from e
+    attrs = group.attrs.asdict()
+    found = attrs.get("schema")
+    if found != schema:
+        what = SCHEMA_TITLES.get(found, f"schema {found!r}" if found else "not a glmkit store")
+        raise GlmkitError(f"{path}: is {what}; expected {expected}")
+    version = attrs.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMAS[schema]:
+        raise GlmkitError(f"{path}: {schema} schema version {version} is newer than this glmkit "
+                          f"({__version__}) reads (up to {SCHEMAS[schema]}); upgrade glmkit")
+    if not attrs.get("complete"):
+        raise GlmkitError(f"{path}: unfinished store (the run that wrote it did not complete)")
+    return group
+
+
+class ColumnWriter:
+    """Appends to a 1-D array, buffering so that every write but the last fills whole chunks."""
+
+    def __init__(self, group: zarr.Group, name: str, dtype, chunk: int = ROW_CHUNK):
+        self.dtype = dtype
+        self.chunk = chunk
+        self.array = group.create_array(name, shape=(0,), chunks=(chunk,), dtype=dtype)
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+
+    def extend(self, values) -> None:
+        values = np.asarray(values, dtype=object if self.dtype is str else self.dtype)
+        if values.size:
+            self._buffer.append(values)
+            self._buffered += values.size
+        if self._buffered >= self.chunk:
+            self._flush(whole_chunks_only=True)
+
+    def _flush(self, whole_chunks_only: bool) -> None:
+        if not self._buffered:
+            return
+        data = np.concatenate(self._buffer)
+        n = (len(data) // self.chunk) * self.chunk if whole_chunks_only else len(data)
+        if n:
+            self.array.append(data[:n])
+        rest = data[n:]
+        self._buffer = [rest] if rest.size else []
+        self._buffered = rest.size
+
+    def close(self) -> None:
+        self._flush(whole_chunks_only=False)
+
+
+class RaggedWriter:
+    """Byte sequences as flat ``data`` (uint8) plus ``offsets`` (int64, starting at 0)."""
+
+    def __init__(self, group: zarr.Group, name: str):
+        sub = group.create_group(name)
+        self.data = ColumnWriter(sub, "data", np.uint8, BYTE_CHUNK)
+        self.offsets = ColumnWriter(sub, "offsets", np.int64)
+        self.offsets.extend([0])
+        self._end = 0
+
+    def extend(self, values: Sequence[bytes]) -> None:
+        if not len(values):
+            return
+        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+        self.offsets.extend(self._end + np.cumsum(lengths))
+        self._end += int(lengths.sum())
+        self.data.extend(np.frombuffer(b"".join(values), dtype=np.uint8))
+
+    def close(self) -> None:
+        self.data.close()
+        self.offsets.close()
+
+
+def read_ragged(group: zarr.Group, name: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a ragged column, as an object array of bytes."""
+    offsets = group[f"{name}/offsets"][start:stop + 1]
+    data = group[f"{name}/data"][int(offsets[0]):int(offsets[-1])].tobytes() if len(offsets) else b""
+    base = int(offsets[0]) if len(offsets) else 0
+    out = np.empty(max(len(offsets) - 1, 0), dtype=object)
+    for i in range(len(out)):
+        out[i] = data[offsets[i] - base:offsets[i + 1] - base]
+    return out
+
+
+def read_column(group: zarr.Group, name: str, dtype, start: int, stop: int) -> np.ndarray:
+    if dtype == RAGGED:
+        return read_ragged(group, name, start, stop)
+    values = group[name][start:stop]
+    return values.astype(object) if dtype is str else values
