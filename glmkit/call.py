@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
@@ -60,8 +61,8 @@ def _gene_finder(options: CallOptions, training_info=None):
         chosen = [b for b in pyrodigal.METAGENOMIC_BINS if b.training_info.translation_table == options.translation_table]
         if not chosen:
             tables = sorted({b.training_info.translation_table for b in pyrodigal.METAGENOMIC_BINS})
-            raise GlmkitError(f"--translation-table {options.translation_table}: no metagenomic model uses it "
-                              f"(they use tables {', '.join(map(str, tables))}); use --mode single to train one")
+            raise GlmkitUsageError(f"--translation-table {options.translation_table}: no metagenomic model uses it "
+                                        f"(they use tables {', '.join(map(str, tables))}); use --mode single to train one")
         bins = pyrodigal.MetagenomicBins(chosen)
     return pyrodigal.GeneFinder(meta=True, metagenomic_bins=bins, **kwargs)
 
@@ -74,10 +75,14 @@ def _train(records: Sequence[FastaRecord], source: InputFile, options: CallOptio
         raise GlmkitError(f"{source.display}: {total:,} bp is too short to train on in single mode (Prodigal needs "
                           f"at least {MIN_SINGLE_GENOME:,} bp); use --mode meta for short inputs")
     finder = _gene_finder(options)
-    try:
-        finder.train(*(r.sequence for r in records), translation_table=options.translation_table or 11)
-    except ValueError as e:
-        raise GlmkitError(f"{source.display}: single-mode training failed: {e}") from e
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            finder.train(*(r.sequence for r in records), translation_table=options.translation_table or 11)
+        except ValueError as e:
+            raise GlmkitError(f"{source.display}: single-mode training failed: {e}") from e
+    for w in caught:  # pyrodigal warns below 100 kb, as Prodigal does: pass it on as a log line
+        log.warning(f"call: {source.display}: {w.message}")
     return finder
 
 

@@ -15,6 +15,7 @@ import click
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.provenance import set_command_line
 
 PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup")
 
@@ -31,6 +32,10 @@ class PipelineGroup(click.Group):
 
     def list_commands(self, ctx):
         return [name for name in PIPELINE if name in self.commands]
+
+    def parse_args(self, ctx, args):
+        set_command_line(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:

@@ -18,8 +18,6 @@ docs/FORMATS.md is the authoritative description of each schema.
 from __future__ import annotations
 
 import hashlib
-import shlex
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +26,7 @@ import zarr
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError
+from glmkit.provenance import command_line
 
 # schema name -> the version this glmkit writes (and the newest it reads)
 SCHEMAS = {
@@ -41,10 +40,6 @@ SCHEMA_TITLES = {
 ROW_CHUNK = 1 << 16      # rows per chunk of a column
 BYTE_CHUNK = 1 << 22     # bytes per chunk of ragged data
 RAGGED = "ragged"        # column dtype marker for byte sequences
-
-
-def command_line() -> str:
-    return shlex.join(["glmkit", *sys.argv[1:]]) if sys.argv else "glmkit"
 
 
 def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequence) -> zarr.Group:

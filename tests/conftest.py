@@ -1,0 +1,118 @@
+"""Shared test helpers: the CLI runner, paths to reference data, hand-built element stores."""
+
+from __future__ import annotations
+
+import gzip
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from glmkit.cli import cli
+from glmkit.io.elements import CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter
+
+TEST_DATA = Path(__file__).resolve().parent.parent / "test_data"
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+PYRODIGAL_DATA = files("pyrodigal.tests") / "data"
+
+
+def run(*args, input=None):
+    """Run the glmkit CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments, status=1):
+    assert result.exit_code == status, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def no_leftovers(folder: Path) -> list[str]:
+    """Names of partial outputs left in ``folder``."""
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name]
+
+
+def pyrodigal_fasta(name: str, dest: Path) -> Path:
+    """Decompress one of the genomes shipped in the pyrodigal wheel to ``dest``."""
+    with gzip.open(PYRODIGAL_DATA / name, "rb") as src:
+        dest.write_bytes(src.read())
+    return dest
+
+
+def prodigal_faa(path) -> list[tuple]:
+    """(start, end, strand, partial, start_type, rbs_motif, rbs_spacer, gc_cont, protein) of a Prodigal .faa."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as fh:
+        text = fh.read()
+    out = []
+    for record in text.split(">")[1:]:
+        header, _, seq = record.partition("\n")
+        fields = header.split(" # ")
+        attrs = dict(kv.split("=") for kv in fields[4].split(";") if kv)
+        out.append((int(fields[1]), int(fields[2]), int(fields[3]), attrs["partial"], attrs["start_type"],
+                    attrs["rbs_motif"], attrs["rbs_spacer"], attrs["gc_cont"], seq.replace("\n", "")))
+    return out
+
+
+def build_store(path: Path, contigs: list[tuple[str, int, list[dict]]]) -> Path:
+    """Write an element store by hand.
+
+    ``contigs``: (name, length, elements); an element is a dict with ``type``
+    (CDS or IGS) and optionally ``aa``/``nt`` (bytes), ``strand``,
+    ``partial_left``, ``partial_right``. Coordinates are laid end to end.
+    """
+    contig_cols = {n: [] for n in CONTIG_COLUMNS}
+    element_cols = {n: [] for n in ELEMENT_COLUMNS}
+    counts = []
+    for name, length, elements in contigs:
+        for key, value in (("name", name), ("length", length), ("source", name), ("source_start", 1),
+                           ("source_end", length), ("model", "test"), ("translation_table", 11)):
+            contig_cols[key].append(value)
+        pos, n_cds = 1, 0
+        for k, el in enumerate(elements):
+            kind = el["type"]
+            aa = el.get("aa", b"M" * 10 if kind == CDS else b"")
+            nt = el.get("nt", b"A" * (3 * len(aa) + 3 if kind == CDS else 10))
+            n_cds += kind == CDS
+            row = {"id": f"{name}_{n_cds}" if kind == CDS else f"{name}_igs{n_cds}", "type": kind,
+                   "strand": el.get("strand", 1 if kind == CDS else 0), "start": pos, "end": pos + len(nt) - 1,
+                   "partial_left": el.get("partial_left", False), "partial_right": el.get("partial_right", False),
+                   "translation_table": 11, "start_type": "ATG" if kind == CDS else "", "rbs_motif": "None",
+                   "rbs_spacer": "None", "nt": nt, "aa": aa}
+            pos += len(nt)
+            for col in ELEMENT_COLUMNS:
+                element_cols[col].append(row.get(col, 0.0))
+        counts.append(len(elements))
+
+    def array(values, dtype):
+        if dtype in (str, "ragged"):
+            out = np.empty(len(values), dtype=object)
+            out[:] = values
+            return out
+        return np.array(values, dtype=dtype)
+
+    batch = ElementBatch({n: array(v, CONTIG_COLUMNS[n]) for n, v in contig_cols.items()},
+                         {n: array(v, ELEMENT_COLUMNS[n]) for n, v in element_cols.items()},
+                         np.array(counts, dtype=np.int64))
+    writer = ElementStoreWriter(path, {"built_by": "tests"}, [])
+    writer.write(batch)
+    writer.close()
+    return path
+
+
+def cds(**kw) -> dict:
+    return {"type": CDS, **kw}
+
+
+def igs(**kw) -> dict:
+    return {"type": IGS, **kw}
+
+
+@pytest.fixture
+def multi_contigs() -> Path:
+    return TEST_DATA / "multi_contigs.fna"
