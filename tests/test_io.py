@@ -1,0 +1,123 @@
+"""glmkit.io: FASTA, TSV, GFF3 and the Zarr store layer."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+import pytest
+import zarr
+
+from glmkit.errors import GlmkitError
+from glmkit.io.fasta import parse_fasta, read_fasta, write_fasta
+from glmkit.io.files import InputFile, atomic_outputs
+from glmkit.io.gff import GffRecord, read_gff3, write_gff3
+from glmkit.io.store import ColumnWriter, RaggedWriter, read_ragged
+from glmkit.io.tsv import format_value, read_tsv, write_tsv
+
+
+def test_fasta_any_width_crlf_lowercase_and_blank_lines():
+    text = b">a desc here\r\nacg\r\nTN\r\n\r\n>b\nAC\nGT\nA\n"
+    records = list(parse_fasta(io.BytesIO(text), "x"))
+    assert [(r.name, r.description, r.sequence) for r in records] == [("a", "desc here", b"ACGTN"), ("b", "", b"ACGTA")]
+
+
+def test_fasta_errors(tmp_path):
+    with pytest.raises(GlmkitError, match="before the first '>'"):
+        list(parse_fasta(io.BytesIO(b"ACGT\n>a\nAC\n"), "f.fna"))
+    with pytest.raises(GlmkitError, match="line 1: empty FASTA header"):
+        list(parse_fasta(io.BytesIO(b">\nAC\n"), "f.fna"))
+    (tmp_path / "e.fna").write_text(">a\n\n>b\nACGT\n")
+    with pytest.raises(GlmkitError, match="record 'a' has no sequence"):
+        list(read_fasta(InputFile(tmp_path / "e.fna"), "dna"))
+
+
+def test_gzip_detected_by_content_and_checksum(tmp_path):
+    import hashlib
+    data = gzip.compress(b">a\nACGT\n")
+    path = tmp_path / "no_gz_suffix.txt"
+    path.write_bytes(data)
+    source = InputFile(path)
+    assert [r.sequence for r in read_fasta(source, "dna")] == [b"ACGT"]
+    assert source.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_protein_alphabet(tmp_path):
+    (tmp_path / "p.faa").write_text(">p\nMKV*\n")
+    with pytest.raises(GlmkitError, match=r"p.faa: record 'p': invalid amino-acid character '\*' at position 4"):
+        list(read_fasta(InputFile(tmp_path / "p.faa"), "protein"))
+
+
+def test_write_fasta_wraps():
+    out = io.StringIO()
+    write_fasta(out, [("x d", "A" * 130)], width=60)
+    assert out.getvalue() == ">x d\n" + "A" * 60 + "\n" + "A" * 60 + "\n" + "A" * 10 + "\n"
+
+
+def test_tsv_round_trip_and_formatting(tmp_path):
+    assert [format_value(v) for v in (0.1, 1e-20, float("nan"), None, True, np.float32(0.5), np.int64(3))] == \
+        ["0.1", "1e-20", "nan", "", "true", "0.5", "3"]
+    path = tmp_path / "t.tsv"
+    with open(path, "w") as fh:
+        assert write_tsv(fh, ["a", "b"], [(1, "x"), (2.5, "y")]) == 2
+    assert list(read_tsv(InputFile(path), required=["a"])) == [{"a": "1", "b": "x"}, {"a": "2.5", "b": "y"}]
+    with pytest.raises(GlmkitError, match="missing column"):
+        list(read_tsv(InputFile(path), required=["c"]))
+    with pytest.raises(ValueError):
+        write_tsv(io.StringIO(), ["a"], [("tab\there",)])
+
+
+def test_gff3_round_trip_with_escaping(tmp_path):
+    record = GffRecord("chr 1;x", "glmkit", "CDS", 10, 99, 3.14, "-", "0", {"ID": "g=1;2", "note": "a,b"})
+    path = tmp_path / "x.gff"
+    with open(path, "w") as fh:
+        write_gff3(fh, [("chr 1;x", 1000)], [record])
+    text = path.read_text()
+    assert "chr%201%3Bx\tglmkit\tCDS\t10\t99\t3.1\t-\t0\tID=g%3D1%3B2;note=a%2Cb" in text
+    back = list(read_gff3(InputFile(path)))
+    assert back[0].seqid == "chr 1;x" and back[0].attributes == {"ID": "g=1;2", "note": "a,b"}
+
+
+def test_column_writer_writes_whole_chunks(tmp_path):
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    writer = ColumnWriter(group, "x", np.int32, chunk=4)
+    sizes = []
+    for part in ([1, 2, 3], [4, 5], [6], [7, 8, 9, 10, 11]):
+        writer.extend(part)
+        sizes.append(writer.array.shape[0])
+    assert sizes == [0, 4, 4, 8]  # only whole chunks until close
+    writer.close()
+    assert writer.array[:].tolist() == list(range(1, 12))
+
+
+def test_ragged_round_trip(tmp_path):
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    values = [b"ACGT", b"", b"MKV", b"X" * 1000]
+    writer = RaggedWriter(group, "seq")
+    writer.extend(values[:2])
+    writer.extend(values[2:])
+    writer.close()
+    assert list(read_ragged(group, "seq", 0, 4)) == values
+    assert list(read_ragged(group, "seq", 1, 3)) == values[1:3]
+    assert group["seq/offsets"][:].tolist() == [0, 4, 4, 7, 1007]
+
+
+def test_atomic_outputs_publish_only_on_success(tmp_path):
+    target, store = tmp_path / "out.tsv", tmp_path / "out.zarr"
+    with pytest.raises(RuntimeError):
+        with atomic_outputs([str(target), str(store)]) as (t, s):
+            t.write_text("half")
+            s.mkdir()
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_outputs([str(target), None]) as (t, none):
+        assert none is None
+        t.write_text("done")
+    assert target.read_text() == "done"
+    with pytest.raises(GlmkitError, match="exists"):
+        with atomic_outputs([str(target)]):
+            pass
+    with pytest.raises(GlmkitError, match="does not exist"):
+        with atomic_outputs([str(tmp_path / "no" / "x.tsv")]):
+            pass
