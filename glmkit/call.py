@@ -10,11 +10,11 @@ stretches before the first and after the last gene.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -172,6 +172,57 @@ def _unique(records: Iterator[FastaRecord], source: InputFile, seen: dict[str, s
         yield record
 
 
+class _Outputs:
+    """Writes each batch to the store and to the text files on two background threads.
+
+    Output then overlaps gene finding (and the store thread opens the store,
+    importing zarr, while pyrodigal trains). At most one batch is in flight.
+    """
+
+    def __init__(self, store: Path, gff: Path | None, proteins: Path | None, genes: Path | None,
+                 parameters: dict, sources: Sequence[InputFile]):
+        self._store_thread, self._text_thread = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+        self._writer = self._store_thread.submit(ElementStoreWriter, store, parameters, sources)
+        self._files = [(open(path, "w") if path else None) for path in (gff, proteins, genes)]
+        self._pending: list = []
+        self._first_gff = True
+
+    def _wait(self) -> None:
+        for future in self._pending:
+            future.result()
+        self._pending = []
+
+    def _write_text(self, batch: ElementBatch) -> None:
+        gff_out, faa_out, fna_out = self._files
+        if gff_out:
+            write_gff3(gff_out, zip(batch.contigs["name"], batch.contigs["length"]),
+                       gff_records(batch, "glmkit-pyrodigal"), header=self._first_gff)
+            self._first_gff = False
+        if faa_out:
+            write_fasta(faa_out, fasta_records(batch, "aa"))
+        if fna_out:
+            write_fasta(fna_out, fasta_records(batch, "nt"))
+
+    def write(self, batch: ElementBatch) -> None:
+        self._wait()
+        self._pending = [self._store_thread.submit(lambda: self._writer.result().write(batch)),
+                         self._text_thread.submit(self._write_text, batch)]
+
+    def close(self, inputs: Sequence[InputFile], summary: dict) -> None:
+        self._wait()
+        if self._files[0] and self._first_gff:
+            write_gff3(self._files[0], [], [])
+        self._writer.result().close(inputs=inputs, summary=summary)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self._store_thread.shutdown()
+        self._text_thread.shutdown()
+        for fh in self._files:
+            if fh:
+                fh.close()
+
+
 def run_call(inputs: Sequence[str], output: str, gff: str | None = None, proteins: str | None = None,
              genes: str | None = None, options: CallOptions = CallOptions(), force: bool = False) -> dict:
     """Call genes in every contig of ``inputs`` and write the element store (and the text outputs asked for)."""
@@ -183,39 +234,29 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
     shared_finder = _gene_finder(options)  # validates the options before any work
     stats = {"contigs": 0, "bp": 0, "cds": 0, "igs": 0}
     seen: dict[str, str] = {}
-    with atomic_outputs([output, gff, proteins, genes], force) as (store_tmp, gff_tmp, faa_tmp, fna_tmp), \
-            contextlib.ExitStack() as files, ThreadPoolExecutor(max(1, options.threads)) as pool:
-        writer = ElementStoreWriter(store_tmp, asdict(options), sources)
-        gff_out, faa_out, fna_out = (files.enter_context(open(t, "w")) if t else None
-                                     for t in (gff_tmp, faa_tmp, fna_tmp))
-        first_gff = True
-        for source in sources:
-            records = _unique(read_fasta(source, alphabet="dna"), source, seen)
-            if options.mode == "single":
-                records = list(records)
-                finder = _train(records, source, options)
-                log.info(f"call: trained on {source.display} ({sum(len(r.sequence) for r in records):,} bp)")
-            else:
-                finder = shared_finder
-            for batch_records in _batches(iter(records)):
-                results = list(pool.map(lambda r: _call_contig(finder, r, options), batch_records))
-                batch = _to_batch(results)
-                writer.write(batch)
-                if gff_out:
-                    write_gff3(gff_out, zip(batch.contigs["name"], batch.contigs["length"]),
-                               gff_records(batch, "glmkit-pyrodigal"), header=first_gff)
-                    first_gff = False
-                if faa_out:
-                    write_fasta(faa_out, fasta_records(batch, "aa"))
-                if fna_out:
-                    write_fasta(fna_out, fasta_records(batch, "nt"))
-                n_cds = int((batch.elements["type"] == CDS).sum())
-                stats["contigs"] += batch.n_contigs
-                stats["bp"] += int(batch.contigs["length"].sum())
-                stats["cds"] += n_cds
-                stats["igs"] += len(batch.elements["type"]) - n_cds
-        if gff_out and first_gff:
-            write_gff3(gff_out, [], [])
-        writer.close(inputs=sources, summary={"stats": stats})
+    with atomic_outputs([output, gff, proteins, genes], force) as temps, \
+            ThreadPoolExecutor(max(1, options.threads)) as pool:
+        outputs = _Outputs(*temps, asdict(options), sources)
+        try:
+            for source in sources:
+                records = _unique(read_fasta(source, alphabet="dna"), source, seen)
+                if options.mode == "single":
+                    records = list(records)
+                    finder = _train(records, source, options)
+                    log.info(f"call: trained on {source.display} ({sum(len(r.sequence) for r in records):,} bp)")
+                else:
+                    finder = shared_finder
+                for batch_records in _batches(iter(records)):
+                    batch = _to_batch(list(pool.map(lambda r: _call_contig(finder, r, options), batch_records)))
+                    outputs.write(batch)
+                    n_cds = int((batch.elements["type"] == CDS).sum())
+                    stats["contigs"] += batch.n_contigs
+                    stats["bp"] += int(batch.contigs["length"].sum())
+                    stats["cds"] += n_cds
+                    stats["igs"] += len(batch.elements["type"]) - n_cds
+            outputs.close(inputs=sources, summary={"stats": stats})
+        except BaseException:
+            outputs.shutdown()
+            raise
     log.info(f"call: {stats['contigs']:,} contigs, {stats['bp']:,} bp, {stats['cds']:,} CDS, {stats['igs']:,} IGS")
     return stats

@@ -17,7 +17,8 @@ from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
-PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup")
+PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
+            "demo")
 
 
 def available_cpus() -> int:
@@ -170,6 +171,20 @@ def filter_command(input, output, report, **params):
     if options.min_subcontig_genes > options.subcontig_genes:
         raise click.BadParameter("must not exceed --subcontig-genes", param_hint="--min-subcontig-genes")
     run_filter(input, output, report=report, options=options, force=force)
+
+
+@command("demo", "glmkit demo glmkit-demo/")
+@click.argument("outdir", default="glmkit-demo", required=False)
+@threads_option
+@force_option
+def demo_command(outdir, threads, force):
+    """Run the pipeline on real genomes shipped with pyrodigal (no download needed).
+
+    Writes every stage's outputs into OUTDIR (default: glmkit-demo).
+    """
+    from glmkit.demo import run_demo
+
+    run_demo(outdir, threads=threads or available_cpus(), force=force)
 
 
 def _not_yet(name: str, summary: str):

@@ -198,7 +198,8 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
         writer.close(summary={"stats": stats})
     for rule in RULES:
         if removed[rule] or split[rule]:
-            what = f"split {split[rule]:,} times" if rule == "chunk" else f"removed {removed[rule]:,} elements"
+            n = split[rule] if rule == "chunk" else removed[rule]
+            what = f"split {n:,} time{'s' * (n != 1)}" if rule == "chunk" else f"removed {n:,} element{'s' * (n != 1)}"
             extra = f" ({dropped_contigs[rule]:,} contigs dropped whole)" if dropped_contigs[rule] else ""
             log.info(f"filter: {rule:<19} {what}{extra}")
     log.info(f"filter: kept {n_out_contigs:,} contigs with {n_out_elements:,} of {store.n_elements:,} elements "

@@ -167,33 +167,34 @@ class ElementStore:
 
 # -- text exports ---------------------------------------------------------------------------------------------
 
-def _gff_attributes(elements: dict, i: int) -> dict:
-    partial = f"{int(elements['partial_left'][i])}{int(elements['partial_right'][i])}"
-    if elements["type"][i] == IGS:
-        return {"ID": elements["id"][i], "partial": partial}
-    f = lambda name: float(elements[name][i])  # noqa: E731
-    return {"ID": elements["id"][i], "partial": partial, "start_type": elements["start_type"][i],
-            "rbs_motif": elements["rbs_motif"][i], "rbs_spacer": elements["rbs_spacer"][i],
-            "gc_cont": f"{f('gc_content'):.3f}", "conf": f"{f('confidence'):.2f}", "score": f"{f('score'):.2f}",
-            "cscore": f"{f('cscore'):.2f}", "sscore": f"{f('sscore'):.2f}", "rscore": f"{f('rscore'):.2f}",
-            "uscore": f"{f('uscore'):.2f}", "tscore": f"{f('tscore'):.2f}",
-            "transl_table": str(int(elements["translation_table"][i]))}
+def _as_lists(batch: ElementBatch, rows: np.ndarray) -> dict[str, list]:
+    """Plain Python values of the given rows: formatting numpy scalars one by one is several times slower."""
+    return {name: values[rows].tolist() for name, values in batch.elements.items() if name not in ("nt", "aa")}
+
+
+def _partial(e: dict, i: int) -> str:
+    return f"{int(e['partial_left'][i])}{int(e['partial_right'][i])}"
 
 
 def gff_records(batch: ElementBatch, source: str, include_igs: bool = False) -> Iterable[GffRecord]:
     """CDS (and optionally IGS) rows with Prodigal's attributes, on the source contig's coordinates."""
-    e = batch.elements
-    offsets = batch.offsets
-    for c in range(batch.n_contigs):
-        seqid = batch.contigs["source"][c]
-        for i in range(offsets[c], offsets[c + 1]):
-            is_cds = e["type"][i] == CDS
-            if not (is_cds or include_igs):
-                continue
-            strand = {1: "+", -1: "-"}.get(int(e["strand"][i]), ".")
-            yield GffRecord(seqid, source, "CDS" if is_cds else "intergenic_region", int(e["start"][i]),
-                            int(e["end"][i]), float(e["score"][i]) if is_cds else None, strand,
-                            "0" if is_cds else ".", _gff_attributes(e, i))
+    types = batch.elements["type"]
+    rows = np.arange(len(types)) if include_igs else np.flatnonzero(types == CDS)
+    e = _as_lists(batch, rows)
+    seqids = np.repeat(batch.contigs["source"], batch.counts)[rows].tolist()
+    for i, seqid in enumerate(seqids):
+        if e["type"][i] == IGS:
+            yield GffRecord(seqid, source, "intergenic_region", e["start"][i], e["end"][i], None, ".", ".",
+                            {"ID": e["id"][i], "partial": _partial(e, i)})
+            continue
+        attributes = {"ID": e["id"][i], "partial": _partial(e, i), "start_type": e["start_type"][i],
+                      "rbs_motif": e["rbs_motif"][i], "rbs_spacer": e["rbs_spacer"][i],
+                      "gc_cont": f"{e['gc_content'][i]:.3f}", "conf": f"{e['confidence'][i]:.2f}"}
+        for score in ("score", "cscore", "sscore", "rscore", "uscore", "tscore"):
+            attributes[score] = f"{e[score][i]:.2f}"
+        attributes["transl_table"] = str(e["translation_table"][i])
+        yield GffRecord(seqid, source, "CDS", e["start"][i], e["end"][i], e["score"][i],
+                        "+" if e["strand"][i] > 0 else "-", "0", attributes)
 
 
 def fasta_records(batch: ElementBatch, column: str, with_stop: bool = True) -> Iterable[tuple[str, str]]:
@@ -201,15 +202,16 @@ def fasta_records(batch: ElementBatch, column: str, with_stop: bool = True) -> I
 
     Proteins get Prodigal's trailing '*' where the gene ends in a stop codon.
     """
-    e = batch.elements
-    for i in np.flatnonzero(e["type"] == CDS):
-        strand = int(e["strand"][i])
-        partial = f"{int(e['partial_left'][i])}{int(e['partial_right'][i])}"
+    rows = np.flatnonzero(batch.elements["type"] == CDS)
+    e = _as_lists(batch, rows)
+    sequences = batch.elements[column][rows]
+    for i, sequence in enumerate(sequences):
+        strand = e["strand"][i]
         header = (f"{e['id'][i]} # {e['start'][i]} # {e['end'][i]} # {strand} # "
-                  f"ID={e['id'][i]};partial={partial};start_type={e['start_type'][i]};"
+                  f"ID={e['id'][i]};partial={_partial(e, i)};start_type={e['start_type'][i]};"
                   f"rbs_motif={e['rbs_motif'][i]};rbs_spacer={e['rbs_spacer'][i]};gc_cont={e['gc_content'][i]:.3f}")
-        sequence = e[column][i].decode()
+        text = sequence.decode()
         three_prime_complete = not (e["partial_right"][i] if strand > 0 else e["partial_left"][i])
         if column == "aa" and with_stop and three_prime_complete:
-            sequence += "*"
-        yield header, sequence
+            text += "*"
+        yield header, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, TextIO
 from urllib.parse import quote, unquote
@@ -27,6 +28,12 @@ class GffRecord:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
+def _escape(value: str, safe: str, _cache: dict = {}) -> str:
+    """Percent-encode what GFF3 reserves; most values need nothing, so check that first (it is the hot path)."""
+    pattern = _cache.get(safe) or _cache.setdefault(safe, re.compile(f"[{re.escape(safe)}]*"))
+    return value if pattern.fullmatch(value) else quote(value, safe=safe)
+
+
 def _format_score(score: float | None) -> str:
     return "." if score is None else f"{score:.1f}"
 
@@ -40,10 +47,10 @@ def write_gff3(handle: TextIO, regions: Iterable[tuple[str, int]], records: Iter
     if header:
         handle.write("##gff-version 3\n")
     for seqid, length in regions:
-        handle.write(f"##sequence-region {quote(seqid, safe=_SEQID_SAFE)} 1 {length}\n")
+        handle.write(f"##sequence-region {_escape(seqid, _SEQID_SAFE)} 1 {length}\n")
     for r in records:
-        attrs = ";".join(f"{k}={quote(str(v), safe=_ATTR_SAFE)}" for k, v in r.attributes.items())
-        handle.write("\t".join((quote(r.seqid, safe=_SEQID_SAFE), r.source, r.type, str(r.start), str(r.end),
+        attrs = ";".join(f"{k}={_escape(str(v), _ATTR_SAFE)}" for k, v in r.attributes.items())
+        handle.write("\t".join((_escape(r.seqid, _SEQID_SAFE), r.source, r.type, str(r.start), str(r.end),
                                 _format_score(r.score), r.strand, r.phase, attrs)) + "\n")
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import zarr
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError
@@ -42,9 +41,16 @@ BYTE_CHUNK = 1 << 22     # bytes per chunk of ragged data
 RAGGED = "ragged"        # column dtype marker for byte sequences
 
 
+def _zarr():
+    """zarr costs ~0.15 s to import; commands warm it in a background thread while they compute (see call.py)."""
+    import zarr
+
+    return zarr
+
+
 def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequence) -> zarr.Group:
     """A new, empty store at ``path`` with its provenance attributes (``complete`` comes at ``finish``)."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group = _zarr().open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update({
         "schema": schema,
         "schema_version": SCHEMAS[schema],
@@ -84,7 +90,7 @@ def open_store(path: str | Path, schema: str) -> zarr.Group:
     if not (p / "zarr.json").is_file():
         raise GlmkitError(f"{path}: not a glmkit store (no zarr.json); expected {expected}")
     try:
-        group = zarr.open_group(str(p), mode="r", zarr_format=3)
+        group = _zarr().open_group(str(p), mode="r", zarr_format=3)
     except Exception as e:  # zarr raises several types for a corrupt group
         raise GlmkitError(f"{path}: unreadable Zarr store ({e}); expected {expected}") from e
     attrs = group.attrs.asdict()
