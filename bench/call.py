@@ -89,7 +89,7 @@ def main() -> int:
     n_contigs = sum(1 for line in open(meta) if line.startswith(">"))
     cases.append((f"mock metagenome ({n_contigs} contigs)", meta, "meta"))
 
-    print(f"glmkit call vs prodigal {subprocess.run(['prodigal', '-v'], capture_output=True, text=True).stderr.split()[1]}"
+    print(f"glmkit call vs prodigal {subprocess.run(['prodigal', '-v'], capture_output=True, text=True).stderr.split()[1].rstrip(':')}"
           f", glmkit --threads {args.threads}, best of {args.repeats}")
     print(f"{'input':<34}{'mode':<8}{'prodigal s':>11}{'glmkit s':>10}{'speed-up':>10}{'genes':>8}{'identical':>11}")
     for label, fasta, mode in cases:
