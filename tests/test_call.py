@@ -43,6 +43,17 @@ def test_genes_identical_to_prodigal_reference(tmp_path, genome, mode, options, 
     assert ours == expected
 
 
+@pytest.mark.parametrize("genome, mode, reference", [
+    ("SRR492066.fna.gz", "meta", "SRR492066.meta.fna.gz"),
+    ("KK037166.fna.gz", "single", "KK037166.single.fna.gz"),
+])
+def test_gene_nucleotides_identical_to_prodigal_reference(tmp_path, genome, mode, reference):
+    """--genes writes what prodigal -d writes (same headers but the ID field, same sequences)."""
+    fna = tmp_path / "genes.fna"
+    assert run("call", PYRODIGAL_DATA / genome, "-o", tmp_path / "s.zarr", "-d", fna, "-p", mode, "-q").exit_code == 0
+    assert prodigal_faa(fna) == prodigal_faa(PYRODIGAL_DATA / reference)
+
+
 def test_gzip_stdin_and_plain_give_the_same_store(tmp_path):
     plain = pyrodigal_fasta("SRR492066.fna.gz", tmp_path / "c.fna")
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
