@@ -173,6 +173,63 @@ def filter_command(input, output, report, **params):
     run_filter(input, output, report=report, options=options, force=force)
 
 
+def _parse_shard(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("expected K/N, e.g. 3/10") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter("K must be between 1 and N")
+    return k, n
+
+
+def device_options(func):
+    func = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                        show_default=True, help="auto: bf16 (or fp16) on GPU, fp32 on CPU.")(func)
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto, cpu, cuda or cuda:N.")(func)
+
+
+@command("embed", "glmkit embed elements.zarr -o embeddings.zarr --map genes.tsv --model esm2_t33_650M_UR50D")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--output", "-o", required=True, help="Embedding store to write.")
+@click.option("--map", "map_path", help="TSV: element/protein id -> protein hash -> hash of the embedded sequence.")
+@click.option("--model", "-m", help="fair-esm name (e.g. esm2_t33_650M_UR50D), fair-esm .pt file, or Hugging Face folder.")
+@click.option("--layer", type=click.IntRange(min=0), help="Layer to pool [default: the last].")
+@click.option("--max-residues", type=click.IntRange(min=1), default=1022, show_default=True,
+              help="Longest stretch of a protein the model sees (fair-esm's extract.py uses 1022).")
+@click.option("--long", "long_mode", type=click.Choice(["truncate", "window"]), default="truncate", show_default=True,
+              help="Longer proteins: keep the first --max-residues, or average windows overlapping by half.")
+@click.option("--max-tokens", type=click.IntRange(min=16), default=4096, show_default=True,
+              help="Token budget per batch (padding included).")
+@device_options
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Stored precision (float16 halves the store).")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Proteins per stored chunk: the unit of resume.")
+@click.option("--shard", callback=_parse_shard, metavar="K/N", help="Embed the K-th of N slices (array jobs); "
+              "merge with `glmkit embed SHARD.zarr... -o all.zarr`.")
+@click.option("--cluster-id", type=click.FloatRange(0, 1), help="Cluster with MMseqs2 linclust at this identity and "
+              "embed representatives only (gLM corpus: 0.9).")
+@click.option("--coverage", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="MMseqs2 coverage (-c).")
+@threads_option
+@force_option
+def embed_command(inputs, output, map_path, force, long_mode, threads, **params):
+    """ESM2 protein embeddings: mean over residues of one layer, one per distinct sequence.
+
+    INPUT: element stores (their CDS), protein FASTA files ('-' for stdin; a final
+    '*' is dropped), or embedding stores, whose rows are reused instead of
+    recomputed (this is how shards are merged and stores extended). A killed run
+    restarted with the same command resumes from its last finished chunk.
+    """
+    from glmkit.embed import EmbedOptions, run_embed
+
+    options = EmbedOptions(long=long_mode, threads=threads or available_cpus(), **params)
+    run_embed(inputs, output, map_path=map_path, options=options, force=force)
+
+
 @command("demo", "glmkit demo glmkit-demo/")
 @click.argument("outdir", default="glmkit-demo", required=False)
 @threads_option
@@ -200,7 +257,6 @@ def _not_yet(name: str, summary: str):
 
 
 for _name, _summary in (
-    ("embed", "ESM2 protein embeddings"),
     ("pretrain", "Train the gLM and gLM2 models"),
     ("contextualize", "Contextual gene and contig embeddings, attention"),
     ("operons", "Operons from attention"),

@@ -75,13 +75,17 @@ def parse_fasta(stream: BinaryIO, where: str) -> Iterator[FastaRecord]:
 def read_fasta(source: InputFile, alphabet: str | None = None, allow_empty: bool = False) -> Iterator[FastaRecord]:
     """Validated records of one input file.
 
-    ``alphabet`` is "dna", "protein" or None (no check). The file must hold at
-    least one record, and no record may be empty unless ``allow_empty``.
+    ``alphabet`` is "dna", "protein" or None (no check). Sequences are upper
+    case; proteins lose one final '*' (a stop codon, as Prodigal writes them).
+    The file must hold at least one record, and no record may be empty unless
+    ``allow_empty``.
     """
     check = {"dna": _check_dna, "protein": _check_protein, None: None}[alphabet]
     n = 0
     with source.open() as stream:
         for record in parse_fasta(stream, source.display):
+            if alphabet == "protein" and record.sequence.endswith(b"*"):
+                record.sequence = record.sequence[:-1]  # Prodigal writes the stop codon as a final '*'
             if not record.sequence and not allow_empty:
                 raise GlmkitError(f"{source.display}: record '{record.name}' has no sequence")
             if check:

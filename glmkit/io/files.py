@@ -108,7 +108,7 @@ def check_output_paths(paths: Sequence[str | None], force: bool) -> None:
         raise GlmkitError("only one output can go to stdout ('-')")
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -141,7 +141,7 @@ def atomic_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator
     except BaseException:
         for t in temps:
             if t is not None:
-                _remove(t)
+                remove(t)
         raise
     for p, t in zip(paths, temps):
         if p is None:
@@ -152,12 +152,16 @@ def atomic_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator
             sys.stdout.buffer.flush()
             t.unlink()
             continue
-        final = Path(p)
-        if final.is_dir() and not final.is_symlink():
-            # os.replace cannot swap a folder over a non-empty folder: move the old one aside first
-            old = final.with_name(f".{final.name}.old-{tag}")
-            final.rename(old)
-            t.rename(final)
-            _remove(old)
-        else:
-            os.replace(t, final)
+        publish(t, Path(p))
+
+
+def publish(temp: Path, final: Path) -> None:
+    """Rename a finished output into place, replacing what is there (callers have checked --force)."""
+    if final.is_dir() and not final.is_symlink():
+        # os.replace cannot swap a folder over a non-empty folder: move the old one aside first
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+        temp.rename(final)
+        remove(old)
+    else:
+        os.replace(temp, final)

@@ -30,10 +30,12 @@ from glmkit.provenance import command_line
 # schema name -> the version this glmkit writes (and the newest it reads)
 SCHEMAS = {
     "glmkit.elements": 1,
+    "glmkit.embeddings": 1,
 }
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
     "glmkit.elements": "an element store (from `glmkit call` or `glmkit filter`)",
+    "glmkit.embeddings": "an embedding store (from `glmkit embed`)",
 }
 
 ROW_CHUNK = 1 << 16      # rows per chunk of a column
@@ -79,6 +81,16 @@ def store_record(path: str | Path) -> dict:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return {"path": str(root.resolve()), "sha256": digest.hexdigest()}
+
+
+def store_schema(path: str | Path) -> str | None:
+    """The schema name of the glmkit store at ``path``, or None if it is not one (cheap: reads zarr.json only)."""
+    import json
+
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {}).get("schema")
+    except (OSError, ValueError):
+        return None
 
 
 def open_store(path: str | Path, schema: str) -> zarr.Group:

@@ -1,0 +1,276 @@
+"""`glmkit embed`: context-free ESM2 protein embeddings, one per distinct sequence.
+
+Per protein: the mean over residues (BOS/EOS excluded) of one layer's hidden
+states (default the last, after ESM2's final LayerNorm), as fair-esm's
+extract.py computes it. Proteins longer than ``max_residues`` (default 1022,
+fair-esm's) are truncated, or with ``long="window"`` cut into windows of
+``max_residues`` overlapping by half: each residue's state is averaged over the
+windows that hold it, then averaged over the protein.
+
+Work is planned as rows (distinct sequences: rows copied from embedding stores
+given as inputs first, then new ones sorted by length) written in chunks of
+``chunk_rows``; within a chunk, sequences are batched under a token budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.io.elements import CDS, ElementStore
+from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
+from glmkit.io.fasta import PROTEIN_ALPHABET, read_fasta
+from glmkit.io.files import InputFile, atomic_outputs, check_output_paths
+from glmkit.io.store import store_record, store_schema
+from glmkit.io.tsv import write_tsv
+from glmkit.log import progress
+
+log = logging.getLogger("glmkit")
+
+MAP_COLUMNS = ("element_id", "protein_hash", "embedding_hash")
+# what must agree between an embedding store given as input and this run
+MODEL_IDENTITY = ("name", "sha256", "embed_dim", "layer", "max_residues", "long", "pooling")
+
+
+@dataclass
+class EmbedOptions:
+    model: str | None = None          # fair-esm name, .pt file or Hugging Face folder
+    layer: int | None = None          # default: the last
+    max_residues: int = 1022
+    long: str = "truncate"            # or "window"
+    max_tokens: int = 4096            # token budget per batch, padding included
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 1
+    dtype: str = "float32"            # stored embeddings: float32 or float16
+    chunk_rows: int = 1024
+    shard: tuple[int, int] | None = None   # (k, n): embed the k-th of n slices (1-based)
+    cluster_id: float | None = None        # MMseqs2 linclust identity; embed representatives only
+    coverage: float = 0.9
+
+
+# -- inputs ------------------------------------------------------------------------------------------------
+
+def _proteins_of_store(path: str) -> Iterator[tuple[str, bytes]]:
+    store = ElementStore(path)
+    for batch in store.batches():
+        cds = np.flatnonzero(batch.elements["type"] == CDS)
+        for i in cds:
+            aa = batch.elements["aa"][i]
+            bad = aa.translate(None, PROTEIN_ALPHABET)
+            if bad:
+                raise GlmkitError(f"{path}: protein {batch.elements['id'][i]} has invalid character '{chr(bad[0])}'")
+            yield batch.elements["id"][i], aa
+
+
+def collect_inputs(inputs: Sequence[str]):
+    """Proteins (id, hash), distinct sequences by hash, embedding stores given as inputs, provenance records."""
+    proteins: list[tuple[str, str]] = []
+    sequences: dict[str, bytes] = {}
+    stores: list[EmbeddingStore] = []
+    records: list = []
+    seen_ids: dict[str, str] = {}
+    for path in inputs:
+        if path != "-" and Path(path).is_dir():
+            schema = store_schema(path)
+            if schema == "glmkit.embeddings":
+                stores.append(EmbeddingStore(path))
+                records.append(store_record(path))
+                continue
+            if schema != "glmkit.elements":
+                raise GlmkitError(f"{path}: not an element store, an embedding store or a protein FASTA file")
+            found, records_entry = _proteins_of_store(path), store_record(path)
+        else:
+            source = InputFile(path)
+            found, records_entry = ((r.name, r.sequence) for r in read_fasta(source, "protein")), source
+        for protein_id, sequence in found:
+            if protein_id in seen_ids:
+                raise GlmkitError(f"{path}: duplicate protein id '{protein_id}' (first seen in {seen_ids[protein_id]})")
+            seen_ids[protein_id] = path
+            h = sequence_hash(sequence)
+            sequences.setdefault(h, sequence)
+            proteins.append((protein_id, h))
+        records.append(records_entry)
+    return proteins, sequences, stores, records
+
+
+# -- computing ---------------------------------------------------------------------------------------------
+
+def _segments(length: int, max_residues: int, long: str) -> list[tuple[int, int, np.ndarray]]:
+    """(start, end, per-residue weights) whose weighted sums add up to the protein's mean embedding."""
+    if length <= max_residues or long == "truncate":
+        n = min(length, max_residues)
+        return [(0, n, np.full(n, 1.0 / n))]
+    stride = max_residues // 2
+    starts = list(range(0, length - max_residues, stride)) + [length - max_residues]
+    cover = np.zeros(length)
+    for s in starts:
+        cover[s:s + max_residues] += 1
+    weights = 1.0 / (cover * length)
+    return [(s, s + max_residues, weights[s:s + max_residues]) for s in starts]
+
+
+def embed_sequences(model, sequences: Sequence[bytes], options: EmbedOptions, layer: int, device, dtype,
+                    bar=None) -> np.ndarray:
+    """Mean-pooled embeddings (n, dim) float32 of ``sequences``, batched under the token budget."""
+    import torch
+
+    from glmkit.models.esm2 import tokenize
+
+    segments = [(i, s, e, w) for i, seq in enumerate(sequences)
+                for s, e, w in _segments(len(seq), options.max_residues, options.long)]
+    last_segment = {i: k for k, (i, *_) in enumerate(segments)}
+    order = sorted(range(len(segments)), key=lambda k: segments[k][2] - segments[k][1])
+    out = np.zeros((len(sequences), model.cfg.embed_dim), dtype=np.float64)
+    batch: list[int] = []
+
+    def run(batch: list[int]) -> None:
+        parts = [sequences[segments[k][0]][segments[k][1]:segments[k][2]] for k in batch]
+        tokens = tokenize(parts, options.max_residues)                 # (B, T)
+        weights = np.zeros(tokens.shape, dtype=np.float32)             # (B, T): 0 on BOS, EOS and padding
+        for b, k in enumerate(batch):
+            w = segments[k][3]
+            weights[b, 1:len(w) + 1] = w
+        with torch.inference_mode():
+            hidden = model(tokens.to(device), layer)                  # (B, T, D)
+            pooled = torch.einsum("btd,bt->bd", hidden.float(), torch.from_numpy(weights).to(device))
+        pooled = pooled.cpu().numpy()
+        for b, k in enumerate(batch):
+            out[segments[k][0]] += pooled[b]
+        if bar is not None:
+            bar.update(sum(last_segment[segments[k][0]] == k for k in batch))
+
+    for k in order:
+        width = segments[k][2] - segments[k][1] + 2
+        if batch and width * (len(batch) + 1) > options.max_tokens:  # lengths ascend: width is the batch's max
+            run(batch)
+            batch = []
+        batch.append(k)
+    if batch:
+        run(batch)
+    return out.astype(np.float32)
+
+
+# -- the command -------------------------------------------------------------------------------------------
+
+def _in_shard(h: str, shard: tuple[int, int] | None) -> bool:
+    return shard is None or int(h[:15], 16) % shard[1] == shard[0] - 1
+
+
+def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
+              options: EmbedOptions = EmbedOptions(), force: bool = False) -> dict:
+    if options.shard and map_path:
+        raise GlmkitUsageError("--map goes with the run that merges the shard stores, not with --shard")
+    if options.shard and options.cluster_id is not None:
+        raise GlmkitUsageError("--cluster-id cannot be combined with --shard: cluster first, then shard")
+    if options.cluster_id is not None:
+        from glmkit.mmseqs import require_mmseqs
+
+        require_mmseqs()  # before any work
+    check_output_paths([output, map_path], force)
+
+    proteins, sequences, stores, records = collect_inputs(inputs)
+    representative = {h: h for h in sequences}
+    if options.cluster_id is not None:
+        from glmkit.mmseqs import linclust
+
+        representative = linclust(sequences, options.cluster_id, options.coverage, options.threads)
+        log.info(f"embed: {len(sequences):,} distinct proteins in {len(set(representative.values())):,} clusters "
+                 f"at {options.cluster_id:.0%} identity, {options.coverage:.0%} coverage")
+
+    reused: dict[str, tuple[EmbeddingStore, int]] = {}
+    for store in stores:
+        for row, h in enumerate(store.hashes):
+            reused.setdefault(h, (store, row))
+    wanted = {representative[h] for _, h in proteins}
+    new = sorted((h for h in wanted if h not in reused and _in_shard(h, options.shard)),
+                 key=lambda h: (len(sequences[h]), h))
+
+    loaded, model_attrs = None, None
+    if options.model is not None or new:
+        if options.model is None:
+            raise GlmkitUsageError(f"--model is required: {len(new):,} proteins have no embedding in the stores given")
+        loaded, model_attrs = _load(options)
+    else:
+        model_attrs = stores[0].model if stores else None
+        if model_attrs is None:
+            raise GlmkitUsageError("nothing to embed and no model given")
+    for store in stores:
+        differs = [k for k in MODEL_IDENTITY if store.model.get(k) != model_attrs.get(k)]
+        if differs:
+            raise GlmkitError(f"{store.path}: embeddings were made with other settings ({', '.join(differs)}: "
+                              f"{[store.model.get(k) for k in differs]} here, {[model_attrs.get(k) for k in differs]} now)")
+
+    plan = list(reused) + new
+    lengths = [int(reused[h][0].lengths[reused[h][1]]) if h in reused else len(sequences[h]) for h in plan]
+    parameters = {k: v for k, v in asdict(options).items() if k != "model"}
+    writer = ResumableEmbeddingWriter(output, parameters, records, plan, lengths, model_attrs["embed_dim"],
+                                      options.dtype, model_attrs, options.chunk_rows)
+    pending = writer.pending()
+    todo = sum(1 for k in pending for r in writer.rows(k) if plan[r] not in reused)
+    log.info(f"embed: {len(proteins):,} proteins, {len(sequences):,} distinct; {len(reused):,} from stores given, "
+             f"{len(new):,} to embed{f' (shard {options.shard[0]}/{options.shard[1]})' if options.shard else ''}"
+             f"; {todo:,} left in {len(pending)} of {writer.n_chunks} chunks")
+    started = time.perf_counter()
+    with progress(total=todo, desc="embed", unit="prot") as bar:
+        for k in pending:
+            rows = writer.rows(k)
+            chunk = np.zeros((len(rows), model_attrs["embed_dim"]), dtype=np.float32)
+            fresh = [i for i, r in enumerate(rows) if plan[r] not in reused]
+            if fresh:
+                chunk[fresh] = embed_sequences(loaded.model, [sequences[plan[rows[i]]] for i in fresh], options,
+                                               model_attrs["layer"], loaded.device, loaded.dtype, bar)
+            by_store: dict[int, list[int]] = {}
+            for i, r in enumerate(rows):
+                if plan[r] in reused:
+                    by_store.setdefault(id(reused[plan[r]][0]), []).append(i)
+            for positions in by_store.values():
+                store = reused[plan[rows[positions[0]]]][0]
+                chunk[positions] = store.get([plan[rows[i]] for i in positions])
+            writer.write_chunk(k, chunk.astype(options.dtype))
+    elapsed = time.perf_counter() - started
+    writer.publish(records)
+    if map_path:
+        with atomic_outputs([map_path], force) as (tmp,):
+            with open(tmp, "w") as fh:
+                write_tsv(fh, MAP_COLUMNS, ((pid, h, representative[h]) for pid, h in proteins))
+    if todo:
+        log.info(f"embed: {todo:,} proteins in {elapsed:.1f} s ({todo / elapsed:.1f} proteins/s)")
+    return {"proteins": len(proteins), "distinct": len(sequences), "embedded": todo, "reused": len(reused),
+            "seconds": elapsed}
+
+
+@dataclass
+class _Loaded:
+    model: object
+    device: object
+    dtype: object
+
+
+def _load(options: EmbedOptions):
+    import torch
+
+    from glmkit.models.device import resolve_device, resolve_precision
+    from glmkit.models.esm2 import load_esm2
+
+    device = resolve_device(options.device)
+    dtype = resolve_precision(options.precision, device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, options.threads))
+    loaded = load_esm2(options.model)
+    cfg = loaded.model.cfg
+    layer = cfg.num_layers if options.layer is None else options.layer
+    if not 0 <= layer <= cfg.num_layers:
+        raise GlmkitUsageError(f"--layer {layer}: {loaded.name} has layers 0 to {cfg.num_layers}")
+    model = loaded.model.to(device=device, dtype=dtype)
+    attrs = {"name": loaded.name, "sha256": loaded.sha256, "source": loaded.source, "num_layers": cfg.num_layers,
+             "embed_dim": cfg.embed_dim, "attention_heads": cfg.attention_heads, "layer": layer,
+             "max_residues": options.max_residues, "long": options.long, "pooling": "mean"}
+    log.info(f"embed: {loaded.name} ({cfg.num_layers} layers, dim {cfg.embed_dim}) on {device}, {dtype}, layer {layer}")
+    return _Loaded(model, device, dtype), attrs

@@ -1,0 +1,1 @@
+"""Model definitions (torch). Import these only where torch is needed."""

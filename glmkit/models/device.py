@@ -1,0 +1,37 @@
+"""--device and --precision, resolved the same way by every command that runs a model."""
+
+from __future__ import annotations
+
+import torch
+
+from glmkit.errors import GlmkitUsageError
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' (first GPU if any, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise GlmkitUsageError(f"--device {spec}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GlmkitUsageError(f"--device {spec}: no CUDA GPU is visible (CUDA_VISIBLE_DEVICES, drivers?)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GlmkitUsageError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type != "cpu":
+        raise GlmkitUsageError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    """'auto': bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (exact, and faster there)."""
+    if spec == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec]
+    if dtype == torch.float16 and device.type == "cpu":
+        raise GlmkitUsageError("--precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    return dtype

@@ -1,0 +1,264 @@
+"""ESM2 (Lin et al. 2023) for inference: a compact re-implementation that loads fair-esm and Hugging Face weights.
+
+Same arithmetic as fair-esm's ESM2 (pre-LayerNorm transformer, rotary
+positions, exact-erf GELU, token-dropout scaling, final LayerNorm), written for
+speed at inference: one fused q/k/v projection, `scaled_dot_product_attention`
+instead of explicit softmax(QK^T)V, no averaged attention weights and no LM
+head computed. tests/test_esm2.py checks it against fair-esm's own model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmkit.errors import GlmkitError
+
+# fair-esm's "ESM-1b" alphabet, which every ESM2 uses: ids 0-32 in this order.
+ALPHABET = ("<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
+            "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>")
+CLS, PAD, EOS, UNK, MASK = 0, 1, 2, 3, 32
+# byte -> token id; amino-acid letters only (the FASTA reader has upper-cased and validated them)
+TOKEN_OF_BYTE = np.full(256, UNK, dtype=np.int64)
+for _i, _tok in enumerate(ALPHABET):
+    if len(_tok) == 1:
+        TOKEN_OF_BYTE[ord(_tok)] = _i
+
+HUB_MODELS = {  # fair-esm names -> (layers, dim, heads)
+    "esm2_t6_8M_UR50D": (6, 320, 20),
+    "esm2_t12_35M_UR50D": (12, 480, 20),
+    "esm2_t30_150M_UR50D": (30, 640, 20),
+    "esm2_t33_650M_UR50D": (33, 1280, 20),
+    "esm2_t36_3B_UR50D": (36, 2560, 40),
+    "esm2_t48_15B_UR50D": (48, 5120, 40),
+}
+HUB_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+
+
+@dataclass
+class ESM2Config:
+    num_layers: int = 33
+    embed_dim: int = 1280
+    attention_heads: int = 20
+    token_dropout: bool = True
+    layer_norm_eps: float = 1e-5
+    vocab_size: int = len(ALPHABET)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ESM2Config):
+        super().__init__()
+        d = cfg.embed_dim
+        self.heads = cfg.attention_heads
+        self.attn_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.qkv = nn.Linear(d, 3 * d)            # q, k, v fused: one GEMM instead of three
+        self.out = nn.Linear(d, d)
+        self.ffn_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.fc1 = nn.Linear(d, 4 * d)
+        self.fc2 = nn.Linear(4 * d, d)
+
+    def forward(self, x, cos, sin, keep):
+        # x: (B, T, D); cos, sin: (T, hd); keep: (B, 1, 1, T) bool, True for real tokens (or None)
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q = q * cos + rotate_half(q) * sin        # (B, H, T, hd)
+        k = k * cos + rotate_half(k) * sin
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, hd)
+        x = x + self.out(y.transpose(1, 2).reshape(B, T, D))
+        return x + self.fc2(F.gelu(self.fc1(self.ffn_norm(x))))  # exact (erf) GELU, as ESM
+
+
+class ESM2(nn.Module):
+    def __init__(self, cfg: ESM2Config):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        hd = cfg.embed_dim // cfg.attention_heads
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd)), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Hidden states after ``layer`` (default: the last, after the final LayerNorm): (B, T) -> (B, T, D)."""
+        layer = self.cfg.num_layers if layer is None else layer
+        pad = tokens.eq(PAD)                                           # (B, T)
+        x = self.embed_tokens(tokens)                                  # (B, T, D)
+        if self.cfg.token_dropout:  # ESM's training-time masking rescale; no <mask> at inference
+            x = x.masked_fill((tokens == MASK).unsqueeze(-1), 0.0)
+            observed = (tokens == MASK).sum(-1).to(x.dtype) / (~pad).sum(-1)
+            x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
+        x = x * (~pad).unsqueeze(-1).to(x.dtype)
+        t = torch.arange(tokens.shape[1], device=tokens.device, dtype=self.inv_freq.dtype)
+        freqs = torch.outer(t, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)                        # (T, hd)
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        keep = (~pad)[:, None, None, :] if pad.any() else None
+        for block in self.layers[:layer]:
+            x = block(x, cos, sin, keep)
+        return self.final_norm(x) if layer == self.cfg.num_layers else x
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    model: ESM2
+    name: str      # hub name, file stem or folder name
+    source: str    # where the weights came from
+    sha256: str    # checksum of the weights file
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _assign(model: ESM2, state: dict[str, torch.Tensor], source: str) -> ESM2:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing:
+        raise GlmkitError(f"{source}: checkpoint lacks {len(missing)} ESM2 weights (e.g. {missing[0]}); not an ESM2?")
+    return model.eval()
+
+
+def _fair_esm_state(cfg: ESM2Config, fair: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fair-esm parameter names -> ours (q/k/v concatenated into qkv)."""
+    fair = {re.sub(r"^(encoder\.sentence_encoder\.|encoder\.)", "", k): v for k, v in fair.items()}
+    state = {"embed_tokens.weight": fair["embed_tokens.weight"],
+             "final_norm.weight": fair["emb_layer_norm_after.weight"],
+             "final_norm.bias": fair["emb_layer_norm_after.bias"]}
+    for i in range(cfg.num_layers):
+        p = f"layers.{i}."
+        for ours, theirs in (("attn_norm", "self_attn_layer_norm"), ("out", "self_attn.out_proj"), ("fc1", "fc1"),
+                             ("fc2", "fc2"), ("ffn_norm", "final_layer_norm")):
+            for kind in ("weight", "bias"):
+                state[f"{p}{ours}.{kind}"] = fair[f"{p}{theirs}.{kind}"]
+        for kind in ("weight", "bias"):
+            state[f"{p}qkv.{kind}"] = torch.cat([fair[f"{p}self_attn.{n}_proj.{kind}"] for n in "qkv"])
+    return state
+
+
+def _hf_state(cfg: ESM2Config, hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face EsmModel parameter names -> ours."""
+    hf = {re.sub(r"^esm\.", "", k): v for k, v in hf.items()}
+    state = {"embed_tokens.weight": hf["embeddings.word_embeddings.weight"],
+             "final_norm.weight": hf["encoder.emb_layer_norm_after.weight"],
+             "final_norm.bias": hf["encoder.emb_layer_norm_after.bias"]}
+    for i in range(cfg.num_layers):
+        p, h = f"layers.{i}.", f"encoder.layer.{i}."
+        for ours, theirs in (("attn_norm", "attention.LayerNorm"), ("out", "attention.output.dense"),
+                             ("fc1", "intermediate.dense"), ("fc2", "output.dense"), ("ffn_norm", "LayerNorm")):
+            for kind in ("weight", "bias"):
+                state[f"{p}{ours}.{kind}"] = hf[f"{h}{theirs}.{kind}"]
+        for kind in ("weight", "bias"):
+            state[f"{p}qkv.{kind}"] = torch.cat([hf[f"{h}attention.self.{n}.{kind}"] for n in ("query", "key", "value")])
+    return state
+
+
+def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
+    """A fair-esm checkpoint ``{"cfg": {"model": Namespace}, "model": state_dict}``, loaded with weights_only.
+
+    torch >= 2.6 refuses the argparse.Namespace in these files under its safe
+    default; we allow-list exactly that class instead of turning safety off.
+    """
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise GlmkitError(f"{path}: not a readable fair-esm checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    try:
+        args = data["cfg"]["model"]
+        cfg = ESM2Config(num_layers=args.encoder_layers, embed_dim=args.encoder_embed_dim,
+                         attention_heads=args.encoder_attention_heads, token_dropout=args.token_dropout)
+        state = _fair_esm_state(cfg, data["model"])
+    except (KeyError, AttributeError, TypeError) as e:
+        raise GlmkitError(f"{path}: not an ESM2 checkpoint in fair-esm's layout (missing {e})") from e
+    model = _assign(ESM2(cfg), state, str(path))
+    return LoadedModel(model, name or path.stem, str(path.resolve()), _sha256(path))
+
+
+def load_hf_folder(path: Path) -> LoadedModel:
+    """A Hugging Face EsmModel / EsmForMaskedLM folder: config.json plus safetensors or pytorch_model.bin."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise GlmkitError(f"{path}: no readable config.json; expected a Hugging Face ESM model folder") from e
+    if config.get("model_type") != "esm" or config.get("position_embedding_type", "rotary") != "rotary":
+        raise GlmkitError(f"{path}: config.json is not an ESM2 model (model_type={config.get('model_type')!r})")
+    cfg = ESM2Config(num_layers=config["num_hidden_layers"], embed_dim=config["hidden_size"],
+                     attention_heads=config["num_attention_heads"], token_dropout=config.get("token_dropout", False),
+                     layer_norm_eps=config.get("layer_norm_eps", 1e-12))
+    if config.get("intermediate_size", 4 * cfg.embed_dim) != 4 * cfg.embed_dim or config.get("emb_layer_norm_before"):
+        raise GlmkitError(f"{path}: unsupported ESM variant (intermediate_size or emb_layer_norm_before differ from ESM2)")
+    weights = path / "model.safetensors"
+    try:
+        if weights.exists():
+            from safetensors.torch import load_file
+
+            hf = load_file(weights)
+        else:
+            weights = path / "pytorch_model.bin"
+            hf = torch.load(weights, map_location="cpu", weights_only=True)
+        state = _hf_state(cfg, hf)
+    except KeyError as e:
+        raise GlmkitError(f"{weights}: missing ESM2 weight {e}") from e
+    except Exception as e:
+        raise GlmkitError(f"{weights}: unreadable weights ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    return LoadedModel(_assign(ESM2(cfg), state, str(path)), path.name, str(path.resolve()), _sha256(weights))
+
+
+def load_hub(name: str) -> LoadedModel:
+    """A fair-esm model by name: from torch's hub cache, downloading it there when missing (needs internet)."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.pt"
+    if not cache.exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(HUB_URL.format(name=name), str(cache), progress=False)
+        except Exception as e:
+            raise GlmkitError(f"could not download {name} ({type(e).__name__}); without internet, copy {name}.pt "
+                              f"to {cache} or pass --model /path/to/{name}.pt") from e
+    return load_fair_esm_file(cache, name)
+
+
+def load_esm2(spec: str) -> LoadedModel:
+    """``spec``: a fair-esm model name, a fair-esm ``.pt`` file, or a Hugging Face folder."""
+    path = Path(spec)
+    if path.is_dir():
+        return load_hf_folder(path)
+    if path.is_file():
+        return load_fair_esm_file(path)
+    if spec in HUB_MODELS:
+        return load_hub(spec)
+    if os.sep in spec or spec.endswith(".pt"):
+        raise GlmkitError(f"{spec}: no such model file or folder")
+    raise GlmkitError(f"unknown model '{spec}': use a fair-esm name ({', '.join(HUB_MODELS)}), "
+                      f"a fair-esm .pt file or a Hugging Face folder")
+
+
+def tokenize(sequences: list[bytes], max_residues: int) -> torch.Tensor:
+    """<cls> residues[:max_residues] <eos>, padded: what fair-esm's BatchConverter produces. (B, T) int64."""
+    width = min(max(len(s) for s in sequences), max_residues) + 2
+    tokens = np.full((len(sequences), width), PAD, dtype=np.int64)
+    tokens[:, 0] = CLS
+    for i, s in enumerate(sequences):
+        n = min(len(s), max_residues)
+        tokens[i, 1:n + 1] = TOKEN_OF_BYTE[np.frombuffer(s, dtype=np.uint8, count=n)]
+        tokens[i, n + 1] = EOS
+    return torch.from_numpy(tokens)
