@@ -204,8 +204,8 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
     for store in stores:
         differs = [k for k in MODEL_IDENTITY if store.model.get(k) != model_attrs.get(k)]
         if differs:
-            raise GlmkitError(f"{store.path}: embeddings were made with other settings ({', '.join(differs)}: "
-                              f"{[store.model.get(k) for k in differs]} here, {[model_attrs.get(k) for k in differs]} now)")
+            what = "; ".join(f"{k} {store.model.get(k)} there, {model_attrs.get(k)} now" for k in differs)
+            raise GlmkitError(f"{store.path}: embeddings were made with other settings ({what})")
 
     plan = list(reused) + new
     lengths = [int(reused[h][0].lengths[reused[h][1]]) if h in reused else len(sequences[h]) for h in plan]

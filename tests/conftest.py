@@ -116,3 +116,45 @@ def igs(**kw) -> dict:
 @pytest.fixture
 def multi_contigs() -> Path:
     return TEST_DATA / "multi_contigs.fna"
+
+
+# -- small random-weight ESM2 checkpoints, built and saved by the tests themselves --------------------------
+
+def make_fair_esm_checkpoint(path: Path, layers: int = 2, dim: int = 64, heads: int = 4, seed: int = 0):
+    """A random-weight fair-esm ESM2 saved the way fair-esm's published .pt files are laid out."""
+    import argparse
+
+    import esm
+    import torch
+
+    torch.manual_seed(seed)
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet,
+                                token_dropout=True)
+    with torch.no_grad():
+        for p in model.parameters():  # larger than init so that layers matter
+            p.normal_(0, 0.1 if p.dim() > 1 else 0.05)
+    args = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                              token_dropout=True)
+    torch.save({"cfg": {"model": args},
+                "model": {f"encoder.sentence_encoder.{k}": v for k, v in model.state_dict().items()}}, path)
+    return model.eval(), alphabet
+
+
+@pytest.fixture(scope="session")
+def esm_checkpoint(tmp_path_factory):
+    """(path to .pt, fair-esm model object, alphabet) of a 2-layer random ESM2."""
+    path = tmp_path_factory.mktemp("esm") / "esm2_t2_test.pt"
+    model, alphabet = make_fair_esm_checkpoint(path)
+    return path, model, alphabet
+
+
+def fair_esm_mean(model, alphabet, sequences: list[str], max_residues: int = 1022, layer: int | None = None):
+    """Reference: what fair-esm's scripts/extract.py computes with --include mean (truncation as it does)."""
+    import torch
+
+    layer = model.num_layers if layer is None else layer
+    _, _, tokens = alphabet.get_batch_converter(max_residues)([(str(i), s) for i, s in enumerate(sequences)])
+    with torch.no_grad():
+        reps = model(tokens, repr_layers=[layer])["representations"][layer]
+    return np.stack([reps[i, 1:min(len(s), max_residues) + 1].mean(0).numpy() for i, s in enumerate(sequences)])

@@ -44,9 +44,11 @@ def test_gzip_detected_by_content_and_checksum(tmp_path):
 
 
 def test_protein_alphabet(tmp_path):
-    (tmp_path / "p.faa").write_text(">p\nMKV*\n")
-    with pytest.raises(GlmkitError, match=r"p.faa: record 'p': invalid amino-acid character '\*' at position 4"):
-        list(read_fasta(InputFile(tmp_path / "p.faa"), "protein"))
+    (tmp_path / "p.faa").write_text(">p\nmkv*\n>q\nMK*V\n")
+    records = read_fasta(InputFile(tmp_path / "p.faa"), "protein")
+    assert next(records).sequence == b"MKV"  # upper case, the final stop dropped
+    with pytest.raises(GlmkitError, match=r"p.faa: record 'q': invalid amino-acid character '\*' at position 3"):
+        next(records)
 
 
 def test_write_fasta_wraps():
