@@ -256,13 +256,14 @@ class _Loaded:
 def _load(options: EmbedOptions):
     import torch
 
-    from glmkit.models.device import resolve_device, resolve_precision
+    from glmkit.models.device import keep_freed_memory, resolve_device, resolve_precision
     from glmkit.models.esm2 import load_esm2
 
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision, device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, options.threads))
+        keep_freed_memory()
     loaded = load_esm2(options.model)
     cfg = loaded.model.cfg
     layer = cfg.num_layers if options.layer is None else options.layer

@@ -35,3 +35,25 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     if dtype == torch.float16 and device.type == "cpu":
         raise GlmkitUsageError("--precision fp16 needs a GPU; use fp32 or bf16 on CPU")
     return dtype
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to reuse freed activation buffers instead of returning them to the OS.
+
+    By default glibc serves allocations over 32 MiB with mmap and unmaps them on
+    free, so every forward pass page-faults its large activations anew: ~10 %
+    of CPU inference time on a VM (see docs/benchmarks.md). Same effect as the
+    MALLOC_* environment variables or jemalloc/tcmalloc; no-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    mallopt(M_MMAP_THRESHOLD, 1 << 30)   # the largest value glibc accepts is HEAP_MAX/2; it clamps above
+    mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
+    mallopt(M_TOP_PAD, 256 << 20)
