@@ -138,37 +138,39 @@ def _assign(model: ESM2, state: dict[str, torch.Tensor], source: str) -> ESM2:
     return model.eval()
 
 
-def _fair_esm_state(cfg: ESM2Config, fair: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fair-esm parameter names -> ours (q/k/v concatenated into qkv)."""
-    fair = {re.sub(r"^(encoder\.sentence_encoder\.|encoder\.)", "", k): v for k, v in fair.items()}
-    state = {"embed_tokens.weight": fair["embed_tokens.weight"],
-             "final_norm.weight": fair["emb_layer_norm_after.weight"],
-             "final_norm.bias": fair["emb_layer_norm_after.bias"]}
-    for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        for ours, theirs in (("attn_norm", "self_attn_layer_norm"), ("out", "self_attn.out_proj"), ("fc1", "fc1"),
-                             ("fc2", "fc2"), ("ffn_norm", "final_layer_norm")):
-            for kind in ("weight", "bias"):
-                state[f"{p}{ours}.{kind}"] = fair[f"{p}{theirs}.{kind}"]
-        for kind in ("weight", "bias"):
-            state[f"{p}qkv.{kind}"] = torch.cat([fair[f"{p}self_attn.{n}_proj.{kind}"] for n in "qkv"])
-    return state
+# Parameter names of the two published layouts, as (ours -> theirs): top level, per layer, and the separate
+# q/k/v projections that we concatenate into one qkv weight.
+FAIR_ESM_NAMES = {
+    "top": {"embed_tokens": "embed_tokens", "final_norm": "emb_layer_norm_after"},
+    "layer": "layers.{i}.",
+    "per_layer": {"attn_norm": "self_attn_layer_norm", "out": "self_attn.out_proj", "fc1": "fc1", "fc2": "fc2",
+                  "ffn_norm": "final_layer_norm"},
+    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "strip": r"^(encoder\.sentence_encoder\.|encoder\.)",
+}
+HF_NAMES = {
+    "top": {"embed_tokens": "embeddings.word_embeddings", "final_norm": "encoder.emb_layer_norm_after"},
+    "layer": "encoder.layer.{i}.",
+    "per_layer": {"attn_norm": "attention.LayerNorm", "out": "attention.output.dense", "fc1": "intermediate.dense",
+                  "fc2": "output.dense", "ffn_norm": "LayerNorm"},
+    "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "strip": r"^esm\.",
+}
 
 
-def _hf_state(cfg: ESM2Config, hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face EsmModel parameter names -> ours."""
-    hf = {re.sub(r"^esm\.", "", k): v for k, v in hf.items()}
-    state = {"embed_tokens.weight": hf["embeddings.word_embeddings.weight"],
-             "final_norm.weight": hf["encoder.emb_layer_norm_after.weight"],
-             "final_norm.bias": hf["encoder.emb_layer_norm_after.bias"]}
+def remap_state(cfg: ESM2Config, theirs: dict[str, torch.Tensor], names: dict) -> dict[str, torch.Tensor]:
+    """A published state dict (fair-esm or Hugging Face names) -> ours."""
+    theirs = {re.sub(names["strip"], "", k): v for k, v in theirs.items()}
+    state = {}
+    for ours, name in names["top"].items():
+        for kind in (("weight",) if ours == "embed_tokens" else ("weight", "bias")):
+            state[f"{ours}.{kind}"] = theirs[f"{name}.{kind}"]
     for i in range(cfg.num_layers):
-        p, h = f"layers.{i}.", f"encoder.layer.{i}."
-        for ours, theirs in (("attn_norm", "attention.LayerNorm"), ("out", "attention.output.dense"),
-                             ("fc1", "intermediate.dense"), ("fc2", "output.dense"), ("ffn_norm", "LayerNorm")):
-            for kind in ("weight", "bias"):
-                state[f"{p}{ours}.{kind}"] = hf[f"{h}{theirs}.{kind}"]
+        p, q = f"layers.{i}.", names["layer"].format(i=i)
         for kind in ("weight", "bias"):
-            state[f"{p}qkv.{kind}"] = torch.cat([hf[f"{h}attention.self.{n}.{kind}"] for n in ("query", "key", "value")])
+            for ours, name in names["per_layer"].items():
+                state[f"{p}{ours}.{kind}"] = theirs[f"{q}{name}.{kind}"]
+            state[f"{p}qkv.{kind}"] = torch.cat([theirs[f"{q}{name}.{kind}"] for name in names["qkv"]])
     return state
 
 
@@ -187,7 +189,7 @@ def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
         args = data["cfg"]["model"]
         cfg = ESM2Config(num_layers=args.encoder_layers, embed_dim=args.encoder_embed_dim,
                          attention_heads=args.encoder_attention_heads, token_dropout=args.token_dropout)
-        state = _fair_esm_state(cfg, data["model"])
+        state = remap_state(cfg, data["model"], FAIR_ESM_NAMES)
     except (KeyError, AttributeError, TypeError) as e:
         raise GlmkitError(f"{path}: not an ESM2 checkpoint in fair-esm's layout (missing {e})") from e
     model = _assign(ESM2(cfg), state, str(path))
@@ -216,7 +218,7 @@ def load_hf_folder(path: Path) -> LoadedModel:
         else:
             weights = path / "pytorch_model.bin"
             hf = torch.load(weights, map_location="cpu", weights_only=True)
-        state = _hf_state(cfg, hf)
+        state = remap_state(cfg, hf, HF_NAMES)
     except KeyError as e:
         raise GlmkitError(f"{weights}: missing ESM2 weight {e}") from e
     except Exception as e:
