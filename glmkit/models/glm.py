@@ -1,0 +1,206 @@
+"""gLM (Hwang et al. 2024): a RoBERTa-style encoder over the genes of a sub-contig.
+
+Input per gene: its standardised ESM2 embedding plus orientation (+0.5 / -0.5),
+projected to the hidden size. Positions enter only through RoBERTa's
+"relative_key_query" attention terms: with q, k the per-head query and key and
+E[d] a learned vector per signed distance d = l - r,
+
+    score(l, r) = (q_l . k_r + q_l . E[l-r] + k_r . E[l-r]) / sqrt(head_dim)
+
+Post-LayerNorm blocks as in RoBERTa. The head predicts, per gene, 4 candidate
+100-d labels and 4 likelihoods. Parameter names follow the published glm.bin
+through REFERENCE_NAMES (see load_reference_state).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GLMConfig:
+    num_layers: int = 19
+    hidden_size: int = 1280
+    num_heads: int = 10
+    intermediate_size: int = 3072      # RobertaConfig's default, not 4 x hidden
+    max_position_embeddings: int = 512  # distance table has 2 * 512 - 1 rows
+    input_dim: int = 1281               # ESM2 dim + orientation
+    label_dim: int = 100                # 99 whitened PCA components + orientation
+    num_predictions: int = 4
+    layer_norm_eps: float = 1e-12
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "paper": GLMConfig(),
+    "small": GLMConfig(num_layers=6, hidden_size=512, num_heads=8, intermediate_size=2048),
+    "tiny": GLMConfig(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, dropout=0.0),
+}
+
+
+def preset(name: str, **overrides) -> GLMConfig:
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: GLMConfig):
+        super().__init__()
+        self.heads, self.head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+        self.max_pos = cfg.max_position_embeddings
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.distance_embedding = nn.Embedding(2 * cfg.max_position_embeddings - 1, self.head_dim)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, allowed, need_weights=False):
+        # x: (B, L, H); allowed: (B, 1, L, L) bool, may query l attend to key r
+        B, L, H = x.shape
+        split = lambda t: t.view(B, L, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731  (B, nh, L, hd)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        pos = torch.arange(L, device=x.device)
+        distance = (pos[:, None] - pos[None, :]).clamp(-(self.max_pos - 1), self.max_pos - 1)
+        E = self.distance_embedding(distance + self.max_pos - 1).to(q.dtype)   # (L, L, hd)
+        rel = torch.einsum("bhld,lrd->bhlr", q, E) + torch.einsum("bhrd,lrd->bhlr", k, E)
+        # relative terms as an additive bias of the fused attention; masked keys get the dtype's minimum
+        # (not -inf, so that an all-padding query row stays finite, as in transformers)
+        bias = (rel / math.sqrt(self.head_dim)).masked_fill(~allowed, torch.finfo(q.dtype).min)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, L, hd)
+        probs = None
+        if need_weights:  # explicit softmax only when attention maps are asked for
+            probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, dim=-1)
+        return y.transpose(1, 2).reshape(B, L, H), probs
+
+
+class Block(nn.Module):
+    """RoBERTa layer: attention, add & LayerNorm, feed-forward, add & LayerNorm."""
+
+    def __init__(self, cfg: GLMConfig):
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.attention_out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, allowed, need_weights=False):
+        a, probs = self.attention(x, allowed, need_weights)
+        x = self.attention_norm(x + self.dropout(self.attention_out(a)))
+        x = self.output_norm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
+        return x, probs
+
+
+class GLM(nn.Module):
+    def __init__(self, cfg: GLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input_projection = nn.Linear(cfg.input_dim, cfg.hidden_size)
+        self.token_type = nn.Parameter(torch.zeros(cfg.hidden_size))  # RoBERTa's token-type-0 vector
+        self.input_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.predict = nn.Linear(cfg.hidden_size, cfg.num_predictions * cfg.label_dim)
+        self.likelihood = nn.Linear(cfg.hidden_size, cfg.num_predictions)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):  # RoBERTa's initialisation
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def encode(self, features, segments, need_weights=False, layers=None):
+        """Hidden states after ``layers`` blocks (default all; 0 = the projected, normalised inputs).
+
+        features: (B, L, input_dim); segments: (B, L) int, 0 for padding, else the sub-contig's number in its
+        row: genes attend only within their own segment, so several sub-contigs can share a row (packing).
+        Returns hidden (B, L, H) and, when need_weights, the attention probabilities [(B, nh, L, L)] per block.
+        """
+        allowed = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+        allowed = allowed[:, None]                                            # (B, 1, L, L)
+        x = self.dropout(self.input_norm(self.input_projection(features) + self.token_type))
+        attentions = []
+        for block in self.blocks[:layers]:
+            x, probs = block(x, allowed, need_weights)
+            attentions.append(probs)
+        return x, (attentions if need_weights else None)
+
+    def forward(self, features, segments, need_weights=False):
+        """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None."""
+        x, attentions = self.encode(features, segments, need_weights)
+        B, L, _ = x.shape
+        predictions = self.predict(x).view(B, L, self.cfg.num_predictions, self.cfg.label_dim)
+        return x, predictions, self.likelihood(x), attentions
+
+
+def glm_loss(predictions, logits, labels, masked, ce_weight: float = 1e-4):
+    """MSE of the prediction closest to the label + ce_weight x CE(likelihoods, index of the closest).
+
+    predictions (B, L, P, D), logits (B, L, P), labels (B, L, D), masked (B, L) bool. Returns (loss, closest (N, D)).
+    """
+    p, lg, y = predictions[masked], logits[masked], labels[masked]      # (N, P, D), (N, P), (N, D)
+    mse = ((p - y[:, None, :]) ** 2).mean(-1)                            # (N, P)
+    best = mse.argmin(-1)                                                # (N,)
+    loss = mse.gather(1, best[:, None]).mean() + ce_weight * F.cross_entropy(lg, best)
+    return loss, p[torch.arange(len(best)), best]
+
+
+# -- the published checkpoint layout -------------------------------------------------------------------------
+
+REFERENCE_NAMES = {  # ours -> glm.bin (transformers 4.22 RobertaModel inside gLM's wrapper)
+    "input_projection": "dense",
+    "input_norm": "roberta.roberta.embeddings.LayerNorm",
+    "predict": "roberta.lm_head.dense",
+    "likelihood": "roberta.lm_head.dense_prob",
+}
+REFERENCE_BLOCK_NAMES = {
+    "attention.query": "attention.self.query", "attention.key": "attention.self.key",
+    "attention.value": "attention.self.value", "attention_out": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm", "intermediate": "intermediate.dense",
+    "output": "output.dense", "output_norm": "output.LayerNorm",
+}
+
+
+def load_reference_state(model: GLM, reference: dict[str, torch.Tensor]) -> GLM:
+    """Load a state dict laid out like the published glm.bin into ``model`` (unused keys are ignored)."""
+    state = {"token_type": reference["roberta.roberta.embeddings.token_type_embeddings.weight"][0]}
+    for ours, theirs in REFERENCE_NAMES.items():
+        for kind in ("weight", "bias"):
+            state[f"{ours}.{kind}"] = reference[f"{theirs}.{kind}"]
+    for i in range(model.cfg.num_layers):
+        prefix = f"roberta.roberta.encoder.layer.{i}."
+        state[f"blocks.{i}.attention.distance_embedding.weight"] = reference[
+            f"{prefix}attention.self.distance_embedding.weight"]
+        for ours, theirs in REFERENCE_BLOCK_NAMES.items():
+            for kind in ("weight", "bias"):
+                state[f"blocks.{i}.{ours}.{kind}"] = reference[f"{prefix}{theirs}.{kind}"]
+    model.load_state_dict(state)
+    return model
+
+
+def reference_config(reference: dict[str, torch.Tensor]) -> GLMConfig:
+    """The shape of a glm.bin-style state dict."""
+    layers = {int(m.group(1)) for k in reference if (m := re.match(r"roberta\.roberta\.encoder\.layer\.(\d+)\.", k))}
+    hidden = reference["dense.weight"].shape[0]
+    head_dim = reference["roberta.roberta.encoder.layer.0.attention.self.distance_embedding.weight"].shape[1]
+    return GLMConfig(num_layers=len(layers), hidden_size=hidden, num_heads=hidden // head_dim,
+                     intermediate_size=reference["roberta.roberta.encoder.layer.0.intermediate.dense.weight"].shape[0],
+                     max_position_embeddings=(reference[
+                         "roberta.roberta.encoder.layer.0.attention.self.distance_embedding.weight"].shape[0] + 1) // 2,
+                     input_dim=reference["dense.weight"].shape[1],
+                     num_predictions=reference["roberta.lm_head.dense_prob.weight"].shape[0],
+                     label_dim=reference["roberta.lm_head.dense.weight"].shape[0]
+                     // reference["roberta.lm_head.dense_prob.weight"].shape[0])

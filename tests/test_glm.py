@@ -1,0 +1,119 @@
+"""glmkit.models.glm against a naive implementation of the paper's formulas, on glm.bin-style random weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from glmkit.models.glm import GLM, GLMConfig, glm_loss, load_reference_state, preset, reference_config
+
+CFG = GLMConfig(num_layers=2, hidden_size=24, num_heads=3, intermediate_size=40, max_position_embeddings=16,
+                input_dim=9, label_dim=5, num_predictions=4, dropout=0.0)
+
+
+def reference_state(cfg: GLMConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights under the key names of the published glm.bin (plus keys it carries that are unused)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.3  # noqa: E731
+    H, I, hd = cfg.hidden_size, cfg.intermediate_size, cfg.hidden_size // cfg.num_heads
+    sd = {"dense.weight": r(H, cfg.input_dim), "dense.bias": r(H),
+          "roberta.roberta.embeddings.token_type_embeddings.weight": r(1, H),
+          "roberta.roberta.embeddings.LayerNorm.weight": 1 + r(H), "roberta.roberta.embeddings.LayerNorm.bias": r(H),
+          "roberta.lm_head.dense.weight": r(cfg.num_predictions * cfg.label_dim, H),
+          "roberta.lm_head.dense.bias": r(cfg.num_predictions * cfg.label_dim),
+          "roberta.lm_head.dense_prob.weight": r(cfg.num_predictions, H),
+          "roberta.lm_head.dense_prob.bias": r(cfg.num_predictions),
+          "roberta.contact_head.regression.weight": r(1, 4),             # present in glm.bin, unused
+          "roberta.roberta.embeddings.word_embeddings.weight": r(3, H)}   # likewise
+    for i in range(cfg.num_layers):
+        p = f"roberta.roberta.encoder.layer.{i}."
+        for name, shape in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+                            ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+                            ("intermediate.dense", (I, H)), ("output.dense", (H, I))):
+            sd[f"{p}{name}.weight"], sd[f"{p}{name}.bias"] = r(*shape), r(shape[0])
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            sd[f"{p}{name}.weight"], sd[f"{p}{name}.bias"] = 1 + r(H), r(H)
+        sd[f"{p}attention.self.distance_embedding.weight"] = r(2 * cfg.max_position_embeddings - 1, hd)
+    return sd
+
+
+def naive_forward(sd, cfg: GLMConfig, features: torch.Tensor):
+    """One sub-contig (L, input_dim), element by element from the formulas in the module docstring."""
+    def ln(x, w, b):
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + cfg.layer_norm_eps) * w + b
+
+    def lin(x, name):
+        return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
+
+    E = "roberta.roberta.embeddings."
+    x = ln(lin(features, "dense") + sd[f"{E}token_type_embeddings.weight"][0], sd[f"{E}LayerNorm.weight"],
+           sd[f"{E}LayerNorm.bias"])
+    L, hd, P = len(features), cfg.hidden_size // cfg.num_heads, cfg.max_position_embeddings
+    for i in range(cfg.num_layers):
+        p = f"roberta.roberta.encoder.layer.{i}."
+        q, k, v = (lin(x, f"{p}attention.self.{n}") for n in ("query", "key", "value"))
+        dist = sd[f"{p}attention.self.distance_embedding.weight"]
+        heads = []
+        for h in range(cfg.num_heads):
+            s = slice(h * hd, (h + 1) * hd)
+            score = torch.empty(L, L, dtype=torch.float64)
+            for l in range(L):
+                for r in range(L):
+                    e = dist[l - r + P - 1]
+                    score[l, r] = (q[l, s] @ k[r, s] + q[l, s] @ e + k[r, s] @ e) / math.sqrt(hd)
+            heads.append(torch.softmax(score, -1) @ v[:, s])
+        a = lin(torch.cat(heads, -1), f"{p}attention.output.dense")
+        x = ln(x + a, sd[f"{p}attention.output.LayerNorm.weight"], sd[f"{p}attention.output.LayerNorm.bias"])
+        f = lin(torch.nn.functional.gelu(lin(x, f"{p}intermediate.dense")), f"{p}output.dense")
+        x = ln(x + f, sd[f"{p}output.LayerNorm.weight"], sd[f"{p}output.LayerNorm.bias"])
+    preds = lin(x, "roberta.lm_head.dense").view(L, cfg.num_predictions, cfg.label_dim)
+    return x, preds, lin(x, "roberta.lm_head.dense_prob")
+
+
+def test_reference_layout_matches_naive_formula_with_padding_and_packing():
+    sd = {k: v.double() for k, v in reference_state(CFG).items()}
+    assert reference_config(sd) == replace(CFG, dropout=GLMConfig().dropout)  # dropout is not in a state dict
+    model = load_reference_state(GLM(CFG).double(), sd).eval()
+    g = torch.Generator().manual_seed(1)
+    a, b, c = (torch.randn(n, CFG.input_dim, generator=g, dtype=torch.float64) for n in (7, 4, 10))
+    # row 0: a then b packed together; row 1: c; row 2: b alone, padded
+    features = torch.zeros(3, 11, CFG.input_dim, dtype=torch.float64)
+    segments = torch.zeros(3, 11, dtype=torch.long)
+    features[0, :7], features[0, 7:11], segments[0, :7], segments[0, 7:11] = a, b, 1, 2
+    features[1, :10], segments[1, :10] = c, 1
+    features[2, :4], segments[2, :4] = b, 1
+    with torch.no_grad():
+        hidden, preds, logits, attn = model(features, segments, need_weights=True)
+    for row, span, sub in ((0, slice(0, 7), a), (0, slice(7, 11), b), (1, slice(0, 10), c), (2, slice(0, 4), b)):
+        nh, npred, nlog = naive_forward(sd, CFG, sub)
+        torch.testing.assert_close(hidden[row, span], nh, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(preds[row, span], npred, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(logits[row, span], nlog, atol=1e-9, rtol=1e-9)
+    assert len(attn) == CFG.num_layers and attn[0].shape == (3, CFG.num_heads, 11, 11)
+    torch.testing.assert_close(attn[0][0, :, :7, 7:], torch.zeros(CFG.num_heads, 7, 4, dtype=torch.float64))
+    torch.testing.assert_close(attn[1][0, :, :7, :7].sum(-1), torch.ones(CFG.num_heads, 7, dtype=torch.float64))
+
+
+def test_loss_is_mse_of_closest_plus_small_ce():
+    g = torch.Generator().manual_seed(2)
+    preds, logits, labels = torch.randn(1, 3, 4, 5, generator=g), torch.randn(1, 3, 4, generator=g), torch.randn(1, 3, 5, generator=g)
+    masked = torch.tensor([[True, False, True]])
+    loss, closest = glm_loss(preds, logits, labels, masked)
+    expected, ce = 0.0, 0.0
+    for j in (0, 2):
+        mse = [((preds[0, j, k] - labels[0, j]) ** 2).mean().item() for k in range(4)]
+        best = min(range(4), key=mse.__getitem__)
+        expected += mse[best] / 2
+        ce += -torch.log_softmax(logits[0, j], -1)[best].item() / 2
+    assert loss.item() == pytest.approx(expected + 1e-4 * ce, rel=1e-6)
+    assert closest.shape == (2, 5)
+
+
+def test_presets():
+    assert preset("paper").num_layers == 19 and preset("paper").hidden_size == 1280 and preset("paper").num_heads == 10
+    assert preset("paper").intermediate_size == 3072
+    assert preset("small", input_dim=321).input_dim == 321
