@@ -230,6 +230,71 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
     run_embed(inputs, output, map_path=map_path, options=options, force=force)
 
 
+@command("pretrain", "glmkit pretrain corpus.zarr -e embeddings.zarr -o glm/ --preset small --max-steps 20000")
+@click.argument("elements", nargs=-1, required=True, metavar="ELEMENTS...")
+@click.option("--embeddings", "-e", required=True, help="Embedding store covering the genes of ELEMENTS.")
+@click.option("--output", "-o", required=True, help="Folder: checkpoint/, log.tsv, curves.png.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
+              help="paper: 19 layers, hidden 1280, 10 heads.")
+@click.option("--num-layers", type=click.IntRange(min=1), help="Override the preset.")
+@click.option("--hidden-size", type=click.IntRange(min=1), help="Override the preset.")
+@click.option("--num-heads", type=click.IntRange(min=1), help="Override the preset.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--max-minutes", type=click.FloatRange(min=0), help="Stop (and checkpoint) after this long.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Rows of packed sub-contigs per step, over all processes.")
+@click.option("--lr", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=5_000, show_default=True)
+@click.option("--mask-fraction", type=click.FloatRange(0, 1), default=0.15, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of contigs held out for validation.")
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1_000, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint exactly where it stopped.")
+@device_options
+@threads_option
+@force_option
+def pretrain_command(elements, embeddings, output, resume, force, threads, **params):
+    """Train the gLM (masked gene modelling) on element and embedding stores.
+
+    Sub-contigs of 15-30 genes are cut from each contig; validation contigs are
+    held out whole. Multi-GPU or multi-node: launch the same command with torchrun.
+    """
+    from glmkit.pretrain import PretrainOptions, run_pretrain
+
+    options = PretrainOptions(threads=threads or available_cpus(), **params)
+    run_pretrain(list(elements), embeddings, output, options, resume=resume, force=force)
+
+
+@command("contextualize", "glmkit contextualize corpus.zarr -e embeddings.zarr -m glm/ -o context.zarr --attention")
+@click.argument("elements", nargs=-1, required=True, metavar="ELEMENTS...")
+@click.option("--embeddings", "-e", required=True, help="Embedding store covering the genes of ELEMENTS.")
+@click.option("--model", "-m", "model_path", required=True, help="glmkit pretrain output folder (or its checkpoint/).")
+@click.option("--output", "-o", required=True, help="Context store to write.")
+@click.option("--layer", type=click.IntRange(min=0), help="Layer of the gene embeddings [default: the last].")
+@click.option("--attention", is_flag=True, help="Also store symmetrised attention, all layers and heads, per window.")
+@click.option("--predictions", is_flag=True, help="Also mask each gene in turn and store predictions, likelihoods, labels.")
+@click.option("--window-genes", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Genes per window (windows overlap by half).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Windows per batch.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@device_options
+@threads_option
+@force_option
+def contextualize_command(elements, embeddings, model_path, output, force, threads, **params):
+    """Contextualised gene and contig embeddings (and attention) from a trained gLM.
+
+    Genes are read in windows of 30 overlapping by half; each gene keeps the
+    window in which it is most central. Contig embedding = mean of its genes.
+    """
+    from glmkit.contextualize import ContextOptions, run_contextualize
+
+    options = ContextOptions(threads=threads or available_cpus(), **params)
+    run_contextualize(list(elements), embeddings, model_path, output, options, force=force)
+
+
 @command("demo", "glmkit demo glmkit-demo/")
 @click.argument("outdir", default="glmkit-demo", required=False)
 @threads_option
@@ -257,8 +322,6 @@ def _not_yet(name: str, summary: str):
 
 
 for _name, _summary in (
-    ("pretrain", "Train the gLM and gLM2 models"),
-    ("contextualize", "Contextual gene and contig embeddings, attention"),
     ("operons", "Operons from attention"),
     ("paralog-match", "Interacting paralogs"),
     ("jacobian", "Categorical-Jacobian contact maps"),

@@ -31,11 +31,13 @@ from glmkit.provenance import command_line
 SCHEMAS = {
     "glmkit.elements": 1,
     "glmkit.embeddings": 1,
+    "glmkit.context": 1,
 }
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
     "glmkit.elements": "an element store (from `glmkit call` or `glmkit filter`)",
     "glmkit.embeddings": "an embedding store (from `glmkit embed`)",
+    "glmkit.context": "a context store (from `glmkit contextualize`)",
 }
 
 ROW_CHUNK = 1 << 16      # rows per chunk of a column

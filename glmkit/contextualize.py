@@ -1,0 +1,185 @@
+"""`glmkit contextualize`: run a trained gLM over every contig and store what it sees.
+
+Contigs are read in overlapping windows of up to 30 genes, every 15 genes (the
+last window flush with the contig's end). Genes near a window's edge see less
+context, so each gene keeps the window in which it sits most centrally (the
+largest distance to either edge; the first such window on ties). Per gene:
+the contextualised embedding (hidden state of `--layer`, default the last);
+per contig: the mean of its genes' embeddings. On request, per window: the
+attention of every layer and head between its genes, symmetrised (A + A^T)/2;
+and per gene, the model's 4 predictions and likelihoods with that gene alone
+masked, with its label, for the paper's absolute accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from glmkit.errors import GlmkitError
+from glmkit.glm_data import Normalization, load_corpus, make_batch
+from glmkit.io.checkpoint import load_checkpoint
+from glmkit.io.files import atomic_outputs
+from glmkit.io.store import ColumnWriter, create_store, finish_store, store_record
+from glmkit.log import progress
+
+log = logging.getLogger("glmkit")
+
+
+@dataclass
+class ContextOptions:
+    layer: int | None = None
+    attention: bool = False
+    predictions: bool = False
+    window_genes: int = 30
+    batch_size: int = 64
+    dtype: str = "float32"
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 1
+
+
+def centrality(position: int, length: int) -> int:
+    return min(position, length - 1 - position)
+
+
+def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
+                      force: bool = False) -> dict:
+    import torch
+
+    from glmkit.models.device import resolve_device, resolve_precision
+    from glmkit.models.glm import GLM, GLMConfig
+    from glmkit.pretrain import ARCHITECTURE
+
+    meta, weights, norm_arrays, _ = load_checkpoint(model_path, ARCHITECTURE)
+    cfg = GLMConfig(**meta["config"])
+    layer = cfg.num_layers if options.layer is None else options.layer
+    if not 0 <= layer <= cfg.num_layers:
+        raise GlmkitError(f"--layer {layer}: the model has layers 0 to {cfg.num_layers}")
+    corpus = load_corpus(element_paths, embedding_path, options.window_genes, 1, overlap=True)
+    trained_on = meta.get("embedding_model", {})
+    for key in ("name", "sha256", "embed_dim", "layer"):
+        if trained_on.get(key) != corpus.model.get(key):
+            raise GlmkitError(f"{embedding_path}: embeddings from {corpus.model.get('name')} ({key} "
+                              f"{corpus.model.get(key)}), but the model was trained on {trained_on.get('name')} "
+                              f"({key} {trained_on.get(key)})")
+    device = resolve_device(options.device)
+    amp = resolve_precision(options.precision, device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, options.threads))
+    model = GLM(cfg)
+    model.load_state_dict(weights)
+    model = model.to(device).eval()
+    norm = Normalization(**{k: v.numpy() for k, v in norm_arrays.items()})
+    standardized = norm.standardize(corpus.embeddings)
+    labels = norm.labels(standardized)
+
+    # each gene's best window: genes are identified by id; windows list genes in contig order
+    best: dict[str, tuple[int, int, int]] = {}   # gene id -> (centrality, window, position)
+    order: list[str] = []
+    contig_of: dict[str, str] = {}
+    for w, sc in enumerate(corpus.subcontigs):
+        for p, gene in enumerate(sc.gene_ids):
+            score = centrality(p, len(sc.gene_ids))
+            if gene not in best:
+                order.append(gene)
+                contig_of[gene] = sc.contig
+                best[gene] = (score, w, p)
+            elif score > best[gene][0]:
+                best[gene] = (score, w, p)
+    row_of_gene = {g: i for i, g in enumerate(order)}
+    H, n = cfg.hidden_size, len(order)
+    gene_emb = np.zeros((n, H), np.float32)
+    predictions = np.zeros((n, cfg.num_predictions, cfg.label_dim), np.float32) if options.predictions else None
+    likelihoods = np.zeros((n, cfg.num_predictions), np.float32) if options.predictions else None
+    gene_labels = np.zeros((n, cfg.label_dim), np.float32) if options.predictions else None
+    attention_parts: list[np.ndarray] = []
+
+    def run(method, features, segments, **kwargs):
+        t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
+            return method(t(features), t(segments), **kwargs)
+
+    windows_meta = []
+    with progress(total=len(corpus.subcontigs), desc="contextualize", unit="window") as bar:
+        for k in range(0, len(corpus.subcontigs), options.batch_size):
+            idx = list(range(k, min(k + options.batch_size, len(corpus.subcontigs))))
+            features, target, segments = make_batch(corpus, [[i] for i in idx], standardized, labels, options.window_genes)
+            # attention maps cover every layer, whatever --layer the embeddings come from
+            hidden, attn = run(model.encode, features, segments, need_weights=options.attention,
+                               layers=None if options.attention else layer)
+            if options.attention and layer != cfg.num_layers:
+                hidden, _ = run(model.encode, features, segments, layers=layer)
+            hidden = hidden.float().cpu().numpy()
+            for b, w in enumerate(idx):
+                sc = corpus.subcontigs[w]
+                for p, gene in enumerate(sc.gene_ids):
+                    if best[gene][1] == w:
+                        gene_emb[row_of_gene[gene]] = hidden[b, p]
+                if options.attention:
+                    m = len(sc.gene_ids)
+                    a = torch.stack([layer_attn[b, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
+                    attention_parts.append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
+                    windows_meta.append((row_of_gene[sc.gene_ids[0]], m))
+            if options.predictions:  # each gene masked alone, in its best window
+                for b, w in enumerate(idx):
+                    sc = corpus.subcontigs[w]
+                    mine = [p for p, g in enumerate(sc.gene_ids) if best[g][1] == w]
+                    if not mine:
+                        continue
+                    f = np.repeat(features[b:b + 1], len(mine), 0)
+                    for r, p in enumerate(mine):
+                        f[r, p] = -1.0
+                    _, preds, logits, _ = run(model, f, np.repeat(segments[b:b + 1], len(mine), 0))
+                    preds, probs = preds.float().cpu().numpy(), torch.softmax(logits.float(), -1).cpu().numpy()
+                    for r, p in enumerate(mine):
+                        row = row_of_gene[sc.gene_ids[p]]
+                        predictions[row], likelihoods[row], gene_labels[row] = preds[r, p], probs[r, p], target[b, p]
+            bar.update(len(idx))
+
+    contigs = list(dict.fromkeys(contig_of[g] for g in order))
+    contig_index = {c: i for i, c in enumerate(contigs)}
+    gene_contig = np.array([contig_index[contig_of[g]] for g in order], np.int32)
+    contig_emb = np.stack([gene_emb[gene_contig == i].mean(0) for i in range(len(contigs))])
+    summary = {"genes": n, "contigs": len(contigs), "windows": len(corpus.subcontigs)}
+    if options.predictions:
+        summary["absolute_accuracy"] = absolute_accuracy(predictions, likelihoods, gene_labels)
+
+    records = [store_record(p) for p in (*element_paths, embedding_path)]
+    with atomic_outputs([output], force) as (tmp,):
+        group = create_store(tmp, "glmkit.context", {**asdict(options), "layer": layer, "model": str(model_path)},
+                             records)
+        group.attrs.update({"model": {"config": meta["config"], "step": meta.get("step"),
+                                      "embedding_model": trained_on}, "summary": summary})
+        write = lambda name, data, chunk: group.create_array(name, data=data, chunks=chunk)  # noqa: E731
+        write("genes/id", np.array(order, dtype=np.dtypes.StringDType()), (1 << 16,))
+        write("genes/contig", gene_contig, (1 << 16,))
+        write("genes/embedding", gene_emb.astype(options.dtype), (4096, H))
+        write("contigs/name", np.array(contigs, dtype=np.dtypes.StringDType()), (1 << 16,))
+        write("contigs/embedding", contig_emb.astype(options.dtype), (4096, H))
+        if options.predictions:
+            write("genes/predictions", predictions, (4096, cfg.num_predictions, cfg.label_dim))
+            write("genes/likelihoods", likelihoods, (4096, cfg.num_predictions))
+            write("genes/label", gene_labels, (4096, cfg.label_dim))
+        if options.attention:
+            write("windows/first_gene", np.array([w[0] for w in windows_meta], np.int64), (1 << 16,))
+            write("windows/n_genes", np.array([w[1] for w in windows_meta], np.int32), (1 << 16,))
+            sizes = np.array([len(a) for a in attention_parts], np.int64)
+            write("attention/offsets", np.concatenate([[0], np.cumsum(sizes)]), (1 << 16,))
+            writer = ColumnWriter(group, "attention/data", np.float16, 1 << 22)
+            for a in attention_parts:
+                writer.extend(a)
+            writer.close()
+        finish_store(group)
+    log.info(f"contextualize: {n:,} genes in {len(contigs):,} contigs, {len(corpus.subcontigs):,} windows"
+             + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if options.predictions else ""))
+    return summary
+
+
+def absolute_accuracy(predictions: np.ndarray, likelihoods: np.ndarray, labels: np.ndarray) -> float:
+    """Share of genes whose most likely prediction is nearer their own label than any other gene's label."""
+    top = predictions[np.arange(len(predictions)), likelihoods.argmax(1)]          # (n, D)
+    distances = ((top[:, None, :] - labels[None, :, :]) ** 2).sum(-1)              # (n, n)
+    return float((distances.argmin(1) == np.arange(len(labels))).mean())

@@ -1,0 +1,113 @@
+"""glmkit contextualize: gene and contig embeddings, most-central windows, attention, masked predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from conftest import TEST_DATA, assert_one_line_error, make_fair_esm_checkpoint, run
+from glmkit.io.elements import CDS, ElementStore
+from glmkit.pretrain import PretrainOptions, run_pretrain
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, esm_checkpoint):
+    d = tmp_path_factory.mktemp("ctx")
+    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    run_pretrain([str(d / "el.zarr")], str(d / "emb.zarr"), str(d / "glm"),
+                 PretrainOptions(preset="tiny", max_steps=4, batch_size=4, warmup_steps=1, val_every=2,
+                                 checkpoint_every=2, log_every=2, threads=1))
+    return d
+
+
+def _window_of(n_genes: int, position: int, size: int = 30) -> tuple[int, int]:
+    """Reference: windows every size/2 (last flush with the end); the one where the gene is most central."""
+    if n_genes <= size:
+        return 0, n_genes
+    starts = sorted(set(list(range(0, n_genes - size, size // 2)) + [n_genes - size]))
+    best = max(starts, key=lambda s: (min(position - s, s + size - 1 - position), -s)
+               if s <= position < s + size else (-1, 0))
+    return best, best + size
+
+
+def test_gene_embeddings_come_from_the_most_central_window(trained):
+    d = trained
+    r = run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", d / "ctx.zarr",
+            "--attention", "--predictions", "-q", "--force")
+    assert r.exit_code == 0, r.stderr
+    g = zarr.open_group(str(d / "ctx.zarr"), mode="r")
+    assert g.attrs["schema"] == "glmkit.context" and g.attrs["complete"]
+    ids = list(g["genes/id"][:])
+    batch = ElementStore(d / "el.zarr").read()
+    e = batch.elements
+    cds_by_contig = [[e["id"][i] for i in range(a, b) if e["type"][i] == CDS]
+                     for a, b in zip(batch.offsets[:-1], batch.offsets[1:])]
+    assert ids == [gene for genes in cds_by_contig for gene in genes]   # every gene once, in contig order
+
+    # recompute a few genes independently: the window, the inputs, the model's last hidden state
+    from glmkit.glm_data import Normalization
+    from glmkit.io.checkpoint import load_checkpoint
+    from glmkit.io.embeddings import EmbeddingStore, sequence_hash
+    from glmkit.models.glm import GLM, GLMConfig
+
+    meta, weights, norm_arrays, _ = load_checkpoint(d / "glm", "gLM")
+    model = GLM(GLMConfig(**meta["config"]))
+    model.load_state_dict(weights)
+    model.eval()
+    norm = Normalization(**{k: v.numpy() for k, v in norm_arrays.items()})
+    store = EmbeddingStore(d / "emb.zarr")
+    aa = dict(zip(e["id"], e["aa"]))
+    strand = dict(zip(e["id"], e["strand"]))
+    genes = cds_by_contig[1]                      # the 60 kb contig: several windows
+    assert len(genes) > 40
+    emb = g["genes/embedding"][:]
+    for p in (0, 7, 20, 33, len(genes) - 1):
+        s, t = _window_of(len(genes), p)
+        window = genes[s:t]
+        x = norm.standardize(store.get([sequence_hash(aa[w]) for w in window]))
+        orient = np.array([[0.5 if strand[w] > 0 else -0.5] for w in window], np.float32)
+        feats = torch.from_numpy(np.concatenate([x, orient], 1))[None]
+        with torch.no_grad():
+            hidden = model(feats, torch.ones(1, len(window), dtype=torch.long))[0][0]
+        np.testing.assert_allclose(emb[ids.index(genes[p])], hidden[p - s].numpy(), atol=1e-5)
+
+    contig = g["genes/contig"][:]
+    np.testing.assert_allclose(g["contigs/embedding"][1], emb[contig == 1].mean(0), atol=1e-6)
+    # attention: one block per window, layers x heads x n x n, symmetric, rows of the raw maps summing to 1
+    n = g["windows/n_genes"][:]
+    offsets = g["attention/offsets"][:]
+    L, H = meta["config"]["num_layers"], meta["config"]["num_heads"]
+    assert (np.diff(offsets) == L * H * n.astype(np.int64) ** 2).all()
+    block = g["attention/data"][offsets[0]:offsets[1]].astype(np.float32).reshape(L, H, n[0], n[0])
+    np.testing.assert_allclose(block, block.transpose(0, 1, 3, 2))
+    np.testing.assert_allclose(block.sum(-1).mean(-1), 1.0, atol=1e-2)
+    lik = g["genes/likelihoods"][:]
+    np.testing.assert_allclose(lik.sum(1), 1.0, atol=1e-5)
+    assert 0.0 <= g.attrs["summary"]["absolute_accuracy"] <= 1.0
+
+
+def test_layer_option(trained):
+    d = trained
+    assert run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", d / "l0.zarr",
+               "--layer", "0", "-q", "--force").exit_code == 0
+    assert run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm" / "checkpoint", "-o",
+               d / "l2.zarr", "-q", "--force").exit_code == 0
+    a = zarr.open_group(str(d / "l0.zarr"))["genes/embedding"][:]
+    b = zarr.open_group(str(d / "l2.zarr"))["genes/embedding"][:]
+    assert a.shape == b.shape and not np.allclose(a, b)
+    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o",
+                              d / "x.zarr", "--layer", "9", "-q"), "--layer 9")
+
+
+def test_refuses_embeddings_from_another_model(trained, tmp_path):
+    d = trained
+    make_fair_esm_checkpoint(tmp_path / "other.pt", seed=3)
+    assert run("embed", d / "el.zarr", "-o", tmp_path / "emb2.zarr", "-m", tmp_path / "other.pt", "-q").exit_code == 0
+    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", tmp_path / "emb2.zarr", "-m", d / "glm", "-o",
+                              tmp_path / "c.zarr", "-q"), "emb2.zarr", "trained on")
+    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", tmp_path, "-o",
+                              tmp_path / "c.zarr", "-q"), "not a glmkit checkpoint")
+    assert not (tmp_path / "c.zarr").exists()
