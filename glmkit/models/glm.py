@@ -62,11 +62,18 @@ class SelfAttention(nn.Module):
         self.distance_embedding = nn.Embedding(2 * cfg.max_position_embeddings - 1, self.head_dim)
         self.dropout = cfg.dropout
 
-    def forward(self, x, allowed, need_weights=False):
-        # x: (B, L, H); allowed: (B, 1, L, L) bool, may query l attend to key r
-        B, L, H = x.shape
-        split = lambda t: t.view(B, L, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731  (B, nh, L, hd)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+    def forward(self, x, real, allowed, need_weights=False):
+        # x: (N, H) the real genes of the batch; real: (B, L) bool, where they sit in the rows;
+        # allowed: (B, 1, L, L) bool, may query l attend to key r
+        B, L = real.shape
+        N, H = x.shape
+
+        # one GEMM for q, k and v (the parameters stay separate, named as in the reference)
+        qkv = F.linear(x, torch.cat([self.query.weight, self.key.weight, self.value.weight]),
+                       torch.cat([self.query.bias, self.key.bias, self.value.bias]))          # (N, 3H)
+        rows = qkv.new_zeros(B, L, 3 * H)
+        rows[real] = qkv
+        q, k, v = rows.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, nh, L, hd)
         pos = torch.arange(L, device=x.device)
         distance = (pos[:, None] - pos[None, :]).clamp(-(self.max_pos - 1), self.max_pos - 1)
         E = self.distance_embedding(distance + self.max_pos - 1).to(q.dtype)   # (L, L, hd)
@@ -79,7 +86,7 @@ class SelfAttention(nn.Module):
         probs = None
         if need_weights:  # explicit softmax only when attention maps are asked for
             probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, dim=-1)
-        return y.transpose(1, 2).reshape(B, L, H), probs
+        return y.transpose(1, 2)[real].reshape(N, H), probs
 
 
 class Block(nn.Module):
@@ -95,8 +102,8 @@ class Block(nn.Module):
         self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, allowed, need_weights=False):
-        a, probs = self.attention(x, allowed, need_weights)
+    def forward(self, x, real, allowed, need_weights=False):
+        a, probs = self.attention(x, real, allowed, need_weights)
         x = self.attention_norm(x + self.dropout(self.attention_out(a)))
         x = self.output_norm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
         return x, probs
@@ -127,23 +134,33 @@ class GLM(nn.Module):
 
         features: (B, L, input_dim); segments: (B, L) int, 0 for padding, else the sub-contig's number in its
         row: genes attend only within their own segment, so several sub-contigs can share a row (packing).
-        Returns hidden (B, L, H) and, when need_weights, the attention probabilities [(B, nh, L, L)] per block.
+        Every per-gene operation runs on the real genes only; rows are formed just for attention.
+        Returns hidden (B, L, H) (zeros at padding) and, when need_weights, the attention probabilities
+        [(B, nh, L, L)] per block.
         """
-        allowed = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+        real = segments > 0                                                   # (B, L)
+        allowed = (segments[:, :, None] == segments[:, None, :]) & real[:, None, :]
         allowed = allowed[:, None]                                            # (B, 1, L, L)
-        x = self.dropout(self.input_norm(self.input_projection(features) + self.token_type))
+        x = self.dropout(self.input_norm(self.input_projection(features[real]) + self.token_type))  # (N, H)
         attentions = []
         for block in self.blocks[:layers]:
-            x, probs = block(x, allowed, need_weights)
+            x, probs = block(x, real, allowed, need_weights)
             attentions.append(probs)
-        return x, (attentions if need_weights else None)
+        return self._rows(x, real), (attentions if need_weights else None)
+
+    @staticmethod
+    def _rows(values, real):
+        out = values.new_zeros(*real.shape, *values.shape[1:])
+        out[real] = values
+        return out
 
     def forward(self, features, segments, need_weights=False):
         """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None."""
-        x, attentions = self.encode(features, segments, need_weights)
-        B, L, _ = x.shape
-        predictions = self.predict(x).view(B, L, self.cfg.num_predictions, self.cfg.label_dim)
-        return x, predictions, self.likelihood(x), attentions
+        hidden, attentions = self.encode(features, segments, need_weights)
+        real = segments > 0
+        x = hidden[real]                                                      # (N, H)
+        predictions = self.predict(x).view(-1, self.cfg.num_predictions, self.cfg.label_dim)
+        return hidden, self._rows(predictions, real), self._rows(self.likelihood(x), real), attentions
 
 
 def glm_loss(predictions, logits, labels, masked, ce_weight: float = 1e-4):
