@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from glmkit.glm_data import windows
 from glmkit.io.elements import CDS, IGS, TYPE_NAMES, ElementStore, ElementStoreWriter
 from glmkit.io.files import atomic_outputs
 from glmkit.io.store import store_record
@@ -142,8 +143,8 @@ def _subcontigs(piece: np.ndarray, types: np.ndarray, o: FilterOptions, events: 
     cds_pos = np.flatnonzero(types[piece] == CDS)  # positions within the piece
     in_run = np.zeros(len(piece), dtype=bool)
     out = []
-    for k in range(0, len(cds_pos), o.subcontig_genes):
-        genes = cds_pos[k:k + o.subcontig_genes]
+    for start, end in windows(len(cds_pos), o.subcontig_genes, minimum=1):  # the same cut as pretrain's
+        genes = cds_pos[start:end]
         span = np.arange(genes[0], genes[-1] + 1)
         in_run[span] = True
         if len(genes) < o.min_subcontig_genes:

@@ -191,3 +191,12 @@ def test_cli_errors(tmp_path, corpus):
                               "--resume", "-q"), "nothing to resume")
     assert_one_line_error(run("pretrain", corpus[0], "-e", corpus[0], "-o", tmp_path / "k", "-q"),
                           "expected an embedding store")
+
+
+def test_no_subcontigs_left(tmp_path, corpus):
+    from conftest import build_store, cds, igs
+
+    build_store(tmp_path / "short.zarr", [("c", 5000, [cds(), igs(), cds(), igs(), cds()])])
+    with pytest.raises(GlmkitError, match="no sub-contigs of at least 15 genes"):
+        run_pretrain([str(tmp_path / "short.zarr")], str(corpus[1]), str(tmp_path / "m"), options())
+    assert not (tmp_path / "m").exists()
