@@ -25,7 +25,6 @@ orientation and repeated proteins are learnable. See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import gzip
 import subprocess
 import sys
 from importlib.resources import files

@@ -124,9 +124,8 @@ def main() -> int:
     diff = max((hidden - ref["hidden"])[real].abs().max().item(), (preds - ref["preds"])[real].abs().max().item(),
                (logits - ref["logits"])[real].abs().max().item())
 
-    model = GLM(cfg)
     # contextualize: inference over windows of 30 genes, 64 per batch
-    model.eval()
+    model = GLM(cfg).eval()
     x, seg = torch.randn(64, 30, cfg.input_dim), torch.ones(64, 30, dtype=torch.long)
     with torch.inference_mode():
         model.encode(x, seg)

@@ -21,7 +21,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import (CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter,
-                                fasta_records, gff_records)
+                                column_array, fasta_records, gff_records)
 from glmkit.io.fasta import FastaRecord, read_fasta, write_fasta
 from glmkit.io.files import InputFile, atomic_outputs
 from glmkit.io.gff import write_gff3
@@ -136,18 +136,8 @@ def _call_contig(finder, record: FastaRecord, options: CallOptions) -> tuple[dic
 
 
 def _to_batch(results: Sequence[tuple[dict, dict]]) -> ElementBatch:
-    object_types = (str, "ragged")
-    contigs = {n: np.array([c[n] for c, _ in results], dtype=object if d in object_types else d)
-               for n, d in CONTIG_COLUMNS.items()}
-    elements = {}
-    for n, d in ELEMENT_COLUMNS.items():
-        values = [v for _, cols in results for v in cols[n]]
-        if d in object_types:
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-        else:
-            array = np.array(values, dtype=d)
-        elements[n] = array
+    contigs = {n: column_array([c[n] for c, _ in results], d) for n, d in CONTIG_COLUMNS.items()}
+    elements = {n: column_array([v for _, cols in results for v in cols[n]], d) for n, d in ELEMENT_COLUMNS.items()}
     counts = np.array([len(cols["id"]) for _, cols in results], dtype=np.int64)
     return ElementBatch(contigs, elements, counts)
 

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from glmkit.cli import cli
-from glmkit.io.elements import CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter
+from glmkit.io.elements import (CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter,
+                                column_array)
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test_data"
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -89,15 +90,8 @@ def build_store(path: Path, contigs: list[tuple[str, int, list[dict]]]) -> Path:
                 element_cols[col].append(row.get(col, 0.0))
         counts.append(len(elements))
 
-    def array(values, dtype):
-        if dtype in (str, "ragged"):
-            out = np.empty(len(values), dtype=object)
-            out[:] = values
-            return out
-        return np.array(values, dtype=dtype)
-
-    batch = ElementBatch({n: array(v, CONTIG_COLUMNS[n]) for n, v in contig_cols.items()},
-                         {n: array(v, ELEMENT_COLUMNS[n]) for n, v in element_cols.items()},
+    batch = ElementBatch({n: column_array(v, CONTIG_COLUMNS[n]) for n, v in contig_cols.items()},
+                         {n: column_array(v, ELEMENT_COLUMNS[n]) for n, v in element_cols.items()},
                          np.array(counts, dtype=np.int64))
     writer = ElementStoreWriter(path, {"built_by": "tests"}, [])
     writer.write(batch)

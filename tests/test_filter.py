@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
 import zarr
 
 from conftest import assert_one_line_error, build_store, cds, igs, no_leftovers, run

@@ -150,7 +150,6 @@ def test_nan_embeddings_are_refused_naming_genes(tmp_path, corpus):
 
 
 def test_loss_turning_nan_stops_and_keeps_last_checkpoint(tmp_path, corpus, monkeypatch):
-    import glmkit.pretrain as pretrain_module
 
     real = glm_module.glm_loss
     calls = []

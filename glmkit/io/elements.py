@@ -78,7 +78,7 @@ class ElementBatch:
     def take(self, contig_rows: Sequence[dict], element_rows: Sequence[np.ndarray]) -> "ElementBatch":
         """A new batch: contig i gets the values in ``contig_rows[i]`` and the elements at ``element_rows[i]``."""
         index = np.concatenate(element_rows).astype(np.int64) if element_rows else np.zeros(0, np.int64)
-        contigs = {name: np.array([row[name] for row in contig_rows], dtype=_memory_dtype(dtype))
+        contigs = {name: np.array([row[name] for row in contig_rows], dtype=memory_dtype(dtype))
                    for name, dtype in CONTIG_COLUMNS.items()}
         elements = {name: values[index] for name, values in self.elements.items()}
         return ElementBatch(contigs, elements, np.array([len(r) for r in element_rows], dtype=np.int64))
@@ -87,21 +87,18 @@ class ElementBatch:
         return {name: values[i] for name, values in self.contigs.items()}
 
 
-def _memory_dtype(dtype):
+def memory_dtype(dtype):
+    """How a column is held in memory: strings and byte sequences as object arrays, the rest as is."""
     return object if dtype in (str, RAGGED) else dtype
 
 
-def empty_columns(columns: dict) -> dict[str, np.ndarray]:
-    return {name: np.zeros(0, dtype=_memory_dtype(dtype)) for name, dtype in columns.items()}
-
-
-def concat_batches(batches: Sequence[ElementBatch]) -> ElementBatch:
-    if not batches:
-        return ElementBatch(empty_columns(CONTIG_COLUMNS), empty_columns(ELEMENT_COLUMNS), np.zeros(0, np.int64))
-    join = lambda attr, name: np.concatenate([getattr(b, attr)[name] for b in batches])  # noqa: E731
-    return ElementBatch({n: join("contigs", n) for n in CONTIG_COLUMNS},
-                        {n: join("elements", n) for n in ELEMENT_COLUMNS},
-                        np.concatenate([b.counts for b in batches]))
+def column_array(values: list, dtype) -> np.ndarray:
+    """A column from Python values (object arrays built element-wise, so bytes stay bytes)."""
+    if memory_dtype(dtype) is object:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.array(values, dtype=dtype)
 
 
 class ElementStoreWriter:

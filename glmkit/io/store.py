@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError
 from glmkit.provenance import command_line
+
+if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
+    import zarr
 
 # schema name -> the version this glmkit writes (and the newest it reads)
 SCHEMAS = {
