@@ -9,19 +9,27 @@ per contig: the mean of its genes' embeddings. On request, per window: the
 attention of every layer and head between its genes, symmetrised (A + A^T)/2;
 and per gene, the model's 4 predictions and likelihoods with that gene alone
 masked, with its label, for the paper's absolute accuracy.
+
+Each batch of windows is saved in `.OUTPUT.partial-context/` as it finishes;
+the same command after a crash reuses them (the plan — inputs' checksums,
+model, options — must match), then the store is published by a rename.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from glmkit.errors import GlmkitError
 from glmkit.glm_data import Normalization, load_corpus, make_batch
-from glmkit.io.checkpoint import load_checkpoint
-from glmkit.io.files import atomic_outputs
+from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint
+from glmkit.io.files import atomic_outputs, check_output_paths, remove
 from glmkit.io.store import ColumnWriter, create_store, finish_store, store_record
 from glmkit.log import progress
 
@@ -53,6 +61,7 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
     from glmkit.models.glm import GLM, GLMConfig
     from glmkit.pretrain import ARCHITECTURE
 
+    check_output_paths([output], force)  # before any work
     meta, weights, norm_arrays, _ = load_checkpoint(model_path, ARCHITECTURE)
     cfg = GLMConfig(**meta["config"])
     layer = cfg.num_layers if options.layer is None else options.layer
@@ -96,47 +105,82 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
     likelihoods = np.zeros((n, cfg.num_predictions), np.float32) if options.predictions else None
     gene_labels = np.zeros((n, cfg.label_dim), np.float32) if options.predictions else None
     attention_parts: list[np.ndarray] = []
+    L_H = cfg.num_layers * cfg.num_heads
 
     def run(method, features, segments, **kwargs):
         t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
             return method(t(features), t(segments), **kwargs)
 
-    windows_meta = []
+    windows_meta: list[tuple[int, int]] = []
+    work = Path(output).with_name(f".{Path(output).name}.partial-context")
+    records = [store_record(p) for p in (*element_paths, embedding_path)]
+    plan = hashlib.sha256(json.dumps([records, store_record(checkpoint_folder(model_path))["sha256"],
+                                      asdict(options), layer]).encode()).hexdigest()
+    if (work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan:
+        log.info(f"contextualize: resuming from {work} ({len(list(work.glob('chunk-*.npz')))} chunks done)")
+    else:
+        remove(work)
+        work.mkdir(parents=True)
+        (work / "plan.txt").write_text(plan)
+
+    def compute(idx: list[int]) -> dict[str, np.ndarray]:
+        """One batch of windows -> the rows it settles, as arrays (the unit saved for resume)."""
+        features, target, segments = make_batch(corpus, [[i] for i in idx], standardized, labels, options.window_genes)
+        # attention maps cover every layer, whatever --layer the embeddings come from
+        hidden, attn = run(model.encode, features, segments, need_weights=options.attention,
+                           layers=None if options.attention else layer)
+        if options.attention and layer != cfg.num_layers:
+            hidden, _ = run(model.encode, features, segments, layers=layer)
+        hidden = hidden.float().cpu().numpy()
+        out = {"rows": [], "embedding": [], "first_gene": [], "n_genes": [], "attention": [],
+               "predictions": [], "likelihoods": [], "labels": []}
+        for b, w in enumerate(idx):
+            sc = corpus.subcontigs[w]
+            mine = [p for p, g in enumerate(sc.gene_ids) if best[g][1] == w]  # genes settled by this window
+            out["rows"] += [row_of_gene[sc.gene_ids[p]] for p in mine]
+            out["embedding"] += [hidden[b, p] for p in mine]
+            if options.attention:
+                m = len(sc.gene_ids)
+                a = torch.stack([layer_attn[b, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
+                out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
+                out["first_gene"].append(row_of_gene[sc.gene_ids[0]])
+                out["n_genes"].append(m)
+            if options.predictions and mine:  # each gene masked alone, in its best window
+                f = np.repeat(features[b:b + 1], len(mine), 0)
+                for r, p in enumerate(mine):
+                    f[r, p] = -1.0
+                _, preds, logits, _ = run(model, f, np.repeat(segments[b:b + 1], len(mine), 0))
+                preds, probs = preds.float().cpu().numpy(), torch.softmax(logits.float(), -1).cpu().numpy()
+                out["predictions"] += [preds[r, p] for r, p in enumerate(mine)]
+                out["likelihoods"] += [probs[r, p] for r, p in enumerate(mine)]
+                out["labels"] += [target[b, p] for p in mine]
+        arrays = {k: np.asarray(v) for k, v in out.items() if k != "attention"}
+        arrays["attention"] = np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16)
+        return arrays
+
     with progress(total=len(corpus.subcontigs), desc="contextualize", unit="window") as bar:
         for k in range(0, len(corpus.subcontigs), options.batch_size):
             idx = list(range(k, min(k + options.batch_size, len(corpus.subcontigs))))
-            features, target, segments = make_batch(corpus, [[i] for i in idx], standardized, labels, options.window_genes)
-            # attention maps cover every layer, whatever --layer the embeddings come from
-            hidden, attn = run(model.encode, features, segments, need_weights=options.attention,
-                               layers=None if options.attention else layer)
-            if options.attention and layer != cfg.num_layers:
-                hidden, _ = run(model.encode, features, segments, layers=layer)
-            hidden = hidden.float().cpu().numpy()
-            for b, w in enumerate(idx):
-                sc = corpus.subcontigs[w]
-                for p, gene in enumerate(sc.gene_ids):
-                    if best[gene][1] == w:
-                        gene_emb[row_of_gene[gene]] = hidden[b, p]
-                if options.attention:
-                    m = len(sc.gene_ids)
-                    a = torch.stack([layer_attn[b, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
-                    attention_parts.append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
-                    windows_meta.append((row_of_gene[sc.gene_ids[0]], m))
-            if options.predictions:  # each gene masked alone, in its best window
-                for b, w in enumerate(idx):
-                    sc = corpus.subcontigs[w]
-                    mine = [p for p, g in enumerate(sc.gene_ids) if best[g][1] == w]
-                    if not mine:
-                        continue
-                    f = np.repeat(features[b:b + 1], len(mine), 0)
-                    for r, p in enumerate(mine):
-                        f[r, p] = -1.0
-                    _, preds, logits, _ = run(model, f, np.repeat(segments[b:b + 1], len(mine), 0))
-                    preds, probs = preds.float().cpu().numpy(), torch.softmax(logits.float(), -1).cpu().numpy()
-                    for r, p in enumerate(mine):
-                        row = row_of_gene[sc.gene_ids[p]]
-                        predictions[row], likelihoods[row], gene_labels[row] = preds[r, p], probs[r, p], target[b, p]
+            chunk = work / f"chunk-{k // options.batch_size:06d}.npz"
+            if chunk.exists():
+                with np.load(chunk) as saved:
+                    result = dict(saved)
+            else:
+                result = compute(idx)
+                temp = chunk.with_suffix(".partial.npz")
+                np.savez(temp, **result)
+                os.replace(temp, chunk)  # a chunk file exists only once complete
+            rows = result["rows"].astype(np.int64)
+            if len(rows):
+                gene_emb[rows] = result["embedding"]
+                if options.predictions:
+                    predictions[rows], likelihoods[rows] = result["predictions"], result["likelihoods"]
+                    gene_labels[rows] = result["labels"]
+            if options.attention:
+                sizes = L_H * result["n_genes"].astype(np.int64) ** 2
+                attention_parts.extend(np.split(result["attention"], np.cumsum(sizes)[:-1]))
+                windows_meta.extend(zip(result["first_gene"].tolist(), result["n_genes"].tolist()))
             bar.update(len(idx))
 
     contigs = list(dict.fromkeys(contig_of[g] for g in order))
@@ -147,7 +191,6 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
     if options.predictions:
         summary["absolute_accuracy"] = absolute_accuracy(predictions, likelihoods, gene_labels)
 
-    records = [store_record(p) for p in (*element_paths, embedding_path)]
     with atomic_outputs([output], force) as (tmp,):
         group = create_store(tmp, "glmkit.context", {**asdict(options), "layer": layer, "model": str(model_path)},
                              records)
@@ -173,6 +216,7 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
                 writer.extend(a)
             writer.close()
         finish_store(group)
+    remove(work)
     log.info(f"contextualize: {n:,} genes in {len(contigs):,} contigs, {len(corpus.subcontigs):,} windows"
              + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if options.predictions else ""))
     return summary

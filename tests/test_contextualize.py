@@ -111,3 +111,36 @@ def test_refuses_embeddings_from_another_model(trained, tmp_path):
     assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", tmp_path, "-o",
                               tmp_path / "c.zarr", "-q"), "not a glmkit checkpoint")
     assert not (tmp_path / "c.zarr").exists()
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
+    import glmkit.contextualize as ctx
+
+    d = trained
+    options = ctx.ContextOptions(attention=True, predictions=True, batch_size=8, threads=1)
+    args = ([str(d / "el.zarr")], str(d / "emb.zarr"), str(d / "glm"))
+    ctx.run_contextualize(*args, str(tmp_path / "whole.zarr"), options)
+
+    real_batch, calls = ctx.make_batch, []
+
+    def crash_on_third_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_batch(*a, **k)
+
+    monkeypatch.setattr(ctx, "make_batch", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
+    assert not (tmp_path / "resumed.zarr").exists()
+    assert len(list((tmp_path / ".resumed.zarr.partial-context").glob("chunk-*.npz"))) == 2
+    monkeypatch.setattr(ctx, "make_batch", real_batch)
+    computed = []
+    monkeypatch.setattr(ctx, "make_batch", lambda *a, **k: computed.append(1) or real_batch(*a, **k))
+    ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
+    whole, resumed = zarr.open_group(str(tmp_path / "whole.zarr")), zarr.open_group(str(tmp_path / "resumed.zarr"))
+    n_batches = -(-len(whole["windows/n_genes"][:]) // 8)
+    assert len(computed) == n_batches - 2                           # the two saved chunks were not recomputed
+    for name in ("genes/embedding", "contigs/embedding", "attention/data", "genes/predictions", "windows/first_gene"):
+        np.testing.assert_array_equal(whole[name][:], resumed[name][:])
+    assert not (tmp_path / ".resumed.zarr.partial-context").exists()

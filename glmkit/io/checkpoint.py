@@ -42,13 +42,17 @@ def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[s
     publish(temp, folder)
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+    """The checkpoint inside a pretrain output folder, or the folder itself."""
+    path = Path(path)
+    return path / "checkpoint" if (path / "checkpoint" / "config.json").exists() else path
+
+
 def load_checkpoint(folder: Path, architecture: str, training: bool = False):
     """(meta, weights, normalization, training_state or None), refusing other schemas and architectures."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    if (folder / "checkpoint" / "config.json").exists():  # the pretrain output folder itself
-        folder = folder / "checkpoint"
+    folder = checkpoint_folder(folder)
     try:
         meta = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
