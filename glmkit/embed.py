@@ -226,12 +226,11 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
             if fresh:
                 chunk[fresh] = embed_sequences(loaded.model, [sequences[plan[rows[i]]] for i in fresh], options,
                                                model_attrs["layer"], loaded.device, loaded.dtype, bar)
-            by_store: dict[int, list[int]] = {}
+            by_store: dict[EmbeddingStore, list[int]] = {}
             for i, r in enumerate(rows):
                 if plan[r] in reused:
-                    by_store.setdefault(id(reused[plan[r]][0]), []).append(i)
-            for positions in by_store.values():
-                store = reused[plan[rows[positions[0]]]][0]
+                    by_store.setdefault(reused[plan[r]][0], []).append(i)
+            for store, positions in by_store.items():
                 chunk[positions] = store.get([plan[rows[i]] for i in positions])
             writer.write_chunk(k, chunk.astype(options.dtype))
     elapsed = time.perf_counter() - started

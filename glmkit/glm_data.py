@@ -77,7 +77,8 @@ def load_corpus(element_paths: list[str], embedding_path: str, size: int = 30, m
     embeddings = store.get(hashes).astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(embeddings).all(1))
     if len(bad):
-        genes = [g for sc in subcontigs for g, r in zip(sc.gene_ids, sc.rows) if r in set(bad.tolist())][:5]
+        bad_rows = set(bad.tolist())
+        genes = [g for sc in subcontigs for g, r in zip(sc.gene_ids, sc.rows) if r in bad_rows][:5]
         raise GlmkitError(f"{embedding_path}: NaN or infinite embeddings for {len(bad):,} proteins "
                           f"(genes {', '.join(genes)}{', ...' if len(bad) > 5 else ''})")
     return Corpus(subcontigs, embeddings, store.model)
