@@ -175,8 +175,9 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
                                   e["partial_right"][lo:hi], e["nt"][lo:hi], e["aa"][lo:hi])
                 pieces, events = filter_contig(view, options)
                 contig = batch.contig_row(ci)
-                if not pieces:
-                    dropped_contigs[events[0][1] if events else "few-elements"] += 1
+                if not pieces:  # credit the rule applied last: the one that left nothing
+                    removals = [rule for _, rule, action in events if action == "removed"]
+                    dropped_contigs[max(removals, key=RULES.index) if removals else "few-elements"] += 1
                 for piece in pieces:
                     rows = lo + piece
                     start, end = int(e["start"][rows].min()), int(e["end"][rows].max())

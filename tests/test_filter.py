@@ -208,3 +208,12 @@ def test_report_to_stdout(tmp_path):
     r = run("filter", src, "-o", tmp_path / "o.zarr", "-r", "-", "-q")
     assert r.exit_code == 0 and r.stderr == ""
     assert r.stdout.splitlines()[1].split("\t")[1:3] == ["c_igs0", "IGS"]
+
+
+def test_summary_credits_a_dropped_contig_to_the_rule_that_emptied_it(tmp_path):
+    # edge-igs removes the first IGS and CDS; the 6 elements left are then too few
+    _, events, _, result = _filter(tmp_path, [("c", 5000, alternating(4, first_igs=True))])
+    assert ("c_igs0", "edge-igs", "removed") in events and ("c_2", "few-elements", "removed") in events
+    lines = {line.split()[1]: line for line in result.stderr.splitlines() if line.startswith("filter: ")}
+    assert "contigs dropped whole" in lines["few-elements"]
+    assert "dropped whole" not in lines["edge-igs"]
