@@ -10,10 +10,11 @@ import pytest
 import zarr
 
 from glmkit.errors import GlmkitError
+from glmkit.io import fasta
 from glmkit.io.fasta import parse_fasta, read_fasta, write_fasta
 from glmkit.io.files import InputFile, atomic_outputs
 from glmkit.io.gff import GffRecord, read_gff3, write_gff3
-from glmkit.io.store import ColumnWriter, RaggedWriter, read_ragged
+from glmkit.io.store import ColumnWriter, RaggedWriter, close_writers, read_ragged
 from glmkit.io.tsv import format_value, read_tsv, write_tsv
 
 
@@ -21,6 +22,53 @@ def test_fasta_any_width_crlf_lowercase_and_blank_lines():
     text = b">a desc here\r\nacg\r\nTN\r\n\r\n>b\nAC\nGT\nA\n"
     records = list(parse_fasta(io.BytesIO(text), "x"))
     assert [(r.name, r.description, r.sequence) for r in records] == [("a", "desc here", b"ACGTN"), ("b", "", b"ACGTA")]
+
+
+def _naive_fasta(data: bytes):
+    """Line by line, the obvious way: the reference the block parser must match (records, or the error's line)."""
+    records, name, description, chunks = [], None, "", []
+    for line_no, line in enumerate(data.split(b"\n"), 1):
+        if line.startswith(b">"):
+            header = line[1:].decode().strip()
+            if not header:
+                return f"line {line_no}: empty FASTA header"
+            if name is not None:
+                records.append((name, description, b"".join(chunks).upper()))
+            name, _, description = header.partition(" ")
+            description, chunks = description.strip(), []
+        elif line.split():
+            if name is None:
+                return f"line {line_no}: sequence data before"
+            chunks.append(b"".join(line.split()))
+    if name is not None:
+        records.append((name, description, b"".join(chunks).upper()))
+    return records
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 22])
+def test_fasta_block_parser_matches_line_by_line(monkeypatch, block):
+    """Random FASTA-like text (CRLF, blank lines, empty headers, data before the first header), parsed with
+    blocks from 1 byte (every record and line split across reads) up to the default."""
+    import random
+
+    monkeypatch.setattr(fasta, "BLOCK", block)
+    rng = random.Random(block)
+    for _ in range(400):
+        parts = [b"AC\n"] if rng.random() < 0.1 else []
+        parts += [b"\n \n"] if rng.random() < 0.2 else []
+        for r in range(rng.randint(0, 4)):
+            header = rng.choice([b"", b"c%d" % r, b"c%d some desc" % r, b" x\r"])
+            parts.append(b">" + header + rng.choice([b"\n", b"\r\n"]))
+            for _ in range(rng.randint(0, 4)):
+                parts.append(bytes(rng.choice(b"ACGTacgtn \t") for _ in range(rng.randint(0, 9)))
+                             + rng.choice([b"\n", b"\r\n", b""]))
+        data = b"".join(parts)
+        expected = _naive_fasta(data)
+        if isinstance(expected, str):
+            with pytest.raises(GlmkitError, match=f"f.fna: {expected}"):
+                list(parse_fasta(io.BytesIO(data), "f.fna"))
+        else:
+            assert [(r.name, r.description, r.sequence) for r in parse_fasta(io.BytesIO(data), "f.fna")] == expected
 
 
 def test_fasta_errors(tmp_path):
@@ -87,10 +135,38 @@ def test_column_writer_writes_whole_chunks(tmp_path):
     sizes = []
     for part in ([1, 2, 3], [4, 5], [6], [7, 8, 9, 10, 11]):
         writer.extend(part)
-        sizes.append(writer.array.shape[0])
+        sizes.append(writer.array.shape[0] if writer.array is not None else 0)
     assert sizes == [0, 4, 4, 8]  # only whole chunks until close
     writer.close()
     assert writer.array[:].tolist() == list(range(1, 12))
+    assert writer.array.chunks == (4,)
+
+
+@pytest.mark.parametrize("values, chunk", [([], (1,)), ([7], (1,)), (list(range(5)), (5,)), (list(range(12)), (4,))])
+def test_column_writer_short_column_is_one_exact_chunk(tmp_path, values, chunk):
+    """A column that ends inside its first chunk is stored as one chunk of its own length, not padded."""
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    writer = ColumnWriter(group, "x", np.int64, chunk=8)
+    writer.extend(values[:3])
+    writer.extend(values[3:])
+    writer.close()
+    stored = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["x"]
+    assert stored[:].tolist() == values
+    assert stored.chunks == (chunk if len(values) <= 8 else (8,))
+
+
+def test_close_writers_closes_every_column_at_once(tmp_path):
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    numbers, names, sequences = (ColumnWriter(group, "n", np.int32), ColumnWriter(group, "s", str),
+                                 RaggedWriter(group, "r"))
+    numbers.extend([3, 1, 2])
+    names.extend(["a", "bb", "ccc"])
+    sequences.extend([b"AC", b"", b"GTA"])
+    close_writers([numbers, names, sequences])
+    stored = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert stored["n"][:].tolist() == [3, 1, 2]
+    assert list(stored["s"][:]) == ["a", "bb", "ccc"]
+    assert list(read_ragged(stored, "r", 0, 3)) == [b"AC", b"", b"GTA"]
 
 
 def test_ragged_round_trip(tmp_path):

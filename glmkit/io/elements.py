@@ -18,8 +18,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from glmkit.io.gff import GffRecord
-from glmkit.io.store import (RAGGED, ColumnWriter, RaggedWriter, create_store, finish_store, open_store,
-                             read_column)
+from glmkit.io.store import (RAGGED, ColumnWriter, RaggedWriter, close_writers, create_store, finish_store,
+                             open_store, read_column)
 
 SCHEMA = "glmkit.elements"
 CDS, IGS = 0, 1  # elements/type codes
@@ -126,9 +126,7 @@ class ElementStoreWriter:
         self.n_contigs += batch.n_contigs
 
     def close(self, inputs: Sequence | None = None, summary: dict | None = None) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._offsets.close()
+        close_writers([*self._writers.values(), self._offsets])
         self.group.attrs.update({"n_contigs": self.n_contigs, "n_elements": self._n_elements, **(summary or {})})
         finish_store(self.group, inputs)
 
