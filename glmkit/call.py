@@ -6,6 +6,10 @@ input file. Contigs run in parallel threads (pyrodigal releases the GIL); the
 output order is the input order whatever the thread count. Intergenic
 sequences (IGS) are the gaps between merged CDS intervals, including the
 stretches before the first and after the last gene.
+
+numpy, zarr and the element store are imported inside the functions that run
+after training: together they cost ~0.3 s, which the store thread pays while
+pyrodigal trains or finds genes without the GIL (see _Outputs).
 """
 
 from __future__ import annotations
@@ -15,16 +19,15 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.io.elements import (CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter,
-                                column_array, fasta_records, gff_records)
 from glmkit.io.fasta import FastaRecord, read_fasta, write_fasta
 from glmkit.io.files import InputFile, atomic_outputs
 from glmkit.io.gff import write_gff3
+
+if TYPE_CHECKING:
+    from glmkit.io.elements import ElementBatch
 
 log = logging.getLogger("glmkit")
 
@@ -67,27 +70,32 @@ def _gene_finder(options: CallOptions, training_info=None):
     return pyrodigal.GeneFinder(meta=True, metagenomic_bins=bins, **kwargs)
 
 
-def _train(records: Sequence[FastaRecord], source: InputFile, options: CallOptions):
-    from pyrodigal import MIN_SINGLE_GENOME
+def _train(records: Sequence[FastaRecord], source: InputFile, options: CallOptions) -> tuple[object, dict]:
+    """A gene finder trained on the records, and the records encoded for pyrodigal by name (find_genes reuses
+    them: encoding E. coli costs ~30 ms)."""
+    from pyrodigal import MIN_SINGLE_GENOME, Sequence as EncodedSequence
 
     total = sum(len(r.sequence) for r in records)
     if total < MIN_SINGLE_GENOME:
         raise GlmkitError(f"{source.display}: {total:,} bp is too short to train on in single mode (Prodigal needs "
                           f"at least {MIN_SINGLE_GENOME:,} bp); use --mode meta for short inputs")
     finder = _gene_finder(options)
+    encoded = {r.name: EncodedSequence(r.sequence) for r in records}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            finder.train(*(r.sequence for r in records), translation_table=options.translation_table or 11)
+            finder.train(*encoded.values(), translation_table=options.translation_table or 11)
         except ValueError as e:
             raise GlmkitError(f"{source.display}: single-mode training failed: {e}") from e
     for w in caught:  # pyrodigal warns below 100 kb, as Prodigal does: pass it on as a log line
         log.warning(f"call: {source.display}: {w.message}")
-    return finder
+    return finder, encoded
 
 
 def contig_elements(name: str, length: int, genes, table: int) -> dict[str, list]:
     """The element columns of one contig: its genes in order, with IGS in the gaps of the merged CDS intervals."""
+    from glmkit.io.elements import CDS, ELEMENT_COLUMNS, IGS
+
     cols: dict[str, list] = {n: [] for n in ELEMENT_COLUMNS}
 
     def add_igs(start: int, end: int, after: int) -> None:
@@ -97,7 +105,7 @@ def contig_elements(name: str, length: int, genes, table: int) -> dict[str, list
                            ("rbs_spacer", ""), ("aa", b"")):
             cols[key].append(value)
         for key in ("gc_content", "confidence", "score", "cscore", "sscore", "rscore", "uscore", "tscore"):
-            cols[key].append(np.nan)
+            cols[key].append(float("nan"))
         cols["nt"].append(None)  # filled in below from the contig sequence
 
     covered_to = 0  # right end of the merged CDS intervals so far
@@ -120,15 +128,15 @@ def contig_elements(name: str, length: int, genes, table: int) -> dict[str, list
     return cols
 
 
-def _call_contig(finder, record: FastaRecord, options: CallOptions) -> tuple[dict, dict]:
-    genes = finder.find_genes(record.sequence)
+def _call_contig(finder, record: FastaRecord, options: CallOptions, encoded=None) -> tuple[dict, dict]:
+    genes = finder.find_genes(record.sequence if encoded is None else encoded)
     if options.mode == "single":
         model, table = "single", finder.training_info.translation_table
     else:
         model, table = genes.metagenomic_bin.description, genes.metagenomic_bin.training_info.translation_table
     cols = contig_elements(record.name, len(record.sequence), genes, table)
     for i, (kind, start, end) in enumerate(zip(cols["type"], cols["start"], cols["end"])):
-        if kind == IGS:
+        if kind == 1:  # IGS
             cols["nt"][i] = record.sequence[start - 1:end]
     contig = {"name": record.name, "length": len(record.sequence), "source": record.name, "source_start": 1,
               "source_end": len(record.sequence), "model": model, "translation_table": table}
@@ -136,6 +144,10 @@ def _call_contig(finder, record: FastaRecord, options: CallOptions) -> tuple[dic
 
 
 def _to_batch(results: Sequence[tuple[dict, dict]]) -> ElementBatch:
+    import numpy as np
+
+    from glmkit.io.elements import CONTIG_COLUMNS, ELEMENT_COLUMNS, ElementBatch, column_array
+
     contigs = {n: column_array([c[n] for c, _ in results], d) for n, d in CONTIG_COLUMNS.items()}
     elements = {n: column_array([v for _, cols in results for v in cols[n]], d) for n, d in ELEMENT_COLUMNS.items()}
     counts = np.array([len(cols["id"]) for _, cols in results], dtype=np.int64)
@@ -162,20 +174,33 @@ def _unique(records: Iterator[FastaRecord], source: InputFile, seen: dict[str, s
         yield record
 
 
+def _store_writer(*args):
+    from glmkit.io.elements import ElementStoreWriter
+
+    return ElementStoreWriter(*args)
+
+
 class _Outputs:
     """Writes each batch to the store and to the text files on two background threads.
 
-    Output then overlaps gene finding (and the store thread opens the store,
-    importing zarr, while pyrodigal trains). At most one batch is in flight.
+    Output then overlaps gene finding. ``start()`` opens the store on its thread
+    (importing numpy and zarr, ~0.3 s): call it just before pyrodigal's first
+    long call, which runs without the GIL, so that the imports cost no wall time.
+    At most one batch is in flight.
     """
 
     def __init__(self, store: Path, gff: Path | None, proteins: Path | None, genes: Path | None,
                  parameters: dict, sources: Sequence[InputFile]):
         self._store_thread, self._text_thread = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
-        self._writer = self._store_thread.submit(ElementStoreWriter, store, parameters, sources)
+        self._store_arguments = (store, parameters, sources)
+        self._writer = None
         self._files = [(open(path, "w") if path else None) for path in (gff, proteins, genes)]
         self._pending: list = []
         self._first_gff = True
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = self._store_thread.submit(_store_writer, *self._store_arguments)
 
     def _wait(self) -> None:
         for future in self._pending:
@@ -183,6 +208,8 @@ class _Outputs:
         self._pending = []
 
     def _write_text(self, batch: ElementBatch) -> None:
+        from glmkit.io.elements import fasta_records, gff_records
+
         gff_out, faa_out, fna_out = self._files
         if gff_out:
             write_gff3(gff_out, zip(batch.contigs["name"], batch.contigs["length"]),
@@ -194,11 +221,13 @@ class _Outputs:
             write_fasta(fna_out, fasta_records(batch, "nt"))
 
     def write(self, batch: ElementBatch) -> None:
+        self.start()
         self._wait()
         self._pending = [self._store_thread.submit(lambda: self._writer.result().write(batch)),
                          self._text_thread.submit(self._write_text, batch)]
 
     def close(self, inputs: Sequence[InputFile], summary: dict) -> None:
+        self.start()
         self._wait()
         if self._files[0] and self._first_gff:
             write_gff3(self._files[0], [], [])
@@ -232,14 +261,17 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
                 records = _unique(read_fasta(source, alphabet="dna"), source, seen)
                 if options.mode == "single":
                     records = list(records)
-                    finder = _train(records, source, options)
+                    outputs.start()
+                    finder, encoded = _train(records, source, options)
                     log.info(f"call: trained on {source.display} ({sum(len(r.sequence) for r in records):,} bp)")
                 else:
-                    finder = shared_finder
+                    finder, encoded = shared_finder, {}
                 for batch_records in _batches(iter(records)):
-                    batch = _to_batch(list(pool.map(lambda r: _call_contig(finder, r, options), batch_records)))
+                    outputs.start()
+                    batch = _to_batch(list(pool.map(lambda r: _call_contig(finder, r, options, encoded.get(r.name)),
+                                                    batch_records)))
                     outputs.write(batch)
-                    n_cds = int((batch.elements["type"] == CDS).sum())
+                    n_cds = int((batch.elements["type"] == 0).sum())
                     stats["contigs"] += batch.n_contigs
                     stats["bp"] += int(batch.contigs["length"].sum())
                     stats["cds"] += n_cds
