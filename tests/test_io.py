@@ -129,6 +129,18 @@ def test_gff3_round_trip_with_escaping(tmp_path):
     assert back[0].seqid == "chr 1;x" and back[0].attributes == {"ID": "g=1;2", "note": "a,b"}
 
 
+@pytest.mark.parametrize("value", ["plain", "a=b", "a;b", "a&b", "50%", "tab\there", "caf\u00e9", "x,y", "=", ";"])
+def test_gff3_attribute_escaping_per_value(value):
+    """Each value is percent-encoded exactly when it holds a character GFF3 reserves, whatever its neighbours."""
+    from urllib.parse import quote
+
+    from glmkit.io.gff import _ATTR_SAFE
+
+    out = io.StringIO()
+    write_gff3(out, [], [GffRecord("c", "s", "CDS", 1, 9, None, "+", "0", {"ID": "g1", "note": value, "n": "7"})])
+    assert out.getvalue().splitlines()[1].split("\t")[8] == f"ID=g1;note={quote(value, safe=_ATTR_SAFE)};n=7"
+
+
 def test_column_writer_writes_whole_chunks(tmp_path):
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
     writer = ColumnWriter(group, "x", np.int32, chunk=4)

@@ -13,6 +13,7 @@ from glmkit.io.files import InputFile
 # Characters GFF3 allows unescaped in the seqid column and in attribute values.
 _SEQID_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:^*$@!+_?-|"
 _ATTR_SAFE = _SEQID_SAFE + " #/()[]{}<>'\"~`"
+_ATTR_LINE = re.compile(f"[{re.escape(_ATTR_SAFE + ';=')}]*")  # a whole attribute column needing no escapes
 
 
 @dataclass
@@ -49,7 +50,11 @@ def write_gff3(handle: TextIO, regions: Iterable[tuple[str, int]], records: Iter
     for seqid, length in regions:
         handle.write(f"##sequence-region {_escape(seqid, _SEQID_SAFE)} 1 {length}\n")
     for r in records:
-        attrs = ";".join(f"{k}={_escape(str(v), _ATTR_SAFE)}" for k, v in r.attributes.items())
+        attrs = ";".join(f"{k}={v}" for k, v in r.attributes.items())
+        # one check per line, not per value: escape only when some value needs it (they rarely do)
+        if not (_ATTR_LINE.fullmatch(attrs) and attrs.count("=") == len(r.attributes)
+                and attrs.count(";") == len(r.attributes) - 1):
+            attrs = ";".join(f"{k}={_escape(str(v), _ATTR_SAFE)}" for k, v in r.attributes.items())
         handle.write("\t".join((_escape(r.seqid, _SEQID_SAFE), r.source, r.type, str(r.start), str(r.end),
                                 _format_score(r.score), r.strand, r.phase, attrs)) + "\n")
 
