@@ -14,6 +14,7 @@ pyrodigal trains or finds genes without the GIL (see _Outputs).
 
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -270,6 +271,9 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
                     outputs.start()
                     batch = _to_batch(list(pool.map(lambda r: _call_contig(finder, r, options, encoded.get(r.name)),
                                                     batch_records)))
+                    # what is alive now (imported modules, this batch) stays to the end of the batch or the run:
+                    # keep the cyclic GC from rescanning it (a full collection took ~25 ms on E. coli, one more at exit)
+                    gc.freeze()
                     outputs.write(batch)
                     n_cds = int((batch.elements["type"] == 0).sum())
                     stats["contigs"] += batch.n_contigs
