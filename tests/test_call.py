@@ -6,6 +6,7 @@ import gzip
 import re
 import shutil
 import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +17,13 @@ from conftest import (PYRODIGAL_DATA, SHARED_DATA, TEST_DATA, assert_one_line_er
                       pyrodigal_fasta, run)
 from glmkit.call import contig_elements
 from glmkit.io.elements import CDS, IGS, ElementStore
+
+
+def test_numpy_and_zarr_wait_for_the_store_thread():
+    """Importing the call module imports neither numpy nor zarr: the store thread imports them while pyrodigal
+    trains (~0.3 s off a single-genome run; see glmkit/call.py)."""
+    code = "import sys, glmkit.call; print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'zarr'}))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def _call_faa(tmp_path, fasta, *options):
