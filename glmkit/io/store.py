@@ -158,9 +158,11 @@ class ColumnWriter:
             chunk = self.chunk if whole_chunks_only else max(1, min(n, self.chunk))
             # write_empty_chunks: zarr otherwise compares every chunk with the fill value before writing it,
             # which for strings and sequences cost more than the write (~40 % of an element store's)
+            # zstd level 1: on sequences as small as level 3's output (proteins: smaller) and 1.3-8x faster
             array = await _zarr().api.asynchronous.create_array(
                 self.group.store, name=f"{self.group.path}/{self.name}".lstrip("/"), shape=(n,), chunks=(chunk,),
-                dtype=self.dtype, zarr_format=3, config={"write_empty_chunks": True})
+                dtype=self.dtype, zarr_format=3, compressors=_zarr().codecs.ZstdCodec(level=1),
+                config={"write_empty_chunks": True})
             self.array = _zarr().Array(array)
             if n:
                 await array.setitem(slice(None), data[:n])
