@@ -127,8 +127,7 @@ class ElementStoreWriter:
 
     def close(self, inputs: Sequence | None = None, summary: dict | None = None) -> None:
         close_writers([*self._writers.values(), self._offsets])
-        self.group.attrs.update({"n_contigs": self.n_contigs, "n_elements": self._n_elements, **(summary or {})})
-        finish_store(self.group, inputs)
+        finish_store(self.group, inputs, {"n_contigs": self.n_contigs, "n_elements": self._n_elements, **(summary or {})})
 
 
 class ElementStore:

@@ -70,11 +70,13 @@ def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequen
     return group
 
 
-def finish_store(group: zarr.Group, inputs: Sequence | None = None) -> None:
-    """Mark a store complete; ``inputs`` refreshes the input records (checksums are known only after reading)."""
+def finish_store(group: zarr.Group, inputs: Sequence | None = None, attributes: dict | None = None) -> None:
+    """Mark a store complete, in one write with the last ``attributes`` and the input records (``inputs``:
+    checksums are known only once the inputs have been read)."""
+    final = {**(attributes or {}), "complete": True}
     if inputs is not None:
-        group.attrs["inputs"] = [i.record() if hasattr(i, "record") else i for i in inputs]
-    group.attrs["complete"] = True
+        final["inputs"] = [i.record() if hasattr(i, "record") else i for i in inputs]
+    group.attrs.update(final)
 
 
 def store_record(path: str | Path) -> dict:
