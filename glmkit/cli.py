@@ -7,6 +7,7 @@ answer instantly; each command imports its module when it runs.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import os
 import sys
@@ -69,7 +70,10 @@ def command(name: str, example: str, **kwargs):
 
             click.get_current_context().meta["glmkit.debug"] = debug
             log.setup(quiet=quiet, debug=debug)
-            return func(*args, **params)
+            try:
+                return func(*args, **params)
+            finally:
+                gc.freeze()  # the process ends next: spare Python's exit-time collection a scan of everything (~20 ms)
 
         doc = inspect.cleandoc(func.__doc__ or "")
         wrapper.__doc__ = doc + f"\n\n\b\nExample:\n  {example}"
