@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: glmkit call vs the prodigal binary, same inputs, one run, speed ratio and gene agreement.
 
-    python bench/call.py [--threads 2] [--repeats 2] [--out bench/out/call]
+    python bench/call.py [--threads 2] [--repeats 3] [--out bench/out/call]
 
 Inputs: E. coli K-12 (../shared/data, when present), the C. diphtheriae
 chromosome shipped in the pyrodigal wheel, and a multi-contig mock metagenome
@@ -67,7 +67,7 @@ def timed(cmd: list) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "call")
     args = parser.parse_args()
     if not shutil.which("prodigal"):
