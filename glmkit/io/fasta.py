@@ -52,16 +52,21 @@ BLOCK = 1 << 22  # bytes read at a time
 
 
 def _whole_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream in blocks of whole lines (the last one may lack its newline)."""
-    pending = b""
+    """The stream in blocks of whole lines (the last one may lack its newline).
+
+    A line longer than a block (an unwrapped chromosome) is gathered in pieces
+    and joined once, so reading stays linear in its length.
+    """
+    pending: list[bytes] = []
     while block := stream.read(BLOCK):
-        data = pending + block
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield data[:cut]
-        pending = data[cut:]
-    if pending:
-        yield pending
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            pending.append(block)
+            continue
+        yield b"".join([*pending, block[:cut]])
+        pending = [block[cut:]]
+    if rest := b"".join(pending):
+        yield rest
 
 
 def parse_fasta(stream: BinaryIO, where: str) -> Iterator[FastaRecord]:
