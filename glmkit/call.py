@@ -135,9 +135,11 @@ def _call_contig(finder, record: FastaRecord, options: CallOptions, encoded=None
         model, table = "single", finder.training_info.translation_table
     else:
         model, table = genes.metagenomic_bin.description, genes.metagenomic_bin.training_info.translation_table
+    from glmkit.io.elements import IGS
+
     cols = contig_elements(record.name, len(record.sequence), genes, table)
     for i, (kind, start, end) in enumerate(zip(cols["type"], cols["start"], cols["end"])):
-        if kind == 1:  # IGS
+        if kind == IGS:
             cols["nt"][i] = record.sequence[start - 1:end]
     contig = {"name": record.name, "length": len(record.sequence), "source": record.name, "source_start": 1,
               "source_end": len(record.sequence), "model": model, "translation_table": table}
@@ -275,11 +277,10 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
                     # keep the cyclic GC from rescanning it (a full collection took ~25 ms on E. coli)
                     gc.freeze()
                     outputs.write(batch)
-                    n_cds = int((batch.elements["type"] == 0).sum())
                     stats["contigs"] += batch.n_contigs
                     stats["bp"] += int(batch.contigs["length"].sum())
-                    stats["cds"] += n_cds
-                    stats["igs"] += len(batch.elements["type"]) - n_cds
+                    stats["cds"] += batch.n_cds
+                    stats["igs"] += len(batch.elements["type"]) - batch.n_cds
             outputs.close(inputs=sources, summary={"stats": stats})
         except BaseException:
             outputs.shutdown()

@@ -72,6 +72,10 @@ class ElementBatch:
         return len(self.counts)
 
     @property
+    def n_cds(self) -> int:
+        return int((self.elements["type"] == CDS).sum())
+
+    @property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
 
