@@ -96,6 +96,27 @@ def test_threads_do_not_change_output(tmp_path, multi_contigs):
         np.testing.assert_array_equal(b1.elements[name], b3.elements[name])
 
 
+def test_batches_and_chunks_do_not_change_the_store(tmp_path, multi_contigs, monkeypatch):
+    """Many batches and many small chunks (whole-chunk writes during the run, the rest at close) store exactly
+    what one batch in one chunk per column does."""
+    from glmkit import call
+    from glmkit.io import store
+
+    assert run("call", multi_contigs, "-o", tmp_path / "one.zarr", "-q").exit_code == 0
+    monkeypatch.setattr(call, "BATCH_CONTIGS", 5)
+    monkeypatch.setattr(store, "ROW_CHUNK", 64)
+    monkeypatch.setattr(store, "BYTE_CHUNK", 1000)
+    assert run("call", multi_contigs, "-o", tmp_path / "many.zarr", "-q").exit_code == 0
+    one, many = ElementStore(tmp_path / "one.zarr"), ElementStore(tmp_path / "many.zarr")
+    assert many.group["elements/id"].chunks == (64,) and many.group["elements/nt/data"].chunks == (1000,)
+    assert one.group["elements/id"].chunks == (one.n_elements,) and one.group["contigs/name"].chunks == (12,)
+    a, b = one.read(), many.read()
+    for table in ("contigs", "elements"):
+        for name in getattr(a, table):
+            np.testing.assert_array_equal(getattr(a, table)[name], getattr(b, table)[name])
+    np.testing.assert_array_equal(one.offsets, many.offsets)
+
+
 def _naive_igs(length: int, genes) -> list[tuple[int, int]]:
     """Reference: mark every base covered by a gene; IGS are the maximal uncovered runs."""
     covered = np.zeros(length + 2, dtype=bool)

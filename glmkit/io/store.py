@@ -135,8 +135,8 @@ class ColumnWriter:
     size, and padding one contig's name to 65,536 strings costs more than the write.
     """
 
-    def __init__(self, group: zarr.Group, name: str, dtype, chunk: int = ROW_CHUNK):
-        self.group, self.name, self.dtype, self.chunk = group, name, dtype, chunk
+    def __init__(self, group: zarr.Group, name: str, dtype, chunk: int | None = None):
+        self.group, self.name, self.dtype, self.chunk = group, name, dtype, chunk or ROW_CHUNK
         self.array: zarr.Array | None = None
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
