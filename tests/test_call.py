@@ -96,6 +96,13 @@ def test_threads_do_not_change_output(tmp_path, multi_contigs):
         np.testing.assert_array_equal(b1.elements[name], b3.elements[name])
 
 
+def test_gff_to_stdout_equals_gff_to_a_file(tmp_path, multi_contigs):
+    assert run("call", multi_contigs, "-o", tmp_path / "a.zarr", "--gff", tmp_path / "a.gff", "-q").exit_code == 0
+    result = run("call", multi_contigs, "-o", tmp_path / "b.zarr", "--gff", "-", "-q")
+    assert result.exit_code == 0
+    assert result.stdout == (tmp_path / "a.gff").read_text() and result.stdout.count("\tCDS\t") > 50
+
+
 def test_batches_and_chunks_do_not_change_the_store(tmp_path, multi_contigs, monkeypatch):
     """Many batches and many small chunks (whole-chunk writes during the run, the rest at close) store exactly
     what one batch in one chunk per column does."""
