@@ -34,6 +34,7 @@ log = logging.getLogger("glmkit")
 
 BATCH_BP = 20_000_000     # contigs are gene-called in batches of about this many bp ...
 BATCH_CONTIGS = 20_000    # ... or this many contigs, whichever comes first
+LINKER = b"TTAATTAATTAA"  # what Prodigal puts between the contigs of a genome when training on them
 
 
 @dataclass
@@ -76,7 +77,8 @@ def _train(records: Sequence[FastaRecord], source: InputFile, options: CallOptio
     them: encoding E. coli costs ~30 ms)."""
     from pyrodigal import MIN_SINGLE_GENOME, Sequence as EncodedSequence
 
-    total = sum(len(r.sequence) for r in records)
+    # Prodigal (and pyrodigal) train on the contigs joined by TTAATTAATTAA linkers, one after each contig
+    total = sum(len(r.sequence) for r in records) + (len(LINKER) * len(records) if len(records) > 1 else 0)
     if total < MIN_SINGLE_GENOME:
         raise GlmkitError(f"{source.display}: {total:,} bp is too short to train on in single mode (Prodigal needs "
                           f"at least {MIN_SINGLE_GENOME:,} bp); use --mode meta for short inputs")
@@ -85,7 +87,9 @@ def _train(records: Sequence[FastaRecord], source: InputFile, options: CallOptio
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            finder.train(*encoded.values(), translation_table=options.translation_table or 11)
+            # pyrodigal joins several contigs itself, but only from raw sequences; one contig is passed encoded
+            training = list(encoded.values()) if len(records) == 1 else [r.sequence for r in records]
+            finder.train(*training, translation_table=options.translation_table or 11)
         except ValueError as e:
             raise GlmkitError(f"{source.display}: single-mode training failed: {e}") from e
     for w in caught:  # pyrodigal warns below 100 kb, as Prodigal does: pass it on as a log line
