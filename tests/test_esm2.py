@@ -40,50 +40,96 @@ def test_hidden_states_equal_fair_esm(esm_checkpoint, layer):
         torch.testing.assert_close(mine[i, :len(s) + 2], theirs[i, :len(s) + 2], atol=1e-5, rtol=1e-5)
 
 
-def _hf_folder(path, fair_checkpoint):
-    """Write a Hugging Face EsmForMaskedLM-style folder holding the same weights (names mapped here, independently)."""
-    from safetensors.torch import save_file
+def _transformers_folder(path, masked_lm: bool, **save_options):
+    """A random-weight ESM2 saved by the installed transformers' own save_pretrained (5.x: LayerNorms written
+    as gamma/beta); returns the folder and transformers' model for reference outputs."""
+    import transformers
 
-    data = torch.load(fair_checkpoint, weights_only=False)
-    args, fair = data["cfg"]["model"], {k.replace("encoder.sentence_encoder.", ""): v for k, v in data["model"].items()}
-    hf = {"esm.embeddings.word_embeddings.weight": fair["embed_tokens.weight"],
-          "esm.encoder.emb_layer_norm_after.weight": fair["emb_layer_norm_after.weight"],
-          "esm.encoder.emb_layer_norm_after.bias": fair["emb_layer_norm_after.bias"]}
+    torch.manual_seed(5)
+    cfg = transformers.EsmConfig(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=128, position_embedding_type="rotary", token_dropout=True,
+                                 pad_token_id=1, mask_token_id=32, emb_layer_norm_before=False, layer_norm_eps=1e-5,
+                                 max_position_embeddings=1026)
+    model = (transformers.EsmForMaskedLM(cfg) if masked_lm else transformers.EsmModel(cfg, add_pooling_layer=False))
+    with torch.no_grad():  # LayerNorms away from 1/0, so that a swapped weight and bias would show
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * (0.3 if "LayerNorm" in name or "layer_norm" in name else 0.05))
+    model.save_pretrained(path, **save_options)
+    return path, (model.esm if masked_lm else model).eval()
+
+
+@pytest.mark.parametrize("masked_lm, save_options", [
+    (True, {}),                           # EsmForMaskedLM, one model.safetensors
+    (False, {}),                          # EsmModel (no "esm." prefix)
+    (True, {"max_shard_size": "20KB"}),   # sharded, with model.safetensors.index.json
+])
+def test_folders_saved_by_installed_transformers(tmp_path, masked_lm, save_options):
+    folder, reference = _transformers_folder(tmp_path / "hf", masked_lm, **save_options)
+    if save_options:
+        assert (folder / "model.safetensors.index.json").exists() and len(list(folder.glob("*.safetensors"))) > 1
+    ours = load_hf_folder(folder).model
+    seqs = random_proteins(5)
+    tokens = tokenize([s.encode() for s in seqs], 1022)
+    with torch.no_grad():
+        mine = ours(tokens)
+        theirs = reference(input_ids=tokens, attention_mask=tokens.ne(1)).last_hidden_state
+    for i, s in enumerate(seqs):
+        torch.testing.assert_close(mine[i, :len(s) + 2], theirs[i, :len(s) + 2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("folder", ["masked_lm", "model_bin"])
+def test_folders_saved_by_transformers_4(folder):
+    """Folders written by transformers 4.57's save_pretrained (test_data/make_hf_esm_v4.py: safetensors and
+    pytorch_model.bin), with transformers 4's own hidden states for the same tokens."""
+    from conftest import TEST_DATA
+    import numpy as np
+
+    expected = np.load(TEST_DATA / "hf_esm_v4" / "expected.npz")
+    model = load_hf_folder(TEST_DATA / "hf_esm_v4" / folder).model
+    tokens = torch.from_numpy(expected["tokens"])
+    with torch.no_grad():
+        mine = model(tokens).numpy()
+    real = expected["tokens"] != 1
+    np.testing.assert_allclose(mine[real], expected["hidden"][real], atol=1e-5, rtol=1e-5)
+
+
+def test_hf_folder_equals_the_same_weights_from_fair_esm(tmp_path, esm_checkpoint):
+    """fair-esm's weights put into transformers' EsmModel and saved by it load to the same model as the .pt."""
+    import transformers
+
+    path, fair, _ = esm_checkpoint
+    cfg = transformers.EsmConfig(vocab_size=33, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=256, position_embedding_type="rotary", token_dropout=True,
+                                 pad_token_id=1, mask_token_id=32, emb_layer_norm_before=False, layer_norm_eps=1e-5)
+    hf = transformers.EsmModel(cfg, add_pooling_layer=False)
     names = {"self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
              "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
              "self_attn_layer_norm": "attention.LayerNorm", "fc1": "intermediate.dense", "fc2": "output.dense",
              "final_layer_norm": "LayerNorm"}
-    for i in range(args.encoder_layers):
-        for theirs, ours in names.items():
+    theirs = fair.state_dict()
+    state = {"embeddings.word_embeddings.weight": theirs["embed_tokens.weight"],
+             **{f"encoder.emb_layer_norm_after.{k}": theirs[f"emb_layer_norm_after.{k}"] for k in ("weight", "bias")}}
+    for i in range(2):
+        for a, b in names.items():
             for kind in ("weight", "bias"):
-                hf[f"esm.encoder.layer.{i}.{ours}.{kind}"] = fair[f"layers.{i}.{theirs}.{kind}"].contiguous()
-    path.mkdir()
-    save_file(hf, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({
-        "model_type": "esm", "architectures": ["EsmForMaskedLM"], "vocab_size": 33, "hidden_size": args.encoder_embed_dim,
-        "num_hidden_layers": args.encoder_layers, "num_attention_heads": args.encoder_attention_heads,
-        "intermediate_size": 4 * args.encoder_embed_dim, "position_embedding_type": "rotary", "token_dropout": True,
-        "layer_norm_eps": 1e-5, "emb_layer_norm_before": False, "pad_token_id": 1, "mask_token_id": 32,
-        "max_position_embeddings": 1026, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0}))
-    return path
-
-
-def test_hf_folder_equals_pt_and_transformers(tmp_path, esm_checkpoint):
-    path, _, alphabet = esm_checkpoint
-    folder = _hf_folder(tmp_path / "hf", path)
-    from_pt, from_hf = load_fair_esm_file(path).model, load_hf_folder(folder).model
-    seqs = random_proteins(5)
-    tokens = tokenize([s.encode() for s in seqs], 1022)
+                state[f"encoder.layer.{i}.{b}.{kind}"] = theirs[f"layers.{i}.{a}.{kind}"]
+    missing = hf.load_state_dict(state, strict=False).missing_keys
+    assert not [k for k in missing if "contact_head" not in k and "inv_freq" not in k], missing
+    hf.save_pretrained(tmp_path / "hf")
+    tokens = tokenize([s.encode() for s in random_proteins(5)], 1022)
     with torch.no_grad():
-        a, b = from_pt(tokens), from_hf(tokens)
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-        import transformers
+        torch.testing.assert_close(load_hf_folder(tmp_path / "hf").model(tokens), load_fair_esm_file(path).model(tokens),
+                                   atol=1e-6, rtol=1e-6)
 
-        reference = transformers.EsmModel.from_pretrained(folder, add_pooling_layer=False).eval()
-        c = reference(input_ids=tokens, attention_mask=tokens.ne(1)).last_hidden_state
-    for i, s in enumerate(seqs):
-        torch.testing.assert_close(b[i, :len(s) + 2], c[i, :len(s) + 2], atol=1e-5, rtol=1e-5)
+
+def test_hf_folder_with_missing_tensors_names_the_weight(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = _transformers_folder(tmp_path / "hf", True)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "layer.1.intermediate" not in k}, folder / "model.safetensors")
+    with pytest.raises(GlmkitError, match=r"hf: missing ESM2 weight encoder\.layer\.1\.intermediate"):
+        load_hf_folder(folder)
 
 
 def test_load_errors(tmp_path):

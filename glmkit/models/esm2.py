@@ -120,7 +120,7 @@ class LoadedModel:
     model: ESM2
     name: str      # hub name, file stem or folder name
     source: str    # where the weights came from
-    sha256: str    # checksum of the weights file
+    sha256: str    # checksum of the weights file (shards: sha256 of their checksums, in name order)
 
 
 def _sha256(path: Path) -> str:
@@ -196,8 +196,32 @@ def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
     return LoadedModel(model, name or path.stem, str(path.resolve()), _sha256(path))
 
 
+def _hf_weight_files(path: Path) -> list[Path]:
+    """The weight files of a Hugging Face folder: one safetensors or .bin file, or the shards its index lists."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (path / single).exists():
+            return [path / single]
+        if (path / index).exists():
+            try:
+                shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError, AttributeError) as e:
+                raise GlmkitError(f"{path / index}: unreadable shard index ({type(e).__name__}: {e})") from None
+            missing = [s for s in shards if not (path / s).exists()]
+            if missing:
+                raise GlmkitError(f"{path / index}: lists {missing[0]}, which is not in the folder")
+            return [path / s for s in shards]
+    raise GlmkitError(f"{path}: no model.safetensors or pytorch_model.bin (nor a sharded index of either)")
+
+
+def _hf_name(key: str) -> str:
+    """Parameter names as transformers 4 writes them: transformers 5 saves LayerNorms as gamma/beta."""
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+
+
 def load_hf_folder(path: Path) -> LoadedModel:
-    """A Hugging Face EsmModel / EsmForMaskedLM folder: config.json plus safetensors or pytorch_model.bin."""
+    """A Hugging Face EsmModel / EsmForMaskedLM folder as transformers 4.x or 5.x saves it: config.json plus
+    model.safetensors or pytorch_model.bin, whole or in shards."""
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
@@ -209,21 +233,26 @@ def load_hf_folder(path: Path) -> LoadedModel:
                      layer_norm_eps=config.get("layer_norm_eps", 1e-12))
     if config.get("intermediate_size", 4 * cfg.embed_dim) != 4 * cfg.embed_dim or config.get("emb_layer_norm_before"):
         raise GlmkitError(f"{path}: unsupported ESM variant (intermediate_size or emb_layer_norm_before differ from ESM2)")
-    weights = path / "model.safetensors"
-    try:
-        if weights.exists():
-            from safetensors.torch import load_file
+    files = _hf_weight_files(path)
+    hf: dict[str, torch.Tensor] = {}
+    for weights in files:
+        try:
+            if weights.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            hf = load_file(weights)
-        else:
-            weights = path / "pytorch_model.bin"
-            hf = torch.load(weights, map_location="cpu", weights_only=True)
+                part = load_file(weights)
+            else:
+                part = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise GlmkitError(f"{weights}: unreadable weights ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        hf.update((_hf_name(k), v) for k, v in part.items())
+    try:
         state = remap_state(cfg, hf, HF_NAMES)
     except KeyError as e:
-        raise GlmkitError(f"{weights}: missing ESM2 weight {e}") from e
-    except Exception as e:
-        raise GlmkitError(f"{weights}: unreadable weights ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-    return LoadedModel(_assign(ESM2(cfg), state, str(path)), path.name, str(path.resolve()), _sha256(weights))
+        raise GlmkitError(f"{path}: missing ESM2 weight {e.args[0]}") from None
+    digest = _sha256(files[0]) if len(files) == 1 else hashlib.sha256(
+        "".join(_sha256(f) for f in files).encode()).hexdigest()
+    return LoadedModel(_assign(ESM2(cfg), state, str(path)), path.name, str(path.resolve()), digest)
 
 
 def load_hub(name: str) -> LoadedModel:
