@@ -60,6 +60,19 @@ def test_trains_and_writes_checkpoint_log_and_curves(tmp_path, corpus):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_checkpoint_files_follow_the_umask(tmp_path, corpus, umask):
+    """A lab's shared model folder: every checkpoint file gets the mode the umask gives (safetensors writes 0600)."""
+    old = os.umask(umask)
+    try:
+        run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "m"), options(max_steps=1))
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "m").rglob("*") if p.is_file()]
+    assert len(files) >= 6
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
+
+
 def test_resume_continues_exactly(tmp_path, corpus, tiny_with_dropout, monkeypatch):
     els, emb = [str(corpus[0])], str(corpus[1])
     run_pretrain(els, emb, str(tmp_path / "straight"), options())

@@ -18,7 +18,7 @@ import torch
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError
-from glmkit.io.files import publish, remove
+from glmkit.io.files import follow_umask, publish, remove
 from glmkit.provenance import command_line
 
 SCHEMA, VERSION = "glmkit.glm-checkpoint", 1
@@ -39,6 +39,7 @@ def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[s
     meta = {"schema": SCHEMA, "schema_version": VERSION, "architecture": architecture, "config": config,
             "glmkit_version": __version__, "command_line": command_line(), **info}
     (temp / "config.json").write_text(json.dumps(meta, indent=2))
+    follow_umask(temp)  # safetensors writes 0600
     publish(temp, folder)
 
 

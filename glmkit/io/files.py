@@ -108,6 +108,19 @@ def check_output_paths(paths: Sequence[str | None], force: bool) -> None:
         raise GlmkitError("only one output can go to stdout ('-')")
 
 
+def follow_umask(folder: Path) -> None:
+    """Give the files in ``folder`` the mode the umask gives new files (0644 under umask 022).
+
+    Some writers (safetensors, tempfile) create files 0600: in a lab's shared
+    model folder those would be unreadable to the group.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, 0o666 & ~mask)
+
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
