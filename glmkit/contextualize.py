@@ -159,7 +159,7 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
         arrays["attention"] = np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16)
         return arrays
 
-    with progress(total=len(corpus.subcontigs), desc="contextualize", unit="window") as bar:
+    with progress(total=len(corpus.subcontigs), desc="contextualize", unit="windows") as bar:
         for k in range(0, len(corpus.subcontigs), options.batch_size):
             idx = list(range(k, min(k + options.batch_size, len(corpus.subcontigs))))
             chunk = work / f"chunk-{k // options.batch_size:06d}.npz"

@@ -218,7 +218,7 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
              f"{len(new):,} to embed{f' (shard {options.shard[0]}/{options.shard[1]})' if options.shard else ''}"
              f"; {todo:,} left in {len(pending)} of {writer.n_chunks} chunks")
     started = time.perf_counter()
-    with progress(total=todo, desc="embed", unit="prot") as bar:
+    with progress(total=todo, desc="embed", unit="proteins") as bar:
         for k in pending:
             rows = writer.rows(k)
             chunk = np.zeros((len(rows), model_attrs["embed_dim"]), dtype=np.float32)

@@ -39,6 +39,7 @@ from glmkit.io.elements import CDS, IGS, TYPE_NAMES, ElementStore, ElementStoreW
 from glmkit.io.files import atomic_outputs
 from glmkit.io.store import store_record
 from glmkit.io.tsv import write_tsv
+from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
 
@@ -161,7 +162,8 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
     store = ElementStore(input)
     removed, split, dropped_contigs = Counter(), Counter(), Counter()
     n_out_contigs = n_out_elements = 0
-    with atomic_outputs([output, report], force) as (store_tmp, report_tmp), contextlib.ExitStack() as files:
+    with atomic_outputs([output, report], force) as (store_tmp, report_tmp), contextlib.ExitStack() as files, \
+            progress(total=store.n_contigs, desc="filter", unit="contigs") as bar:
         writer = ElementStoreWriter(store_tmp, asdict(options), [store_record(input)])
         report_out = files.enter_context(open(report_tmp, "w")) if report_tmp else None
         if report_out:
@@ -195,6 +197,7 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
             n_out_elements += len(out.elements["id"])
             if report_out:
                 write_tsv(report_out, REPORT_COLUMNS, report_rows, header=False)
+            bar.update(batch.n_contigs)
         stats = {"contigs_in": store.n_contigs, "elements_in": store.n_elements, "contigs_out": n_out_contigs,
                  "elements_out": n_out_elements, "removed": dict(removed), "split": dict(split)}
         writer.close(summary={"stats": stats})

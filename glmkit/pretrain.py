@@ -27,6 +27,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.glm_data import Normalization, load_corpus, make_batch, pack, split_by_contig
 from glmkit.io.checkpoint import load_checkpoint, save_checkpoint
 from glmkit.io.files import remove
+from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
 ARCHITECTURE = "gLM"
@@ -250,33 +251,36 @@ class Trainer:
         genes, window_start, last_val = 0, time.perf_counter(), (math.nan, math.nan)
         last_good = self.step
         running = []
-        while self.step < o.max_steps:
-            if o.max_minutes is not None and time.perf_counter() - started > 60 * o.max_minutes:
-                log.info(f"pretrain: --max-minutes {o.max_minutes} reached at step {self.step}")
-                break
-            features, labels, segments, masked = self._batch(self._rows_for(self.step), self.step, self.rank)
-            loss, _ = self._forward_loss(features, labels, segments, masked)
-            if not torch.isfinite(loss):
-                raise GlmkitError(f"loss became {loss.item()} at step {self.step}; the last good checkpoint "
-                                  f"(step {last_good}) is in {self.out / 'checkpoint'}; lower --lr or check inputs")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)  # before the optimiser step
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            running.append(loss.item())
-            genes += int((segments > 0).sum()) * self.world
-            if self.step % o.val_every == 0 or self.step == o.max_steps:
-                last_val = self.validate() if self.val_rows else (math.nan, math.nan)
-            if self.step % o.log_every == 0 or self.step == o.max_steps:
-                elapsed = time.perf_counter() - window_start
-                self._log(self.step, float(np.mean(running)), last_val, genes / elapsed)
-                running, genes, window_start = [], 0, time.perf_counter()
-            if self.step % o.checkpoint_every == 0 or self.step == o.max_steps:
-                if self.rank == 0:
-                    self.save()
-                last_good = self.step
+        with progress(total=o.max_steps, initial=self.step, desc="pretrain", unit="steps",
+                      enabled=self.rank == 0) as bar:
+            while self.step < o.max_steps:
+                if o.max_minutes is not None and time.perf_counter() - started > 60 * o.max_minutes:
+                    log.info(f"pretrain: --max-minutes {o.max_minutes} reached at step {self.step}")
+                    break
+                features, labels, segments, masked = self._batch(self._rows_for(self.step), self.step, self.rank)
+                loss, _ = self._forward_loss(features, labels, segments, masked)
+                if not torch.isfinite(loss):
+                    raise GlmkitError(f"loss became {loss.item()} at step {self.step}; the last good checkpoint "
+                                      f"(step {last_good}) is in {self.out / 'checkpoint'}; lower --lr or check inputs")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)  # before the optimiser step
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                bar.update(1)
+                running.append(loss.item())
+                genes += int((segments > 0).sum()) * self.world
+                if self.step % o.val_every == 0 or self.step == o.max_steps:
+                    last_val = self.validate() if self.val_rows else (math.nan, math.nan)
+                if self.step % o.log_every == 0 or self.step == o.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    self._log(self.step, float(np.mean(running)), last_val, genes / elapsed)
+                    running, genes, window_start = [], 0, time.perf_counter()
+                if self.step % o.checkpoint_every == 0 or self.step == o.max_steps:
+                    if self.rank == 0:
+                        self.save()
+                    last_good = self.step
         if self.rank == 0 and last_good != self.step:
             self.save()
         if self.world > 1:
