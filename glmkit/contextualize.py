@@ -10,7 +10,7 @@ attention of every layer and head between its genes, symmetrised (A + A^T)/2;
 and per gene, the model's 4 predictions and likelihoods with that gene alone
 masked, with its label, for the paper's absolute accuracy.
 
-Each batch of windows is saved in `.OUTPUT.partial-context/` as it finishes;
+Each batch of windows is saved in `.OUTPUT.work/` as it finishes;
 the same command after a crash reuses them (the plan — inputs' checksums,
 model, options — must match), then the store is published by a rename.
 """
@@ -29,7 +29,7 @@ import numpy as np
 from glmkit.errors import GlmkitError
 from glmkit.glm_data import Normalization, load_corpus, make_batch
 from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint
-from glmkit.io.files import atomic_outputs, check_output_paths, remove
+from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
 from glmkit.io.store import ColumnWriter, create_store, finish_store, store_record
 from glmkit.log import progress
 
@@ -55,13 +55,17 @@ def centrality(position: int, length: int) -> int:
 
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
+    with claim_outputs([output], force):  # before any work; held to the end
+        return _contextualize(element_paths, embedding_path, model_path, output, options, force)
+
+
+def _contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions, force: bool) -> dict:
     import torch
 
     from glmkit.models.device import resolve_device, resolve_precision
     from glmkit.models.glm import GLM, GLMConfig
     from glmkit.pretrain import ARCHITECTURE
 
-    check_output_paths([output], force)  # before any work
     meta, weights, norm_arrays, _ = load_checkpoint(model_path, ARCHITECTURE)
     cfg = GLMConfig(**meta["config"])
     layer = cfg.num_layers if options.layer is None else options.layer
@@ -113,7 +117,7 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
             return method(t(features), t(segments), **kwargs)
 
     windows_meta: list[tuple[int, int]] = []
-    work = Path(output).with_name(f".{Path(output).name}.partial-context")
+    work = work_folder(output)
     records = [store_record(p) for p in (*element_paths, embedding_path)]
     plan = hashlib.sha256(json.dumps([records, store_record(checkpoint_folder(model_path))["sha256"],
                                       asdict(options), layer]).encode()).hexdigest()

@@ -26,7 +26,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
 from glmkit.io.fasta import PROTEIN_ALPHABET, read_fasta
-from glmkit.io.files import InputFile, atomic_outputs, check_output_paths
+from glmkit.io.files import InputFile, atomic_outputs, claim_outputs
 from glmkit.io.store import store_record, store_schema
 from glmkit.io.tsv import write_tsv
 from glmkit.log import progress
@@ -173,8 +173,11 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         from glmkit.mmseqs import require_mmseqs
 
         require_mmseqs()  # before any work
-    check_output_paths([output, map_path], force)
+    with claim_outputs([output, map_path], force):
+        return _embed(inputs, output, map_path, options, force)
 
+
+def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: EmbedOptions, force: bool) -> dict:
     proteins, sequences, stores, records = collect_inputs(inputs)
     representative = {h: h for h in sequences}
     if options.cluster_id is not None:

@@ -14,6 +14,7 @@ run exactly where its last checkpoint stood.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ import numpy as np
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.glm_data import Normalization, load_corpus, make_batch, pack, split_by_contig
 from glmkit.io.checkpoint import load_checkpoint, save_checkpoint
-from glmkit.io.files import remove
+from glmkit.io.files import claim_outputs, remove
 from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
@@ -340,9 +341,12 @@ def plot_training_curves(log_path: Path, png: Path) -> None:
 
 def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions = PretrainOptions(),
                  resume: bool = False, force: bool = False) -> dict:
-    trainer = Trainer(element_paths, embedding_path, output, options, resume, force)
-    try:
-        result = trainer.train()
-    finally:
-        trainer.plot()
+    # one run per output folder: rank 0 holds its lock (existing folders are judged by Trainer: --resume/--force)
+    claim = claim_outputs([output], force=True) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with claim:
+        trainer = Trainer(element_paths, embedding_path, output, options, resume, force)
+        try:
+            result = trainer.train()
+        finally:
+            trainer.plot()
     return result

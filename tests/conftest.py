@@ -35,7 +35,7 @@ def assert_one_line_error(result, *fragments, status=1):
 
 def no_leftovers(folder: Path) -> list[str]:
     """Names of partial outputs left in ``folder``."""
-    return [p.name for p in folder.iterdir() if ".partial-" in p.name]
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name or p.name.endswith(".lock")]
 
 
 def pyrodigal_fasta(name: str, dest: Path) -> Path:

@@ -133,7 +133,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     assert not (tmp_path / "resumed.zarr").exists()
-    assert len(list((tmp_path / ".resumed.zarr.partial-context").glob("chunk-*.npz"))) == 2
+    assert len(list((tmp_path / ".resumed.zarr.work").glob("chunk-*.npz"))) == 2
     monkeypatch.setattr(ctx, "make_batch", real_batch)
     computed = []
     monkeypatch.setattr(ctx, "make_batch", lambda *a, **k: computed.append(1) or real_batch(*a, **k))
@@ -143,7 +143,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, mon
     assert len(computed) == n_batches - 2                           # the two saved chunks were not recomputed
     for name in ("genes/embedding", "contigs/embedding", "attention/data", "genes/predictions", "windows/first_gene"):
         np.testing.assert_array_equal(whole[name][:], resumed[name][:])
-    assert not (tmp_path / ".resumed.zarr.partial-context").exists()
+    assert not (tmp_path / ".resumed.zarr.work").exists()
 
 
 def _naive_absolute_accuracy(predictions, likelihoods, labels):

@@ -211,3 +211,80 @@ def test_atomic_outputs_publish_only_on_success(tmp_path):
     with pytest.raises(GlmkitError, match="does not exist"):
         with atomic_outputs([str(tmp_path / "no" / "x.tsv")]):
             pass
+
+
+# -- one writer per output ---------------------------------------------------------------------------------
+
+def _holder(output, *, die: bool = False):
+    """A separate process that claims ``output`` (as a glmkit run does) and writes a partial; with ``die`` it is
+    SIGKILLed inside the claim, leaving its partial and lock file behind as a killed run does."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys\n"
+            "from glmkit.io.files import atomic_outputs\n"
+            f"with atomic_outputs([{str(output)!r}]) as (t,):\n"
+            "    t.write_text('half')\n"
+            "    print('claimed', flush=True)\n"
+            + ("    os.kill(os.getpid(), signal.SIGKILL)\n" if die else "    sys.stdin.read()\n"))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "claimed\n"
+    return proc
+
+
+def test_a_second_writer_of_an_output_is_refused_naming_the_first(tmp_path, multi_contigs):
+    from conftest import assert_one_line_error, run
+
+    out = tmp_path / "x.zarr"
+    holder = _holder(out)
+    try:
+        result = run("call", multi_contigs, "-o", out)
+        assert_one_line_error(result, "x.zarr", "another glmkit run is writing it", f"pid {holder.pid} on ")
+        with pytest.raises(GlmkitError, match=f"pid {holder.pid}"):
+            with atomic_outputs([str(out)], force=True):
+                pass
+        assert not out.exists() and len(list(tmp_path.glob(".x.zarr.partial-*"))) == 1  # the holder's, untouched
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0 and out.read_text() == "half"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]  # the holder released and removed its lock
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(tmp_path, multi_contigs):
+    from conftest import run
+
+    out = tmp_path / "x.zarr"
+    holder = _holder(out, die=True)
+    holder.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[0] == ".x.zarr.lock" and left[1].startswith(".x.zarr.partial-")
+    result = run("call", multi_contigs, "-o", out)  # the dead run's lock is taken over, its partial removed
+    assert result.exit_code == 0, result.stderr
+    assert f"x.zarr: removing {left[1]}, left by a run that stopped" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]
+
+
+def test_claims_nest_within_one_process(tmp_path):
+    from glmkit.io.files import claim_outputs
+
+    out = tmp_path / "x.tsv"
+    with claim_outputs([str(out)]):
+        with atomic_outputs([str(out)]) as (t,):
+            t.write_text("ok")
+        assert (tmp_path / ".x.tsv.lock").exists()
+    assert out.read_text() == "ok" and not (tmp_path / ".x.tsv.lock").exists()
+
+
+def test_output_in_a_folder_that_is_a_file_or_unwritable(tmp_path):
+    import os
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GlmkitError, match=r"x\.tsv: .*file is not a folder"):
+        with atomic_outputs([str(tmp_path / "file" / "x.tsv")]):
+            pass
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root writes anywhere
+        with pytest.raises(GlmkitError, match=r"ro/x\.tsv: cannot write in .*ro \(permission denied\)"):
+            with atomic_outputs([str(ro / "x.tsv")]):
+                pass

@@ -8,7 +8,7 @@ Layout (Zarr v3, schema glmkit.embeddings version 1; docs/FORMATS.md is authorit
 
 The model, layer and pooling are root attributes (``model``); every row of a
 store was computed the same way. The store is written chunk by chunk into a
-fixed-name work folder beside the output, so a killed run restarted with the
+work folder beside the output (``.NAME.work``), so a killed run restarted with the
 same command skips the chunks already done, then is published by a rename.
 """
 
@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from glmkit.errors import GlmkitError
-from glmkit.io.files import publish, remove
+from glmkit.io.files import publish, remove, work_folder
 from glmkit.io.store import create_store, finish_store, open_store
 
 SCHEMA = "glmkit.embeddings"
@@ -76,7 +76,7 @@ class ResumableEmbeddingWriter:
     def __init__(self, final: str | Path, parameters: dict, inputs: Sequence, hashes: Sequence[str],
                  lengths: Sequence[int], dim: int, dtype: str, model: dict, chunk_rows: int):
         self.final = Path(final)
-        self.work = self.final.with_name(f".{self.final.name}.partial-embed")
+        self.work = work_folder(self.final)
         self.chunk_rows = chunk_rows
         self.n = len(hashes)
         plan = hashlib.sha256(json.dumps([list(hashes), dim, dtype, model, chunk_rows]).encode()).hexdigest()

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import gzip
 import hashlib
 import io
+import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import BinaryIO, Iterator, Sequence
 from glmkit.errors import GlmkitError
 
 STDIO = "-"
+log = logging.getLogger("glmkit")
 
 
 class _HashingRaw(io.RawIOBase):
@@ -104,8 +110,105 @@ def check_output_paths(paths: Sequence[str | None], force: bool) -> None:
             raise GlmkitError(f"{p}: output exists; use --force to replace it")
         if not path.parent.exists():
             raise GlmkitError(f"{p}: folder {path.parent} does not exist")
+        if not path.parent.is_dir():
+            raise GlmkitError(f"{p}: {path.parent} is not a folder")
     if sum(p == STDIO for p in paths if p is not None) > 1:
         raise GlmkitError("only one output can go to stdout ('-')")
+
+
+# -- one writer per output: a lock beside it, held for the whole run ----------------------------------------
+
+HOST = socket.gethostname()
+_held: dict[str, int] = {}  # lock files this process holds -> how many claims hold each (claims nest)
+
+
+def lock_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.lock")
+
+
+def work_folder(output: str | Path) -> Path:
+    """The resumable work folder of an output (``.NAME.work`` beside it): kept when a run fails, so that the
+    same command resumes from it; only the run holding the output's lock touches it."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.work")
+
+
+def _partials(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(f".{glob.escape(output.name)}.partial-*"))
+
+
+@contextlib.contextmanager
+def _lock(output: Path) -> Iterator[None]:
+    """An exclusive flock on ``.NAME.lock``, refused at once (naming the holder) if another process has it.
+
+    The kernel drops the lock of a process that dies, so a lock file left by a
+    killed run is simply taken over. The holder unlinks the file before it lets
+    go; a process that opened the old file in between sees another inode and retries.
+    """
+    path = lock_path(output)
+    key = str(path.resolve())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise GlmkitError(f"{output}: cannot write in {output.parent} ({e.strerror.lower()})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise GlmkitError(f"{output}: another glmkit run is writing it ({holder}); wait for it to finish, "
+                              f"or name another output") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    if previous:
+        log.debug(f"{output}: taking over the lock left by a run that stopped ({previous})")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {HOST}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        del _held[key]
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def claim_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator[None]:
+    """Check the outputs, lock each for this run, and clear what runs that died left beside them.
+
+    Hold it for the whole run: two processes given the same output cannot both
+    write it (the second is refused, naming the first), and since every writer
+    holds the lock, a ``.NAME.partial-*`` found while holding it is a dead run's
+    leftover and is removed. Claims nest: a command may claim again what it holds.
+    """
+    check_output_paths(paths, force)
+    named = sorted({Path(p).absolute() for p in paths if p is not None and p != STDIO})
+    with contextlib.ExitStack() as locks:
+        for output in named:
+            locks.enter_context(_lock(output))
+        for output in named:
+            for leftover in _partials(output):
+                log.info(f"{output.name}: removing {leftover.name}, left by a run that stopped")
+                remove(leftover)
+        yield
 
 
 def follow_umask(folder: Path) -> None:
@@ -136,43 +239,44 @@ def atomic_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator
     under the final name. ``-`` is written to a temporary file and copied to
     stdout at the end. ``None`` entries (outputs not requested) stay ``None``.
     """
-    check_output_paths(paths, force)
-    tag = f"partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    temps: list[Path | None] = []
-    for p in paths:
-        if p is None:
-            temps.append(None)
-        elif p == STDIO:
-            fd, name = tempfile.mkstemp(prefix="glmkit-stdout-")
-            os.close(fd)
-            temps.append(Path(name))
-        else:
-            final = Path(p)
-            temps.append(final.with_name(f".{final.name}.{tag}"))
-    try:
-        yield temps
-    except BaseException:
-        for t in temps:
-            if t is not None:
-                remove(t)
-        raise
-    for p, t in zip(paths, temps):
-        if p is None:
-            continue
-        if p == STDIO:
-            with open(t, "rb") as fh:
-                shutil.copyfileobj(fh, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-            t.unlink()
-            continue
-        publish(t, Path(p))
+    with claim_outputs(paths, force):
+        tag = f"partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        temps: list[Path | None] = []
+        for p in paths:
+            if p is None:
+                temps.append(None)
+            elif p == STDIO:
+                fd, name = tempfile.mkstemp(prefix="glmkit-stdout-")
+                os.close(fd)
+                temps.append(Path(name))
+            else:
+                final = Path(p)
+                temps.append(final.with_name(f".{final.name}.{tag}"))
+        try:
+            yield temps
+        except BaseException:
+            for t in temps:
+                if t is not None:
+                    remove(t)
+            raise
+        for p, t in zip(paths, temps):
+            if p is None:
+                continue
+            if p == STDIO:
+                with open(t, "rb") as fh:
+                    shutil.copyfileobj(fh, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+                t.unlink()
+                continue
+            publish(t, Path(p))
 
 
 def publish(temp: Path, final: Path) -> None:
     """Rename a finished output into place, replacing what is there (callers have checked --force)."""
     if final.is_dir() and not final.is_symlink():
         # os.replace cannot swap a folder over a non-empty folder: move the old one aside first
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        # (named as a partial, so that a run killed right here leaves nothing the next run will not clear)
+        old = final.with_name(f".{final.name}.partial-old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         final.rename(old)
         temp.rename(final)
         remove(old)
