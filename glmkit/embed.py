@@ -189,7 +189,7 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
 
     reused: dict[str, tuple[EmbeddingStore, int]] = {}
     for store in stores:
-        for row, h in enumerate(store.hashes):
+        for row, h in enumerate(store.hashes.tolist()):
             reused.setdefault(h, (store, row))
     wanted = {representative[h] for _, h in proteins}
     new = sorted((h for h in wanted if h not in reused and _in_shard(h, options.shard)),
@@ -214,7 +214,8 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
     lengths = [int(reused[h][0].lengths[reused[h][1]]) if h in reused else len(sequences[h]) for h in plan]
     parameters = {k: v for k, v in asdict(options).items() if k != "model"}
     writer = ResumableEmbeddingWriter(output, parameters, records, plan, lengths, model_attrs["embed_dim"],
-                                      options.dtype, model_attrs, options.chunk_rows)
+                                      options.dtype, model_attrs, options.chunk_rows,
+                                      aliases=_aliases(plan, representative, stores))
     pending = writer.pending()
     todo = sum(1 for k in pending for r in writer.rows(k) if plan[r] not in reused)
     log.info(f"embed: {len(proteins):,} proteins, {len(sequences):,} distinct; {len(reused):,} from stores given, "
@@ -246,6 +247,19 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
         log.info(f"embed: {todo:,} proteins in {elapsed:.1f} s ({todo / elapsed:.1f} proteins/s)")
     return {"proteins": len(proteins), "distinct": len(sequences), "embedded": todo, "reused": len(reused),
             "seconds": elapsed}
+
+
+def _aliases(plan: list[str], representative: dict[str, str], stores: list[EmbeddingStore]) -> dict[str, int]:
+    """Proteins without a row of their own -> the row standing for them: MMseqs2 cluster members (their
+    representative's row), and the aliases of the stores given as inputs (their rows, renumbered)."""
+    row_of = {h: i for i, h in enumerate(plan)}
+    aliases = {h: row_of[rep] for h, rep in representative.items() if h not in row_of and rep in row_of}
+    for store in stores:
+        for h, row in zip(store.alias_hashes.tolist(), store.alias_rows.tolist()):
+            target = row_of.get(str(store.hashes[row]))
+            if h not in row_of and target is not None:
+                aliases.setdefault(h, target)
+    return aliases
 
 
 @dataclass

@@ -69,12 +69,13 @@ def load_corpus(element_paths: list[str], embedding_path: str, size: int = 30, m
     if not subcontigs:
         raise GlmkitError(f"no sub-contigs of at least {minimum} genes in {', '.join(element_paths)}")
     hashes = list(row_of)
-    missing = [h for h in hashes if h not in store.row_of]
-    if missing:
-        gene = next(g for sc in subcontigs for g, r in zip(sc.gene_ids, sc.rows) if hashes[r] == missing[0])
+    store_rows = store.rows(hashes)  # a cluster member's protein finds its representative's row
+    missing = np.flatnonzero(store_rows < 0)
+    if len(missing):
+        gene = next(g for sc in subcontigs for g, r in zip(sc.gene_ids, sc.rows) if r == missing[0])
         raise GlmkitError(f"{embedding_path}: no embedding for {len(missing):,} proteins (e.g. gene {gene}); "
                           f"run glmkit embed on the same element stores")
-    embeddings = store.get(hashes).astype(np.float32)
+    embeddings = store.read_rows(store_rows).astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(embeddings).all(1))
     if len(bad):
         bad_rows = set(bad.tolist())

@@ -221,3 +221,43 @@ def test_bad_inputs(tmp_path, esm_checkpoint, monkeypatch):
     r = run("embed", faa, "-o", out, "-m", path, "--shard", "3/2")
     assert r.exit_code == 2 and "between 1 and N" in r.stderr
     assert not out.exists() and not no_leftovers(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+def test_cluster_representatives_carry_every_gene_through_pretrain_and_contextualize(tmp_path, esm_checkpoint):
+    """embed --cluster-id stores one row per cluster; every later command finds each gene's representative's
+    row through the store's aliases (the gLM corpus was built this way)."""
+    from conftest import build_store, cds, igs
+
+    from glmkit.contextualize import ContextOptions, run_contextualize
+    from glmkit.glm_data import load_corpus
+    from glmkit.pretrain import PretrainOptions, run_pretrain
+
+    base = proteins(20, lo=120, hi=200, seed=11)
+    variants = [s[:60] + ("A" if s[60] != "A" else "C") + s[61:] for s in base]   # >99 % identical
+    genome = lambda name, seqs: (name, 8000, [e for s in seqs for e in (igs(), cds(aa=s.encode()))] + [igs()])  # noqa
+    el = build_store(tmp_path / "el.zarr", [genome("a", base), genome("b", variants), genome("c", base[::-1])])
+    r = run("embed", el, "-o", tmp_path / "emb.zarr", "--map", tmp_path / "map.tsv", "-m", esm_checkpoint[0],
+            "--cluster-id", 0.9, "--coverage", 0.9, "-q")
+    assert r.exit_code == 0, r.stderr
+    store = EmbeddingStore(tmp_path / "emb.zarr")
+    assert len(store) == 20 and len(store.alias_hashes) == 20
+    rep = {h: e for _, h, e in (l.split("\t") for l in (tmp_path / "map.tsv").read_text().splitlines()[1:])}
+    for s in base + variants:  # each protein's row is its representative's, as the map says
+        h = sequence_hash(s.encode())
+        assert store.rows([h])[0] == store.rows([rep[h]])[0] >= 0
+
+    corpus = load_corpus([str(el)], str(tmp_path / "emb.zarr"), minimum=1)
+    by_gene = {g: corpus.embeddings[r] for sc in corpus.subcontigs for g, r in zip(sc.gene_ids, sc.rows)}
+    np.testing.assert_array_equal(by_gene["a_1"], by_gene["b_1"])  # a protein and its 1-mismatch variant
+    run_pretrain([str(el)], str(tmp_path / "emb.zarr"), str(tmp_path / "glm"),
+                 PretrainOptions(preset="tiny", max_steps=2, batch_size=2, warmup_steps=1, min_subcontig_genes=5,
+                                 val_fraction=0.0, threads=1))
+    summary = run_contextualize([str(el)], str(tmp_path / "emb.zarr"), str(tmp_path / "glm"),
+                                str(tmp_path / "ctx.zarr"), ContextOptions(threads=1))
+    assert summary["genes"] == 60
+    # the store copied onward (merge, extend) keeps its aliases
+    assert run("embed", tmp_path / "emb.zarr", "-o", tmp_path / "copy.zarr", "-q").exit_code == 0
+    copy = EmbeddingStore(tmp_path / "copy.zarr")
+    hashes = [sequence_hash(s.encode()) for s in base + variants]
+    np.testing.assert_array_equal(copy.get(hashes), store.get(hashes))

@@ -1,19 +1,23 @@
 """The embedding store: one row per distinct protein sequence, keyed by the sequence's sha256.
 
-Layout (Zarr v3, schema glmkit.embeddings version 1; docs/FORMATS.md is authoritative):
+Layout (Zarr v3, schema glmkit.embeddings version 2; docs/FORMATS.md is authoritative):
 
-    hash        string (n,)       sha256 hex of the upper-case protein sequence (no '*')
-    length      int32 (n,)        residues in the sequence
-    embedding   float32|float16 (n, dim), chunks (chunk_rows, dim)
+    hash               string (n,)       sha256 hex of the upper-case protein sequence (no '*')
+    length             int32 (n,)        residues in the sequence
+    embedding          float32|float16 (n, dim), chunks (chunk_rows, dim)
+    aliases/hash       string (m,)       proteins that have no row of their own (MMseqs2 cluster members) ...
+    aliases/row        int64 (m,)        ... and the row that stands for each (its representative's)
 
 The model, layer and pooling are root attributes (``model``); every row of a
 store was computed the same way. The store is written chunk by chunk into a
 work folder beside the output (``.NAME.work``), so a killed run restarted with the
 same command skips the chunks already done, then is published by a rename.
+Version 1 stores (no aliases) are read as they are.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import logging
@@ -34,52 +38,101 @@ def sequence_hash(sequence: bytes) -> str:
     return hashlib.sha256(sequence).hexdigest()
 
 
+def digests(hexes) -> np.ndarray:
+    """sha256 hex strings -> fixed-width 32-byte keys (S32), converted in bulk (no Python loop per hash)."""
+    fixed = np.asarray(hexes, dtype="S64")
+    if not len(fixed):
+        return np.zeros(0, dtype="S32")
+    try:
+        return np.frombuffer(binascii.unhexlify(fixed.tobytes()), dtype="S32")
+    except binascii.Error:
+        bad = next(h for h in fixed if len(h) != 64 or not all(c in b"0123456789abcdef" for c in h))
+        raise GlmkitError(f"not a sha256 hex digest: {bad.decode(errors='replace')!r}") from None
+
+
+class HashIndex:
+    """Rows by sequence hash through a sorted array of 32-byte digests: 40 bytes per key, not a dict of strings."""
+
+    def __init__(self, hexes, rows: np.ndarray):
+        keys = digests(hexes)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.rows = keys[order], np.asarray(rows, dtype=np.int64)[order]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, hexes) -> np.ndarray:
+        """Row of each hash, -1 where absent."""
+        query = digests(hexes)
+        at = np.searchsorted(self.keys, query)
+        found = at < len(self.keys)
+        found[found] = self.keys[at[found]] == query[found]
+        return np.where(found, self.rows[np.minimum(at, len(self.keys) - 1)] if len(self.keys) else -1, -1)
+
+
 class EmbeddingStore:
-    """A finished embedding store: rows looked up by sequence hash."""
+    """A finished embedding store: rows looked up by sequence hash (a cluster member's gives its representative's)."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         self.group = open_store(path, SCHEMA)
         self.attrs = self.group.attrs.asdict()
         self.model: dict = self.attrs["model"]
-        self.hashes = self.group["hash"][:].astype(object)
+        self.hashes = self.group["hash"][:]
         self.lengths = self.group["length"][:]
         self.embedding = self.group["embedding"]
-        self._row = None
+        if "aliases" in self.group:
+            self.alias_hashes, self.alias_rows = self.group["aliases/hash"][:], self.group["aliases/row"][:]
+        else:
+            self.alias_hashes, self.alias_rows = np.zeros(0, dtype=self.hashes.dtype), np.zeros(0, np.int64)
+        self._index: HashIndex | None = None
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     @property
-    def row_of(self) -> dict[str, int]:
-        if self._row is None:
-            self._row = {h: i for i, h in enumerate(self.hashes)}
-        return self._row
+    def index(self) -> HashIndex:
+        if self._index is None:
+            self._index = HashIndex(np.concatenate([self.hashes.astype("S64"), self.alias_hashes.astype("S64")]),
+                                    np.concatenate([np.arange(len(self.hashes)), self.alias_rows]))
+        return self._index
+
+    def rows(self, hashes) -> np.ndarray:
+        """The row of each hash (its own, or its representative's), -1 where the store has none."""
+        return self.index.lookup(hashes)
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of the given rows, in that order (read in row order, so chunk by chunk)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.embedding.shape[1]), dtype=self.embedding.dtype)
+        if len(rows):
+            unique, inverse = np.unique(rows, return_inverse=True)
+            out[:] = self.embedding.get_orthogonal_selection((unique, slice(None)))[inverse]
+        return out
 
     def get(self, hashes: Sequence[str]) -> np.ndarray:
         """Embeddings of the given hashes, in that order; a missing hash is an error naming it."""
-        try:
-            rows = np.array([self.row_of[h] for h in hashes], dtype=np.int64)
-        except KeyError as e:
-            raise GlmkitError(f"{self.path}: no embedding for protein {e.args[0]}") from None
-        if not len(rows):
-            return np.zeros((0, self.embedding.shape[1]), dtype=self.embedding.dtype)
-        order = np.argsort(rows)
-        out = np.empty((len(rows), self.embedding.shape[1]), dtype=self.embedding.dtype)
-        out[order] = self.embedding.get_orthogonal_selection((rows[order], slice(None)))
-        return out
+        rows = self.rows(hashes)
+        if (rows < 0).any():
+            missing = np.asarray(hashes, dtype=object)[rows < 0]
+            raise GlmkitError(f"{self.path}: no embedding for protein {missing[0]}"
+                              + (f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""))
+        return self.read_rows(rows)
 
 
 class ResumableEmbeddingWriter:
     """Writes a planned store chunk by chunk; restarting with the same plan resumes it."""
 
     def __init__(self, final: str | Path, parameters: dict, inputs: Sequence, hashes: Sequence[str],
-                 lengths: Sequence[int], dim: int, dtype: str, model: dict, chunk_rows: int):
+                 lengths: Sequence[int], dim: int, dtype: str, model: dict, chunk_rows: int,
+                 aliases: dict[str, int] | None = None):
+        """``aliases``: hash of a protein without a row of its own -> the row that stands for it."""
         self.final = Path(final)
         self.work = work_folder(self.final)
         self.chunk_rows = chunk_rows
         self.n = len(hashes)
-        plan = hashlib.sha256(json.dumps([list(hashes), dim, dtype, model, chunk_rows]).encode()).hexdigest()
+        aliases = dict(sorted((aliases or {}).items()))
+        plan = hashlib.sha256(json.dumps([list(hashes), dim, dtype, model, chunk_rows, aliases]).encode()).hexdigest()
         self.group = self._resume(plan)
         if self.group is None:
             remove(self.work)
@@ -89,6 +142,11 @@ class ResumableEmbeddingWriter:
             self.group.create_array("hash", data=np.array(list(hashes), dtype=np.dtypes.StringDType()), chunks=(1 << 16,))
             self.group.create_array("length", data=np.asarray(lengths, dtype=np.int32), chunks=(1 << 16,))
             self.group.create_array("embedding", shape=(self.n, dim), chunks=(rows, dim), dtype=dtype)
+            if aliases:
+                self.group.create_array("aliases/hash", data=np.array(list(aliases), dtype=np.dtypes.StringDType()),
+                                        chunks=(1 << 16,))
+                self.group.create_array("aliases/row", data=np.array(list(aliases.values()), dtype=np.int64),
+                                        chunks=(1 << 16,))
             # one flag per chunk, each its own file: set only after its chunk is fully written
             self.group.create_array("chunk_done", shape=(self.n_chunks,), chunks=(1,), dtype=bool, fill_value=False)
         self.done = self.group["chunk_done"][:]

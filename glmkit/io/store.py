@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
 # schema name -> the version this glmkit writes (and the newest it reads)
 SCHEMAS = {
     "glmkit.elements": 1,
-    "glmkit.embeddings": 1,
+    "glmkit.embeddings": 2,
     "glmkit.context": 1,
 }
 # what each schema is, for error messages that say what was expected
