@@ -3,9 +3,11 @@
 
     python bench/call.py [--threads 2] [--repeats 3] [--out bench/out/call]
 
-Inputs: E. coli K-12 (../shared/data, when present), the C. diphtheriae
-chromosome shipped in the pyrodigal wheel, and a multi-contig mock metagenome
-cut (seed 0, log-uniform 1-150 kb) from every genome at hand. Each case runs
+Inputs: E. coli K-12 (../shared/data, when present) whole and as a draft cut
+into contigs of 1-150 kb (log-uniform, seed 1; single mode trains on all of
+them), the C. diphtheriae chromosome shipped in the pyrodigal wheel, and a
+multi-contig mock metagenome cut (seed 0, log-uniform 1-150 kb) from every
+genome at hand. Each case runs
 prodigal (Debian) and glmkit call alternately, `--repeats` times, and keeps the
 fastest of each. Both write GFF and proteins; glmkit also writes its store.
 """
@@ -40,8 +42,9 @@ def write_fasta(path: Path, records) -> Path:
     return path
 
 
-def mock_metagenome(out: Path, sources: dict[str, str]) -> Path:
-    rng = random.Random(0)
+def cut(sources: dict[str, str], seed: int) -> list[tuple[str, str]]:
+    """Each genome cut into contigs of 1-150 kb (log-uniform), as an assembler leaves a draft."""
+    rng = random.Random(seed)
     contigs = []
     for name, seq in sources.items():
         pos = 0
@@ -49,7 +52,12 @@ def mock_metagenome(out: Path, sources: dict[str, str]) -> Path:
             n = int(round(10 ** rng.uniform(3, 5.176)))  # 1 kb to 150 kb
             contigs.append((f"{name}_{pos + 1}_{min(pos + n, len(seq))}", seq[pos:pos + n]))
             pos += n
-    rng.shuffle(contigs)
+    return contigs
+
+
+def mock_metagenome(out: Path, sources: dict[str, str]) -> Path:
+    contigs = cut(sources, 0)
+    random.Random(0).shuffle(contigs)
     return write_fasta(out, contigs)
 
 
@@ -83,6 +91,8 @@ def main() -> int:
         sources["ecoli"] = genome(ECOLI)
         ecoli = write_fasta(args.out / "ecoli.fna", [("NC_000913.3", sources["ecoli"])])
         cases += [("E. coli genome", ecoli, "single"), ("E. coli genome", ecoli, "meta")]
+        draft = write_fasta(args.out / "ecoli_draft.fna", cut({"ecoli": sources["ecoli"]}, 1))
+        cases.append((f"E. coli draft ({sum(1 for _ in open(draft) if _[0] == '>')} contigs)", draft, "single"))
     cdiph = write_fasta(args.out / "cdiph.fna", [("NZ_LN831026.1", sources["cdiph"])])
     cases.append(("C. diphtheriae genome", cdiph, "single"))
     meta = mock_metagenome(args.out / "mock_metagenome.fna", sources)
