@@ -19,7 +19,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
 PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
-            "demo")
+            "validate", "demo")
 
 
 def available_cpus() -> int:
@@ -294,6 +294,19 @@ def contextualize_command(elements, embeddings, model_path, output, force, threa
 
     options = ContextOptions(threads=threads or available_cpus(), **params)
     run_contextualize(list(elements), embeddings, model_path, output, options, force=force)
+
+
+@command("validate", "glmkit validate elements.zarr embeddings.zarr context.zarr")
+@click.argument("stores", nargs=-1, required=True, metavar="STORE...")
+def validate_command(stores):
+    """Check stores fully: every chunk present and intact, shapes and offsets as recorded.
+
+    Prints one line per store (path, ok or damaged, what); exits 1 if any is damaged.
+    Reading commands check each chunk they read; this checks all of them.
+    """
+    from glmkit.validate import run_validate
+
+    run_validate(stores)
 
 
 @command("demo", "glmkit demo glmkit-demo/")

@@ -30,7 +30,7 @@ from glmkit.errors import GlmkitError
 from glmkit.glm_data import Normalization, load_corpus, make_batch
 from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint
 from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
-from glmkit.io.store import ColumnWriter, create_store, finish_store, store_record
+from glmkit.io.store import ColumnWriter, create_store, finish_store, new_array, store_record
 from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
@@ -200,7 +200,7 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
                              records)
         group.attrs.update({"model": {"config": meta["config"], "step": meta.get("step"),
                                       "embedding_model": trained_on}, "summary": summary})
-        write = lambda name, data, chunk: group.create_array(name, data=data, chunks=chunk)  # noqa: E731
+        write = lambda name, data, chunk: new_array(group, name, data=data, chunks=chunk)  # noqa: E731
         write("genes/id", np.array(order, dtype=np.dtypes.StringDType()), (1 << 16,))
         write("genes/contig", gene_contig, (1 << 16,))
         write("genes/embedding", gene_emb.astype(options.dtype), (4096, H))

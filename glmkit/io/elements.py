@@ -59,6 +59,13 @@ ELEMENT_COLUMNS = {
 }
 
 
+REQUIRED_ARRAYS = ("contigs/offsets",
+                   *(f"{prefix}/{name}" + ("/offsets" if dtype == RAGGED else "")
+                     for prefix, columns in (("contigs", CONTIG_COLUMNS), ("elements", ELEMENT_COLUMNS))
+                     for name, dtype in columns.items()),
+                   *(f"elements/{name}/data" for name, dtype in ELEMENT_COLUMNS.items() if dtype == RAGGED))
+
+
 @dataclass
 class ElementBatch:
     """A run of whole contigs with their elements, in memory, column by column."""
@@ -139,7 +146,7 @@ class ElementStore:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        self.group = open_store(path, SCHEMA)
+        self.group = open_store(path, SCHEMA, required=REQUIRED_ARRAYS)
         self.attrs = self.group.attrs.asdict()
         self.offsets = self.group["contigs/offsets"][:]
         self.n_contigs = len(self.offsets) - 1

@@ -28,7 +28,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError
 from glmkit.io.files import publish, remove, work_folder
-from glmkit.io.store import create_store, finish_store, open_store
+from glmkit.io.store import create_store, finish_store, new_array, open_store
 
 SCHEMA = "glmkit.embeddings"
 log = logging.getLogger("glmkit")
@@ -75,7 +75,7 @@ class EmbeddingStore:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        self.group = open_store(path, SCHEMA)
+        self.group = open_store(path, SCHEMA, required=("hash", "length", "embedding"))
         self.attrs = self.group.attrs.asdict()
         self.model: dict = self.attrs["model"]
         self.hashes = self.group["hash"][:]
@@ -139,16 +139,16 @@ class ResumableEmbeddingWriter:
             self.group = create_store(self.work, SCHEMA, parameters, inputs)
             self.group.attrs.update({"model": model, "plan_sha256": plan})
             rows = max(chunk_rows, 1)
-            self.group.create_array("hash", data=np.array(list(hashes), dtype=np.dtypes.StringDType()), chunks=(1 << 16,))
-            self.group.create_array("length", data=np.asarray(lengths, dtype=np.int32), chunks=(1 << 16,))
-            self.group.create_array("embedding", shape=(self.n, dim), chunks=(rows, dim), dtype=dtype)
+            g = self.group
+            new_array(g, "hash", data=np.array(list(hashes), dtype=np.dtypes.StringDType()), chunks=(1 << 16,))
+            new_array(g, "length", data=np.asarray(lengths, dtype=np.int32), chunks=(1 << 16,))
+            new_array(g, "embedding", shape=(self.n, dim), chunks=(rows, dim), dtype=dtype)
             if aliases:
-                self.group.create_array("aliases/hash", data=np.array(list(aliases), dtype=np.dtypes.StringDType()),
-                                        chunks=(1 << 16,))
-                self.group.create_array("aliases/row", data=np.array(list(aliases.values()), dtype=np.int64),
-                                        chunks=(1 << 16,))
+                new_array(g, "aliases/hash", data=np.array(list(aliases), dtype=np.dtypes.StringDType()),
+                          chunks=(1 << 16,))
+                new_array(g, "aliases/row", data=np.array(list(aliases.values()), dtype=np.int64), chunks=(1 << 16,))
             # one flag per chunk, each its own file: set only after its chunk is fully written
-            self.group.create_array("chunk_done", shape=(self.n_chunks,), chunks=(1,), dtype=bool, fill_value=False)
+            new_array(g, "chunk_done", shape=(self.n_chunks,), chunks=(1,), dtype=bool, fill_value=False)
         self.done = self.group["chunk_done"][:]
 
     @property

@@ -8,17 +8,27 @@ Every store is a Zarr v3 group whose root attributes carry:
     command_line    the full command line
     parameters      the command's parameters
     inputs          [{"path", "sha256"}] of every input read
+    integrity       {"checksum": "crc32c", "arrays": {path: {"shape", "chunks", "bytes"}}}: the manifest
     complete        true, written last; a store without it is unfinished
+
+Every chunk of every array is written (even one equal to the fill value) and
+ends in a crc32c of its bytes (zarr's crc32c codec). A reader therefore knows
+which chunks must exist and whether each is intact: a missing, truncated or
+altered chunk is an error naming the store, the array and the chunk, never
+data (zarr alone reads a missing chunk as the fill value). `validate_store`
+checks a whole store. docs/FORMATS.md is the authoritative description.
 
 Columns are 1-D arrays appended in whole chunks. Ragged data (sequences) is a
 flat uint8 array ``<name>/data`` plus int64 ``<name>/offsets`` (length n + 1).
-docs/FORMATS.md is the authoritative description of each schema.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -33,9 +43,9 @@ if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
 
 # schema name -> the version this glmkit writes (and the newest it reads)
 SCHEMAS = {
-    "glmkit.elements": 1,
+    "glmkit.elements": 2,
     "glmkit.embeddings": 2,
-    "glmkit.context": 1,
+    "glmkit.context": 2,
 }
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
@@ -47,6 +57,11 @@ SCHEMA_TITLES = {
 ROW_CHUNK = 1 << 16      # rows per chunk of a column
 BYTE_CHUNK = 1 << 22     # bytes per chunk of ragged data
 RAGGED = "ragged"        # column dtype marker for byte sequences
+CHECKSUM = "crc32c"
+
+
+class DamagedStoreError(GlmkitError):
+    """A store whose files do not hold what its writer recorded."""
 
 
 def _zarr():
@@ -54,6 +69,28 @@ def _zarr():
     import zarr
 
     return zarr
+
+
+def array_options() -> dict:
+    """How every glmkit array is created.
+
+    zstd level 1: on sequences as small as level 3's output (proteins: smaller) and 1.3-8x faster; then a
+    crc32c of the compressed bytes, so that damage is detected on read. write_empty_chunks: every chunk is
+    written, so a chunk that is not there is missing (and zarr need not compare each chunk with the fill
+    value, which for strings cost more than the write).
+    """
+    codecs = _zarr().codecs
+    return {"compressors": (codecs.ZstdCodec(level=1), codecs.Crc32cCodec()), "config": {"write_empty_chunks": True}}
+
+
+def new_array(group: zarr.Group, name: str, *, data=None, shape=None, chunks, dtype=None, fill_value=None):
+    """An array of a store being written, with glmkit's codecs (see array_options)."""
+    kwargs = dict(array_options(), chunks=chunks)
+    if fill_value is not None:
+        kwargs["fill_value"] = fill_value
+    if data is not None:
+        return group.create_array(name, data=data, **kwargs)
+    return group.create_array(name, shape=shape, dtype=dtype, **kwargs)
 
 
 def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequence) -> zarr.Group:
@@ -70,10 +107,51 @@ def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequen
     return group
 
 
+def _arrays_on_disk(root: Path) -> dict[str, dict]:
+    """Every array under ``root``: its metadata and its chunk files (key -> bytes), from one walk of the folder."""
+    arrays: dict[str, dict] = {}
+    for folder, dirs, files in os.walk(root):
+        if "zarr.json" not in files:
+            continue
+        meta = json.loads((Path(folder) / "zarr.json").read_text())
+        if meta.get("node_type") != "array":
+            continue
+        dirs[:] = []  # an array holds no other node
+        chunks = {}
+        for cfolder, _, cfiles in os.walk(Path(folder) / "c"):
+            for f in cfiles:
+                full = Path(cfolder) / f
+                chunks[str(full.relative_to(folder))] = full.stat().st_size
+        arrays[str(Path(folder).relative_to(root))] = {"meta": meta, "chunks": chunks}
+    return arrays
+
+
+def _grid(meta: dict) -> list[str]:
+    """The chunk keys an array must have: every chunk of its grid (glmkit writes even empty ones)."""
+    shape = meta["shape"]
+    chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    counts = [-(-n // c) for n, c in zip(shape, chunks)]
+    if not counts:
+        return ["c"]
+    keys = ["c"]
+    for n in counts:
+        keys = [f"{k}/{i}" for k in keys for i in range(n)]
+    return keys
+
+
 def finish_store(group: zarr.Group, inputs: Sequence | None = None, attributes: dict | None = None) -> None:
-    """Mark a store complete, in one write with the last ``attributes`` and the input records (``inputs``:
-    checksums are known only once the inputs have been read)."""
-    final = {**(attributes or {}), "complete": True}
+    """Mark a store complete, in one write with its manifest, the last ``attributes`` and the input records
+    (``inputs``: checksums are known only once the inputs have been read)."""
+    root = Path(str(group.store.root)) / group.path
+    manifest = {}
+    for path, array in sorted(_arrays_on_disk(root).items()):
+        expected = _grid(array["meta"])
+        missing = sorted(set(expected) - set(array["chunks"]))
+        if missing:  # a writer bug, not bad input: never mark such a store complete
+            raise RuntimeError(f"{root}: array {path} lacks chunk {missing[0]} at finish")
+        manifest[path] = {"shape": array["meta"]["shape"], "chunks": len(expected),
+                          "bytes": sum(array["chunks"].values())}
+    final = {**(attributes or {}), "integrity": {"checksum": CHECKSUM, "arrays": manifest}, "complete": True}
     if inputs is not None:
         final["inputs"] = [i.record() if hasattr(i, "record") else i for i in inputs]
     group.attrs.update(final)
@@ -93,16 +171,63 @@ def store_record(path: str | Path) -> dict:
 
 def store_schema(path: str | Path) -> str | None:
     """The schema name of the glmkit store at ``path``, or None if it is not one (cheap: reads zarr.json only)."""
-    import json
-
     try:
         return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {}).get("schema")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
 
 
-def open_store(path: str | Path, schema: str) -> zarr.Group:
-    """Open a finished store of ``schema`` or fail with a one-line error naming the file."""
+def _chunk_problem(data) -> str | None:
+    """Why a chunk's bytes (any buffer) are not what its writer wrote, or None: its crc32c trailer, as zarr's codec
+    writes it (little-endian uint32 of the bytes before it)."""
+    import google_crc32c
+
+    view = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    if len(view) < 4:
+        return "truncated"
+    if google_crc32c.value(view[:-4]) != int.from_bytes(view[-4:].tobytes(), "little"):
+        return "damaged (checksum mismatch)"
+    return None
+
+
+def _verified_store_class():
+    """zarr's LocalStore, made strict for reading finished stores (defined lazily: zarr is imported lazily)."""
+    from zarr.storage import LocalStore
+
+    class VerifiedStore(LocalStore):
+        """A missing chunk, or one whose crc32c does not match, is a DamagedStoreError naming it."""
+
+        def __init__(self, root: Path, display: str):
+            super().__init__(root, read_only=True)
+            self.display = display
+
+        async def get(self, key, prototype=None, byte_range=None):
+            buffer = await super().get(key, prototype, byte_range)
+            if key.endswith("zarr.json") or "/c/" not in f"/{key}":
+                return buffer
+            array, _, chunk = f"/{key}".rpartition("/c/")
+            if buffer is None:
+                raise DamagedStoreError(f"{self.display}: array {array.strip('/')}: chunk {chunk} is missing "
+                                        f"(the store is damaged; `glmkit validate` checks all of it)")
+            if byte_range is None:
+                problem = _chunk_problem(buffer.as_numpy_array())  # no copy
+                if problem:
+                    raise DamagedStoreError(f"{self.display}: array {array.strip('/')}: chunk {chunk} is {problem}")
+            return buffer
+
+    return VerifiedStore
+
+
+_VERIFIED = None
+
+
+def open_store(path: str | Path, schema: str, required: Sequence[str] = ()) -> zarr.Group:
+    """Open a finished store of ``schema`` or fail with a one-line error naming the file.
+
+    Reads go through a verifying store: a missing or damaged chunk is an error naming it. ``required``:
+    arrays the reader needs; with the manifest, every array it lists must be there too.
+    """
+    global _VERIFIED
     p = Path(path)
     expected = SCHEMA_TITLES.get(schema, schema)
     if not p.exists():
@@ -110,10 +235,11 @@ def open_store(path: str | Path, schema: str) -> zarr.Group:
     if not (p / "zarr.json").is_file():
         raise GlmkitError(f"{path}: not a glmkit store (no zarr.json); expected {expected}")
     try:
-        group = _zarr().open_group(str(p), mode="r", zarr_format=3)
-    except Exception as e:  # zarr raises several types for a corrupt group
-        raise GlmkitError(f"{path}: unreadable Zarr store ({e}); expected {expected}") from e
-    attrs = group.attrs.asdict()
+        attrs = json.loads((p / "zarr.json").read_text()).get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise ValueError("attributes are not an object")
+    except (OSError, ValueError, AttributeError) as e:
+        raise GlmkitError(f"{path}: unreadable store metadata ({e}); expected {expected}") from None
     found = attrs.get("schema")
     if found != schema:
         what = SCHEMA_TITLES.get(found, f"schema {found!r}" if found else "not a glmkit store")
@@ -124,7 +250,83 @@ def open_store(path: str | Path, schema: str) -> zarr.Group:
                           f"({__version__}) reads (up to {SCHEMAS[schema]}); upgrade glmkit")
     if not attrs.get("complete"):
         raise GlmkitError(f"{path}: unfinished store (the run that wrote it did not complete)")
-    return group
+    manifest = attrs.get("integrity", {}).get("arrays", {}) if isinstance(attrs.get("integrity"), dict) else {}
+    for name in sorted({*required, *manifest}):
+        if not (p / name / "zarr.json").is_file():
+            raise DamagedStoreError(f"{path}: array {name} is missing (the store is damaged)")
+    if _VERIFIED is None:
+        _VERIFIED = _verified_store_class()
+    store = _VERIFIED(p, str(path)) if manifest else None
+    try:
+        return _zarr().open_group(store if store is not None else str(p), mode="r", zarr_format=3)
+    except Exception as e:  # zarr raises several types for a corrupt group
+        raise GlmkitError(f"{path}: unreadable Zarr store ({e}); expected {expected}") from e
+
+
+def validate_store(path: str | Path) -> dict:
+    """Check a whole store: schema, manifest, every chunk present and intact, and the store's own invariants.
+
+    Returns {"schema", "arrays", "chunks", "bytes", "seconds"}; raises DamagedStoreError (or GlmkitError) on
+    the first problem, naming it.
+    """
+    started = time.perf_counter()
+    p = Path(path)
+    schema = store_schema(p)
+    if schema not in SCHEMAS:
+        raise GlmkitError(f"{path}: not a glmkit store" + (f" (schema {schema!r})" if schema else ""))
+    group = open_store(p, schema)
+    manifest = group.attrs.get("integrity", {}).get("arrays")
+    if manifest is None:
+        raise DamagedStoreError(f"{path}: written before glmkit recorded manifests: it cannot prove it is whole")
+    on_disk = _arrays_on_disk(p)
+    extra = sorted(set(on_disk) - set(manifest))
+    if extra:
+        raise DamagedStoreError(f"{path}: array {extra[0]} is not in the store's manifest")
+    n_chunks = n_bytes = 0
+    for name, recorded in sorted(manifest.items()):
+        array = on_disk[name]
+        if array["meta"]["shape"] != recorded["shape"]:
+            raise DamagedStoreError(f"{path}: array {name}: shape {array['meta']['shape']}, the manifest says "
+                                    f"{recorded['shape']}")
+        for key in _grid(array["meta"]):
+            if key not in array["chunks"]:
+                raise DamagedStoreError(f"{path}: array {name}: chunk {key[2:]} is missing")
+            problem = _chunk_problem((p / name / key).read_bytes())
+            if problem:
+                raise DamagedStoreError(f"{path}: array {name}: chunk {key[2:]} is {problem}")
+        size = sum(array["chunks"].values())
+        if size != recorded["bytes"]:
+            raise DamagedStoreError(f"{path}: array {name}: {size:,} bytes of chunks, the manifest says "
+                                    f"{recorded['bytes']:,}")
+        n_chunks, n_bytes = n_chunks + len(array["chunks"]), n_bytes + size
+    _check_invariants(p, schema, group)
+    return {"schema": schema, "arrays": len(manifest), "chunks": n_chunks, "bytes": n_bytes,
+            "seconds": time.perf_counter() - started}
+
+
+def _check_invariants(path: Path, schema: str, group: zarr.Group) -> None:
+    """What each schema promises beyond its bytes: offsets that start at 0, never decrease and end at the data."""
+    def offsets_ok(name: str, end: int) -> None:
+        offsets = group[name][:]
+        if not len(offsets) or offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != end:
+            raise DamagedStoreError(f"{path}: array {name} is not a valid offset table (0 .. {end:,}, increasing)")
+
+    for node in _ragged_groups(group):
+        offsets_ok(f"{node}/offsets", group[f"{node}/data"].shape[0])
+    if schema == "glmkit.elements":
+        offsets_ok("contigs/offsets", group["elements/id"].shape[0])
+    elif schema == "glmkit.context" and "attention" in group:
+        offsets_ok("attention/offsets", group["attention/data"].shape[0])
+
+
+def _ragged_groups(group: zarr.Group) -> list[str]:
+    out = []
+    for prefix in ("contigs", "elements"):
+        if prefix in group:
+            for name, node in group[prefix].groups():
+                if "offsets" in node and "data" in node:
+                    out.append(f"{prefix}/{name}")
+    return out
 
 
 class ColumnWriter:
@@ -158,13 +360,9 @@ class ColumnWriter:
         self._buffer, self._buffered = ([rest] if rest.size else []), rest.size
         if self.array is None:
             chunk = self.chunk if whole_chunks_only else max(1, min(n, self.chunk))
-            # write_empty_chunks: zarr otherwise compares every chunk with the fill value before writing it,
-            # which for strings and sequences cost more than the write (~40 % of an element store's)
-            # zstd level 1: on sequences as small as level 3's output (proteins: smaller) and 1.3-8x faster
             array = await _zarr().api.asynchronous.create_array(
                 self.group.store, name=f"{self.group.path}/{self.name}".lstrip("/"), shape=(n,), chunks=(chunk,),
-                dtype=self.dtype, zarr_format=3, compressors=_zarr().codecs.ZstdCodec(level=1),
-                config={"write_empty_chunks": True})
+                dtype=self.dtype, zarr_format=3, **array_options())
             self.array = _zarr().Array(array)
             if n:
                 await array.setitem(slice(None), data[:n])
