@@ -261,7 +261,7 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
     shared_finder = _gene_finder(options)  # validates the options before any work
     stats = {"contigs": 0, "bp": 0, "cds": 0, "igs": 0}
     seen: dict[str, str] = {}
-    with atomic_outputs([output, gff, proteins, genes], force) as temps, \
+    with atomic_outputs([output, gff, proteins, genes], force, inputs) as temps, \
             ThreadPoolExecutor(max(1, options.threads)) as pool, progress(desc="call", unit="bp") as bar:
         outputs = _Outputs(*temps, asdict(options), sources)
         try:

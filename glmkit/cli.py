@@ -215,6 +215,8 @@ def device_options(func):
 @click.option("--cluster-id", type=click.FloatRange(0, 1), help="Cluster with MMseqs2 linclust at this identity and "
               "embed representatives only (gLM corpus: 0.9).")
 @click.option("--coverage", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="MMseqs2 coverage (-c).")
+@click.option("--no-nucleotide-check", "nucleotide_check", flag_value=False, default=True,
+              help="Accept FASTA records of only A, C, G, T, U, N (refused by default: a nucleotide file by mistake).")
 @threads_option
 @force_option
 def embed_command(inputs, output, map_path, force, long_mode, threads, **params):

@@ -28,7 +28,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError
 from glmkit.glm_data import Normalization, load_corpus, make_batch
-from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint
+from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
 from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
 from glmkit.io.store import ColumnWriter, create_store, finish_store, new_array, store_record
 from glmkit.log import progress
@@ -55,7 +55,8 @@ def centrality(position: int, length: int) -> int:
 
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
-    with claim_outputs([output], force):  # before any work; held to the end
+    inputs = [*element_paths, embedding_path, checkpoint_folder(model_path)]
+    with claim_outputs([output], force, inputs):  # held to the end
         return _contextualize(element_paths, embedding_path, model_path, output, options, force)
 
 
@@ -67,7 +68,7 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
     from glmkit.pretrain import ARCHITECTURE
 
     meta, weights, norm_arrays, _ = load_checkpoint(model_path, ARCHITECTURE)
-    cfg = GLMConfig(**meta["config"])
+    cfg = GLMConfig.from_dict(meta.get("config"), checkpoint_folder(model_path) / "config.json")
     layer = cfg.num_layers if options.layer is None else options.layer
     if not 0 <= layer <= cfg.num_layers:
         raise GlmkitError(f"--layer {layer}: the model has layers 0 to {cfg.num_layers}")
@@ -83,7 +84,7 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
     if device.type == "cpu":
         torch.set_num_threads(max(1, options.threads))
     model = GLM(cfg)
-    model.load_state_dict(weights)
+    load_weights(model, weights, checkpoint_folder(model_path) / "model.safetensors")
     model = model.to(device).eval()
     norm = Normalization(**{k: v.numpy() for k, v in norm_arrays.items()})
     standardized = norm.standardize(corpus.embeddings)
@@ -163,29 +164,32 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
         arrays["attention"] = np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16)
         return arrays
 
-    with progress(total=len(corpus.subcontigs), desc="contextualize", unit="windows") as bar:
-        for k in range(0, len(corpus.subcontigs), options.batch_size):
-            idx = list(range(k, min(k + options.batch_size, len(corpus.subcontigs))))
-            chunk = work / f"chunk-{k // options.batch_size:06d}.npz"
-            if chunk.exists():
-                with np.load(chunk) as saved:
-                    result = dict(saved)
-            else:
-                result = compute(idx)
-                temp = chunk.with_suffix(".partial.npz")
-                np.savez(temp, **result)
-                os.replace(temp, chunk)  # a chunk file exists only once complete
-            rows = result["rows"].astype(np.int64)
-            if len(rows):
-                gene_emb[rows] = result["embedding"]
-                if options.predictions:
-                    predictions[rows], likelihoods[rows] = result["predictions"], result["likelihoods"]
-                    gene_labels[rows] = result["labels"]
-            if options.attention:
-                sizes = L_H * result["n_genes"].astype(np.int64) ** 2
-                attention_parts.extend(np.split(result["attention"], np.cumsum(sizes)[:-1]))
-                windows_meta.extend(zip(result["first_gene"].tolist(), result["n_genes"].tolist()))
-            bar.update(len(idx))
+    try:
+        with progress(total=len(corpus.subcontigs), desc="contextualize", unit="windows") as bar:
+            for k in range(0, len(corpus.subcontigs), options.batch_size):
+                idx = list(range(k, min(k + options.batch_size, len(corpus.subcontigs))))
+                chunk = work / f"chunk-{k // options.batch_size:06d}.npz"
+                result = _saved(chunk)
+                if result is None:
+                    result = compute(idx)
+                    temp = chunk.with_suffix(".partial.npz")
+                    np.savez(temp, **result)
+                    os.replace(temp, chunk)  # a chunk file exists only once complete
+                rows = result["rows"].astype(np.int64)
+                if len(rows):
+                    gene_emb[rows] = result["embedding"]
+                    if options.predictions:
+                        predictions[rows], likelihoods[rows] = result["predictions"], result["likelihoods"]
+                        gene_labels[rows] = result["labels"]
+                if options.attention:
+                    sizes = L_H * result["n_genes"].astype(np.int64) ** 2
+                    attention_parts.extend(np.split(result["attention"], np.cumsum(sizes)[:-1]))
+                    windows_meta.extend(zip(result["first_gene"].tolist(), result["n_genes"].tolist()))
+                bar.update(len(idx))
+    except BaseException:
+        if not any(work.glob("chunk-*.npz")):  # nothing finished: nothing to resume from
+            remove(work)
+        raise
 
     contigs = list(dict.fromkeys(contig_of[g] for g in order))
     contig_index = {c: i for i, c in enumerate(contigs)}
@@ -224,6 +228,18 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
     log.info(f"contextualize: {n:,} genes in {len(contigs):,} contigs, {len(corpus.subcontigs):,} windows"
              + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if options.predictions else ""))
     return summary
+
+
+def _saved(chunk: Path) -> dict | None:
+    """A batch saved by an earlier run, or None if there is none or it is unreadable (then it is recomputed)."""
+    if not chunk.exists():
+        return None
+    try:
+        with np.load(chunk) as saved:
+            return dict(saved)
+    except Exception as e:  # a damaged file costs a recomputation, never wrong data
+        log.warning(f"contextualize: recomputing {chunk.name}: unreadable ({type(e).__name__})")
+        return None
 
 
 def absolute_accuracy(predictions: np.ndarray, likelihoods: np.ndarray, labels: np.ndarray,

@@ -53,6 +53,7 @@ class EmbedOptions:
     shard: tuple[int, int] | None = None   # (k, n): embed the k-th of n slices (1-based)
     cluster_id: float | None = None        # MMseqs2 linclust identity; embed representatives only
     coverage: float = 0.9
+    nucleotide_check: bool = True          # refuse FASTA records of nucleotide letters alone
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def _proteins_of_store(path: str) -> Iterator[tuple[str, bytes]]:
             yield batch.elements["id"][i], aa
 
 
-def collect_inputs(inputs: Sequence[str]):
+def collect_inputs(inputs: Sequence[str], nucleotide_check: bool = True):
     """Proteins (id, hash), distinct sequences by hash, embedding stores given as inputs, provenance records."""
     proteins: list[tuple[str, str]] = []
     sequences: dict[str, bytes] = {}
@@ -88,7 +89,8 @@ def collect_inputs(inputs: Sequence[str]):
             found, records_entry = _proteins_of_store(path), store_record(path)
         else:
             source = InputFile(path)
-            found, records_entry = ((r.name, r.sequence) for r in read_fasta(source, "protein")), source
+            alphabet = "protein" if nucleotide_check else "any-protein"
+            found, records_entry = ((r.name, r.sequence) for r in read_fasta(source, alphabet)), source
         for protein_id, sequence in found:
             if protein_id in seen_ids:
                 raise GlmkitError(f"{path}: duplicate protein id '{protein_id}' (first seen in {seen_ids[protein_id]})")
@@ -173,12 +175,12 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         from glmkit.mmseqs import require_mmseqs
 
         require_mmseqs()  # before any work
-    with claim_outputs([output, map_path], force):
+    with claim_outputs([output, map_path], force, inputs):
         return _embed(inputs, output, map_path, options, force)
 
 
 def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: EmbedOptions, force: bool) -> dict:
-    proteins, sequences, stores, records = collect_inputs(inputs)
+    proteins, sequences, stores, records = collect_inputs(inputs, options.nucleotide_check)
     representative = {h: h for h in sequences}
     if options.cluster_id is not None:
         from glmkit.mmseqs import linclust
@@ -216,27 +218,31 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
     writer = ResumableEmbeddingWriter(output, parameters, records, plan, lengths, model_attrs["embed_dim"],
                                       options.dtype, model_attrs, options.chunk_rows,
                                       aliases=_aliases(plan, representative, stores))
-    pending = writer.pending()
-    todo = sum(1 for k in pending for r in writer.rows(k) if plan[r] not in reused)
-    log.info(f"embed: {len(proteins):,} proteins, {len(sequences):,} distinct; {len(reused):,} from stores given, "
-             f"{len(new):,} to embed{f' (shard {options.shard[0]}/{options.shard[1]})' if options.shard else ''}"
-             f"; {todo:,} left in {len(pending)} of {writer.n_chunks} chunks")
-    started = time.perf_counter()
-    with progress(total=todo, desc="embed", unit="proteins") as bar:
-        for k in pending:
-            rows = writer.rows(k)
-            chunk = np.zeros((len(rows), model_attrs["embed_dim"]), dtype=np.float32)
-            fresh = [i for i, r in enumerate(rows) if plan[r] not in reused]
-            if fresh:
-                chunk[fresh] = embed_sequences(loaded.model, [sequences[plan[rows[i]]] for i in fresh], options,
-                                               model_attrs["layer"], loaded.device, loaded.dtype, bar)
-            by_store: dict[EmbeddingStore, list[int]] = {}
-            for i, r in enumerate(rows):
-                if plan[r] in reused:
-                    by_store.setdefault(reused[plan[r]][0], []).append(i)
-            for store, positions in by_store.items():
-                chunk[positions] = store.get([plan[rows[i]] for i in positions])
-            writer.write_chunk(k, chunk.astype(options.dtype))
+    try:
+        pending = writer.pending()
+        todo = sum(1 for k in pending for r in writer.rows(k) if plan[r] not in reused)
+        log.info(f"embed: {len(proteins):,} proteins, {len(sequences):,} distinct; {len(reused):,} from stores given, "
+                 f"{len(new):,} to embed{f' (shard {options.shard[0]}/{options.shard[1]})' if options.shard else ''}"
+                 f"; {todo:,} left in {len(pending)} of {writer.n_chunks} chunks")
+        started = time.perf_counter()
+        with progress(total=todo, desc="embed", unit="proteins") as bar:
+            for k in pending:
+                rows = writer.rows(k)
+                chunk = np.zeros((len(rows), model_attrs["embed_dim"]), dtype=np.float32)
+                fresh = [i for i, r in enumerate(rows) if plan[r] not in reused]
+                if fresh:
+                    chunk[fresh] = embed_sequences(loaded.model, [sequences[plan[rows[i]]] for i in fresh], options,
+                                                   model_attrs["layer"], loaded.device, loaded.dtype, bar)
+                by_store: dict[EmbeddingStore, list[int]] = {}
+                for i, r in enumerate(rows):
+                    if plan[r] in reused:
+                        by_store.setdefault(reused[plan[r]][0], []).append(i)
+                for store, positions in by_store.items():
+                    chunk[positions] = store.get([plan[rows[i]] for i in positions])
+                writer.write_chunk(k, chunk.astype(options.dtype))
+    except BaseException:
+        writer.discard_if_empty()  # a work folder is kept only if it holds finished chunks to resume from
+        raise
     elapsed = time.perf_counter() - started
     writer.publish(records)
     if map_path:

@@ -162,7 +162,7 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
     store = ElementStore(input)
     removed, split, dropped_contigs = Counter(), Counter(), Counter()
     n_out_contigs = n_out_elements = 0
-    with atomic_outputs([output, report], force) as (store_tmp, report_tmp), contextlib.ExitStack() as files, \
+    with atomic_outputs([output, report], force, [input]) as (store_tmp, report_tmp), contextlib.ExitStack() as files, \
             progress(total=store.n_contigs, desc="filter", unit="contigs") as bar:
         writer = ElementStoreWriter(store_tmp, asdict(options), [store_record(input)])
         report_out = files.enter_context(open(report_tmp, "w")) if report_tmp else None

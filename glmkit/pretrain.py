@@ -26,7 +26,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.glm_data import Normalization, load_corpus, make_batch, pack, split_by_contig
-from glmkit.io.checkpoint import load_checkpoint, save_checkpoint
+from glmkit.io.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from glmkit.io.files import claim_outputs, remove
 from glmkit.log import progress
 
@@ -132,7 +132,7 @@ class Trainer:
             self.norm = Normalization(**{k: v.numpy() for k, v in norm_arrays.items()})
             from glmkit.models.glm import GLMConfig
 
-            self.cfg = GLMConfig(**meta["config"])
+            self.cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")
         else:
             train_rows = np.unique(np.concatenate([self.corpus.subcontigs[i].rows for i in train]))
             self.norm = Normalization.fit(self.corpus.embeddings[train_rows])
@@ -158,7 +158,7 @@ class Trainer:
             self.optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
         self.step = 0
         if state is not None:
-            self.model.load_state_dict(weights)
+            load_weights(self.model, weights, checkpoint / "model.safetensors")
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
@@ -341,12 +341,23 @@ def plot_training_curves(log_path: Path, png: Path) -> None:
 
 def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions = PretrainOptions(),
                  resume: bool = False, force: bool = False) -> dict:
+    from glmkit.models.glm import preset
+
+    preset(options.preset, num_layers=options.num_layers, hidden_size=options.hidden_size,
+           num_heads=options.num_heads)  # shapes the model cannot have are usage errors, before any work
     # one run per output folder: rank 0 holds its lock (existing folders are judged by Trainer: --resume/--force)
-    claim = claim_outputs([output], force=True) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    claim = (claim_outputs([output], force=True, inputs=[*element_paths, embedding_path])
+             if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext())
     with claim:
-        trainer = Trainer(element_paths, embedding_path, output, options, resume, force)
+        fresh = not resume  # a new run's folder holds nothing worth keeping until its first checkpoint
         try:
-            result = trainer.train()
-        finally:
-            trainer.plot()
+            trainer = Trainer(element_paths, embedding_path, output, options, resume, force)
+            try:
+                result = trainer.train()
+            finally:
+                trainer.plot()
+        except BaseException:
+            if fresh and os.environ.get("RANK", "0") == "0" and not (Path(output) / "checkpoint").exists():
+                remove(Path(output))
+            raise
     return result

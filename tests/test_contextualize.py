@@ -108,8 +108,9 @@ def test_refuses_embeddings_from_another_model(trained, tmp_path):
     assert run("embed", d / "el.zarr", "-o", tmp_path / "emb2.zarr", "-m", tmp_path / "other.pt", "-q").exit_code == 0
     assert_one_line_error(run("contextualize", d / "el.zarr", "-e", tmp_path / "emb2.zarr", "-m", d / "glm", "-o",
                               tmp_path / "c.zarr", "-q"), "emb2.zarr", "trained on")
-    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", tmp_path, "-o",
-                              tmp_path / "c.zarr", "-q"), "not a glmkit checkpoint")
+    (tmp_path / "not_a_model").mkdir()
+    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", tmp_path / "not_a_model",
+                              "-o", tmp_path / "c.zarr", "-q"), "not a glmkit checkpoint")
     assert not (tmp_path / "c.zarr").exists()
 
 

@@ -7,10 +7,14 @@
       normalization.safetensors   feature_mean, feature_std (ESM2 dims), label_mean, label_components
                            (ESM2 dims x label_dim - 1), label_scale (label_dim - 1)
       training_state.pt    optimiser, scheduler, RNG states, step (absent from inference-only exports)
+
+config.json records each file's sha256 (``files``); loading checks them, so a
+damaged weight file is refused by name instead of being used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -36,11 +40,20 @@ def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[s
     save_file({k: v.contiguous().cpu() for k, v in normalization.items()}, str(temp / "normalization.safetensors"))
     if training_state is not None:
         torch.save(training_state, temp / "training_state.pt")
+    files = {f.name: _sha256(f) for f in sorted(temp.iterdir())}
     meta = {"schema": SCHEMA, "schema_version": VERSION, "architecture": architecture, "config": config,
-            "glmkit_version": __version__, "command_line": command_line(), **info}
+            "glmkit_version": __version__, "command_line": command_line(), **info, "files": files}
     (temp / "config.json").write_text(json.dumps(meta, indent=2))
     follow_umask(temp)  # safetensors writes 0600
     publish(temp, folder)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_folder(path: str | Path) -> Path:
@@ -65,6 +78,14 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False):
                           f"({VERSION}); upgrade glmkit")
     if meta.get("architecture") != architecture:
         raise GlmkitError(f"{folder}: a {meta.get('architecture')} checkpoint; expected {architecture}")
+    needed = ["model.safetensors", "normalization.safetensors"] + (["training_state.pt"] if training else [])
+    for name in needed:
+        path = folder / name
+        if not path.is_file():
+            raise GlmkitError(f"{path}: missing from the checkpoint")
+        recorded = meta.get("files", {}).get(name)
+        if recorded is not None and _sha256(path) != recorded:
+            raise GlmkitError(f"{path}: damaged (its sha256 differs from the one config.json recorded)")
     try:
         weights = load_file(str(folder / "model.safetensors"))
         normalization = load_file(str(folder / "normalization.safetensors"))
@@ -72,3 +93,20 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False):
     except Exception as e:
         raise GlmkitError(f"{folder}: unreadable checkpoint file ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     return meta, weights, normalization, state
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> torch.nn.Module:
+    """``model.load_state_dict(weights)``, or one line naming the first tensor that is missing, extra or of
+    another shape than the model's configuration makes it."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in weights:
+            raise GlmkitError(f"{where}: no tensor {name} (not a checkpoint of this model?)")
+        if tuple(weights[name].shape) != tuple(tensor.shape):
+            raise GlmkitError(f"{where}: tensor {name} has shape {tuple(weights[name].shape)}, the configuration "
+                              f"makes it {tuple(tensor.shape)}")
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise GlmkitError(f"{where}: unexpected tensor {extra[0]} (not a checkpoint of this model?)")
+    model.load_state_dict(weights)
+    return model

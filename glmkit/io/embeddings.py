@@ -183,6 +183,10 @@ class ResumableEmbeddingWriter:
         self.group["chunk_done"][chunk] = True
         self.done[chunk] = True
 
+    def discard_if_empty(self) -> None:
+        if not self.done.any():
+            remove(self.work)
+
     def publish(self, inputs: Sequence) -> None:
         assert self.done.all(), "publishing an unfinished store"
         del self.group["chunk_done"]

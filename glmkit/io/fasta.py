@@ -40,11 +40,22 @@ def _check_dna(record: FastaRecord, where: str) -> None:
                       f"'{chr(record.sequence[pos])}' at position {pos + 1} (IUPAC codes only)")
 
 
-def _check_protein(record: FastaRecord, where: str) -> None:
+def _check_amino_acids(record: FastaRecord, where: str) -> None:
     pos = _first_invalid(record.sequence, PROTEIN_ALPHABET)
     if pos >= 0:
         raise GlmkitError(f"{where}: record '{record.name}': invalid amino-acid character "
                           f"'{chr(record.sequence[pos])}' at position {pos + 1}")
+
+
+NUCLEOTIDE_LETTERS = b"ACGTUN"
+MIN_NUCLEOTIDE_LIKE = 20  # shorter peptides of these letters alone are not implausible
+
+
+def _check_protein(record: FastaRecord, where: str) -> None:
+    _check_amino_acids(record, where)
+    if len(record.sequence) >= MIN_NUCLEOTIDE_LIKE and not record.sequence.translate(None, NUCLEOTIDE_LETTERS):
+        raise GlmkitError(f"{where}: record '{record.name}' looks like a nucleotide sequence (only A, C, G, T, U, N); "
+                          f"expected proteins (--no-nucleotide-check if these really are proteins)")
 
 
 WHITESPACE = b" \t\r\n\v\f"
@@ -113,16 +124,17 @@ def parse_fasta(stream: BinaryIO, where: str) -> Iterator[FastaRecord]:
 def read_fasta(source: InputFile, alphabet: str | None = None, allow_empty: bool = False) -> Iterator[FastaRecord]:
     """Validated records of one input file.
 
-    ``alphabet`` is "dna", "protein" or None (no check). Sequences are upper
+    ``alphabet`` is "dna", "protein" (which also refuses records of 20 or more nucleotide letters alone),
+    "any-protein" (amino-acid letters, nothing more) or None (no check). Sequences are upper
     case; proteins lose one final '*' (a stop codon, as Prodigal writes them).
     The file must hold at least one record, and no record may be empty unless
     ``allow_empty``.
     """
-    check = {"dna": _check_dna, "protein": _check_protein, None: None}[alphabet]
+    check = {"dna": _check_dna, "protein": _check_protein, "any-protein": _check_amino_acids, None: None}[alphabet]
     n = 0
     with source.open() as stream:
         for record in parse_fasta(stream, source.display):
-            if alphabet == "protein" and record.sequence.endswith(b"*"):
+            if alphabet in ("protein", "any-protein") and record.sequence.endswith(b"*"):
                 record.sequence = record.sequence[:-1]  # Prodigal writes the stop codon as a final '*'
             if not record.sequence and not allow_empty:
                 raise GlmkitError(f"{source.display}: record '{record.name}' has no sequence")

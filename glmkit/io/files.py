@@ -96,9 +96,21 @@ class InputFile:
         return {"path": self.path if self.path == STDIO else os.path.abspath(self.path), "sha256": self.sha256}
 
 
-def check_output_paths(paths: Sequence[str | None], force: bool) -> None:
-    """Refuse existing outputs (unless force) and missing parent folders, before any work."""
+def _overlaps(a: Path, b: Path) -> bool:
+    """The same file or folder, or one inside the other (symlinks resolved)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_output_paths(paths: Sequence[str | None], force: bool, inputs: Sequence[str] = ()) -> None:
+    """Refuse outputs that exist (unless force), that are (or hold, or lie in) an input of the same run, or
+    whose folder is missing: before any work."""
     named = [p for p in paths if p is not None and p != STDIO]
+    for p in named:
+        for i in inputs:
+            if i != STDIO and _overlaps(Path(p), Path(i)):
+                what = "is also an input" if Path(p).resolve() == Path(i).resolve() else f"overlaps the input {i}"
+                raise GlmkitError(f"{p}: {what} of this run; write the output elsewhere")
     seen = set()
     for p in named:
         key = os.path.abspath(p)
@@ -191,7 +203,7 @@ def _lock(output: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator[None]:
+def claim_outputs(paths: Sequence[str | None], force: bool = False, inputs: Sequence[str] = ()) -> Iterator[None]:
     """Check the outputs, lock each for this run, and clear what runs that died left beside them.
 
     Hold it for the whole run: two processes given the same output cannot both
@@ -199,7 +211,7 @@ def claim_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator[
     holds the lock, a ``.NAME.partial-*`` found while holding it is a dead run's
     leftover and is removed. Claims nest: a command may claim again what it holds.
     """
-    check_output_paths(paths, force)
+    check_output_paths(paths, force, inputs)
     named = sorted({Path(p).absolute() for p in paths if p is not None and p != STDIO})
     with contextlib.ExitStack() as locks:
         for output in named:
@@ -232,14 +244,15 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_outputs(paths: Sequence[str | None], force: bool = False) -> Iterator[list[Path | None]]:
+def atomic_outputs(paths: Sequence[str | None], force: bool = False,
+                   inputs: Sequence[str] = ()) -> Iterator[list[Path | None]]:
     """Yield temporary paths beside each output; publish them by rename only on success.
 
     A crash or an error leaves no output behind and never a half-written one
     under the final name. ``-`` is written to a temporary file and copied to
     stdout at the end. ``None`` entries (outputs not requested) stay ``None``.
     """
-    with claim_outputs(paths, force):
+    with claim_outputs(paths, force, inputs):
         tag = f"partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temps: list[Path | None] = []
         for p in paths:

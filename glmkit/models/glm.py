@@ -39,6 +39,35 @@ class GLMConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values, where) -> "GLMConfig":
+        """The config recorded in a checkpoint's config.json; one line naming the file if it is not one."""
+        from dataclasses import fields
+
+        from glmkit.errors import GlmkitError
+
+        known = {f.name: f.type for f in fields(cls)}
+        if not isinstance(values, dict) or set(values) - set(known):
+            extra = sorted(set(values) - set(known)) if isinstance(values, dict) else []
+            raise GlmkitError(f"{where}: not a gLM configuration" + (f" (unknown key {extra[0]})" if extra else ""))
+        for key, value in values.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise GlmkitError(f"{where}: gLM configuration {key} = {value!r} is not a valid number")
+        cfg = cls(**values)
+        if cfg.hidden_size % cfg.num_heads or cfg.num_heads == 0:
+            raise GlmkitError(f"{where}: gLM configuration hidden_size {cfg.hidden_size} is not a multiple of "
+                              f"num_heads {cfg.num_heads}")
+        return cfg
+
+    def check(self) -> "GLMConfig":
+        """Shapes the model can be built with; a usage error naming the option otherwise."""
+        from glmkit.errors import GlmkitUsageError
+
+        if self.hidden_size % self.num_heads:
+            raise GlmkitUsageError(f"--hidden-size {self.hidden_size} must be a multiple of --num-heads "
+                                   f"{self.num_heads}")
+        return self
+
 
 PRESETS = {
     "paper": GLMConfig(),
@@ -48,7 +77,7 @@ PRESETS = {
 
 
 def preset(name: str, **overrides) -> GLMConfig:
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}).check()
 
 
 class SelfAttention(nn.Module):
