@@ -26,7 +26,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.fasta import FastaRecord, read_fasta, write_fasta
 from glmkit.io.files import InputFile, atomic_outputs
 from glmkit.io.gff import write_gff3
-from glmkit.log import progress
+from glmkit.log import plural, progress
 
 if TYPE_CHECKING:
     from glmkit.io.elements import ElementBatch
@@ -296,5 +296,6 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
             raise
         finally:
             gc.unfreeze()  # leave the caller's collector as it found it
-    log.info(f"call: {stats['contigs']:,} contigs, {stats['bp']:,} bp, {stats['cds']:,} CDS, {stats['igs']:,} IGS")
+    log.info(f"call: {plural(stats['contigs'], 'contig')}, {stats['bp']:,} bp, {stats['cds']:,} CDS, "
+             f"{stats['igs']:,} IGS")
     return stats

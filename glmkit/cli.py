@@ -29,6 +29,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def resolve_threads(requested: int) -> int:
+    """0: every CPU this process may use; more than that is capped, with a note (oversubscription only slows)."""
+    cpus = available_cpus()
+    if requested > cpus:
+        import logging
+
+        logging.getLogger("glmkit").info(f"--threads {requested}: this process may use {cpus} CPUs; using {cpus}")
+        return cpus
+    return requested or cpus
+
+
 class PipelineGroup(click.Group):
     """Lists subcommands in pipeline order and turns GlmkitError into a one-line message."""
 
@@ -44,6 +55,13 @@ class PipelineGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through glmkit.stop: one line, how to resume
+            from glmkit.stop import Stopped, with_hint
+
+            stopped = e if isinstance(e, Stopped) else with_hint(e, "")
+            hint = stopped.hint or "nothing was published; rerun the command"
+            click.echo(f"glmkit {ctx.invoked_subcommand or ''}: stopped by {stopped.name}; {hint}", err=True)
+            ctx.exit(128 + stopped.signum)
         except Exception as e:
             if ctx.meta.get("glmkit.debug"):
                 raise
@@ -70,6 +88,8 @@ def command(name: str, example: str, **kwargs):
 
             click.get_current_context().meta["glmkit.debug"] = debug
             log.setup(quiet=quiet, debug=debug)
+            if "threads" in params:
+                params["threads"] = resolve_threads(params["threads"])
             return func(*args, **params)
 
         doc = inspect.cleandoc(func.__doc__ or "")
@@ -110,7 +130,7 @@ def cli():
 @click.option("--translation-table", "-g", type=click.IntRange(1, 33),
               help="single: genetic code to train with [11]; meta: use only the models of this code (11 or 4).")
 @click.option("--closed", "-c", is_flag=True, help="Closed ends: no genes running off contig edges.")
-@click.option("--mask", "-m", is_flag=True, help="Do not build genes across runs of N.")
+@click.option("--mask", is_flag=True, help="Do not build genes across runs of N (prodigal -m; in glmkit -m is --model).")
 @click.option("--min-gene", type=click.IntRange(min=1), default=90, show_default=True, help="Minimum gene length (bp).")
 @click.option("--min-edge-gene", type=click.IntRange(min=1), default=60, show_default=True,
               help="Minimum length of a gene running off an edge (bp).")
@@ -129,7 +149,7 @@ def call_command(inputs, output, gff, proteins, genes, mode, translation_table, 
 
     options = CallOptions(mode=mode, translation_table=translation_table, closed=closed, mask=mask,
                           min_gene=min_gene, min_edge_gene=min_edge_gene, max_overlap=max_overlap,
-                          threads=threads or available_cpus())
+                          threads=threads)
     run_call(inputs, output, gff=gff, proteins=proteins, genes=genes, options=options, force=force)
 
 
@@ -229,7 +249,7 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
     """
     from glmkit.embed import EmbedOptions, run_embed
 
-    options = EmbedOptions(long=long_mode, threads=threads or available_cpus(), **params)
+    options = EmbedOptions(long=long_mode, threads=threads, **params)
     run_embed(inputs, output, map_path=map_path, options=options, force=force)
 
 
@@ -242,19 +262,27 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--num-layers", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--hidden-size", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--num-heads", type=click.IntRange(min=1), help="Override the preset.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Optimiser steps to train for (the schedule decays to 0 here).")
 @click.option("--max-minutes", type=click.FloatRange(min=0), help="Stop (and checkpoint) after this long.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Rows of packed sub-contigs per step, over all processes.")
-@click.option("--lr", type=click.FloatRange(min=0), default=1e-4, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=5_000, show_default=True)
-@click.option("--mask-fraction", type=click.FloatRange(0, 1), default=0.15, show_default=True)
-@click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Peak learning rate of AdamW (the paper's 1e-4).")
+@click.option("--warmup-steps", type=click.IntRange(min=0),
+              help="Linear warm-up steps [default: the paper's 5,000, at most a tenth of --max-steps].")
+@click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.15, show_default=True,
+              help="Share of each sub-contig's genes masked per step (at least one).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
               help="Share of contigs held out for validation.")
-@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1_000, show_default=True)
-@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Steps between validations (loss and pseudo-accuracy on the held-out contigs).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1_000, show_default=True,
+              help="Steps between checkpoints (the point --resume continues from).")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Steps between rows of log.tsv.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds initial weights, data order, masks and dropout: same seed, same run.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint exactly where it stopped.")
 @device_options
 @threads_option
@@ -267,7 +295,7 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
     """
     from glmkit.pretrain import PretrainOptions, run_pretrain
 
-    options = PretrainOptions(threads=threads or available_cpus(), **params)
+    options = PretrainOptions(threads=threads, **params)
     run_pretrain(list(elements), embeddings, output, options, resume=resume, force=force)
 
 
@@ -294,7 +322,7 @@ def contextualize_command(elements, embeddings, model_path, output, force, threa
     """
     from glmkit.contextualize import ContextOptions, run_contextualize
 
-    options = ContextOptions(threads=threads or available_cpus(), **params)
+    options = ContextOptions(threads=threads, **params)
     run_contextualize(list(elements), embeddings, model_path, output, options, force=force)
 
 
@@ -322,7 +350,7 @@ def demo_command(outdir, threads, force):
     """
     from glmkit.demo import run_demo
 
-    run_demo(outdir, threads=threads or available_cpus(), force=force)
+    run_demo(outdir, threads=threads, force=force)
 
 
 def _not_yet(name: str, summary: str):
@@ -347,6 +375,9 @@ for _name, _summary in (
 
 
 def main() -> None:
+    from glmkit import stop
+
+    stop.install()  # SIGTERM (schedulers) like Ctrl-C: clean up, say how to resume
     try:
         cli(prog_name="glmkit")
     finally:

@@ -31,7 +31,8 @@ from glmkit.glm_data import Normalization, load_corpus, make_batch
 from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
 from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
 from glmkit.io.store import ColumnWriter, create_store, finish_store, new_array, store_record
-from glmkit.log import progress
+from glmkit.log import plural, progress
+from glmkit.stop import with_hint
 
 log = logging.getLogger("glmkit")
 
@@ -186,9 +187,13 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
                     attention_parts.extend(np.split(result["attention"], np.cumsum(sizes)[:-1]))
                     windows_meta.extend(zip(result["first_gene"].tolist(), result["n_genes"].tolist()))
                 bar.update(len(idx))
-    except BaseException:
-        if not any(work.glob("chunk-*.npz")):  # nothing finished: nothing to resume from
+    except BaseException as e:
+        done = len(list(work.glob("chunk-*.npz")))
+        if not done:  # nothing finished: nothing to resume from
             remove(work)
+        elif isinstance(e, KeyboardInterrupt):
+            raise with_hint(e, f"{done} finished batches are kept in {work}: the same command resumes from them") \
+                from None
         raise
 
     contigs = list(dict.fromkeys(contig_of[g] for g in order))
@@ -225,7 +230,8 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
             writer.close()
         finish_store(group)
     remove(work)
-    log.info(f"contextualize: {n:,} genes in {len(contigs):,} contigs, {len(corpus.subcontigs):,} windows"
+    log.info(f"contextualize: {plural(n, 'gene')} in {plural(len(contigs), 'contig')}, "
+             f"{plural(len(corpus.subcontigs), 'window')}"
              + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if options.predictions else ""))
     return summary
 

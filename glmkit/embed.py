@@ -30,6 +30,7 @@ from glmkit.io.files import InputFile, atomic_outputs, claim_outputs
 from glmkit.io.store import store_record, store_schema
 from glmkit.io.tsv import write_tsv
 from glmkit.log import progress
+from glmkit.stop import with_hint
 
 log = logging.getLogger("glmkit")
 
@@ -240,8 +241,11 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
                 for store, positions in by_store.items():
                     chunk[positions] = store.get([plan[rows[i]] for i in positions])
                 writer.write_chunk(k, chunk.astype(options.dtype))
-    except BaseException:
+    except BaseException as e:
         writer.discard_if_empty()  # a work folder is kept only if it holds finished chunks to resume from
+        if isinstance(e, KeyboardInterrupt) and writer.work.exists():
+            raise with_hint(e, f"{int(writer.done.sum())} of {writer.n_chunks} chunks are kept in {writer.work}: "
+                               f"the same command resumes from them") from None
         raise
     elapsed = time.perf_counter() - started
     writer.publish(records)

@@ -39,7 +39,7 @@ from glmkit.io.elements import CDS, IGS, TYPE_NAMES, ElementStore, ElementStoreW
 from glmkit.io.files import atomic_outputs
 from glmkit.io.store import store_record
 from glmkit.io.tsv import write_tsv
-from glmkit.log import progress
+from glmkit.log import plural, progress
 
 log = logging.getLogger("glmkit")
 
@@ -204,10 +204,10 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
     for rule in RULES:
         if removed[rule] or split[rule]:
             n = split[rule] if rule == "chunk" else removed[rule]
-            what = f"split {n:,} time{'s' * (n != 1)}" if rule == "chunk" else f"removed {n:,} element{'s' * (n != 1)}"
-            extra = f" ({dropped_contigs[rule]:,} contigs dropped whole)" if dropped_contigs[rule] else ""
+            what = f"split {plural(n, 'time')}" if rule == "chunk" else f"removed {plural(n, 'element')}"
+            extra = f" ({plural(dropped_contigs[rule], 'contig')} dropped whole)" if dropped_contigs[rule] else ""
             log.info(f"filter: {rule:<19} {what}{extra}")
-    log.info(f"filter: kept {n_out_contigs:,} contigs with {n_out_elements:,} of {store.n_elements:,} elements "
-             f"from {store.n_contigs:,} contigs")
+    log.info(f"filter: kept {plural(n_out_contigs, 'contig')} with {n_out_elements:,} of "
+             f"{plural(store.n_elements, 'element')} from {plural(store.n_contigs, 'contig')}")
     return stats
 

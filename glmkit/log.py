@@ -29,6 +29,11 @@ def setup(quiet: bool = False, debug: bool = False) -> None:
     logger.propagate = False
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 contig', '2 contigs', '1,000 IGS': a count with its noun agreeing."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
 def _interval() -> float:
     try:
         return max(0.0, float(os.environ.get("GLMKIT_PROGRESS_SECONDS", DEFAULT_INTERVAL)))

@@ -28,6 +28,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.glm_data import Normalization, load_corpus, make_batch, pack, split_by_contig
 from glmkit.io.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from glmkit.io.files import claim_outputs, remove
+from glmkit import stop
 from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
@@ -44,7 +45,7 @@ class PretrainOptions:
     max_steps: int = 10_000
     batch_size: int = 32            # rows of packed sub-contigs per step, over all processes
     lr: float = 1e-4
-    warmup_steps: int = 5_000
+    warmup_steps: int | None = None  # None: the paper's 5,000, at most a tenth of max_steps
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     mask_fraction: float = 0.15
@@ -59,6 +60,16 @@ class PretrainOptions:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 1
+
+
+PAPER_WARMUP = 5_000
+
+
+def warmup_steps(options: PretrainOptions) -> int:
+    """--warmup-steps, or the paper's 5,000 capped at a tenth of the run (a short run would never warm up)."""
+    if options.warmup_steps is not None:
+        return options.warmup_steps
+    return min(PAPER_WARMUP, max(1, options.max_steps // 10))
 
 
 def masks_for(segments: np.ndarray, fraction: float, seed: int, step: int, stream: int) -> np.ndarray:
@@ -153,16 +164,19 @@ class Trainer:
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay,
                                            fused=fused, foreach=None if fused else True)
-        warm, total = max(1, options.warmup_steps), max(options.max_steps, options.warmup_steps + 1)
+        warm = max(1, warmup_steps(options))
+        total = max(options.max_steps, warm + 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
         self.step = 0
+        self.last_val = (math.nan, math.nan)  # the latest validation (loss, pseudo-accuracy); nan before the first
         if state is not None:
             load_weights(self.model, weights, checkpoint / "model.safetensors")
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             self.step = int(state["step"])
+            self.last_val = tuple(state.get("last_val", (math.nan, math.nan)))
         self.ddp = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -242,22 +256,29 @@ class Trainer:
                         {k: torch.from_numpy(v) for k, v in self.norm.arrays().items()},
                         {"embedding_model": self.corpus.model, "step": self.step, "options": asdict(self.o)},
                         {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "rng": torch.get_rng_state(), "step": self.step})
+                         "rng": torch.get_rng_state(), "step": self.step, "last_val": list(self.last_val)})
 
     def train(self) -> dict:
         torch = self.torch
         o = self.o
         self.model.train()
         started = time.perf_counter()
-        genes, window_start, last_val = 0, time.perf_counter(), (math.nan, math.nan)
+        genes, window_start = 0, time.perf_counter()
         last_good = self.step
         running = []
         with progress(total=o.max_steps, initial=self.step, desc="pretrain", unit="steps",
-                      enabled=self.rank == 0) as bar:
+                      enabled=self.rank == 0) as bar, stop.deferred():
             while self.step < o.max_steps:
                 if o.max_minutes is not None and time.perf_counter() - started > 60 * o.max_minutes:
                     log.info(f"pretrain: --max-minutes {o.max_minutes} reached at step {self.step}")
                     break
+                if stop.requested():  # between steps: checkpoint this step, then stop
+                    if not self.step:
+                        raise stop.Stopped(stop.requested(), "stopped before the first step; nothing was kept")
+                    if self.rank == 0 and last_good != self.step:
+                        self.save()
+                    raise stop.Stopped(stop.requested(), f"checkpoint at step {self.step} saved in "
+                                       f"{self.out / 'checkpoint'}: add --resume to the same command to continue")
                 features, labels, segments, masked = self._batch(self._rows_for(self.step), self.step, self.rank)
                 loss, _ = self._forward_loss(features, labels, segments, masked)
                 if not torch.isfinite(loss):
@@ -273,10 +294,10 @@ class Trainer:
                 running.append(loss.item())
                 genes += int((segments > 0).sum()) * self.world
                 if self.step % o.val_every == 0 or self.step == o.max_steps:
-                    last_val = self.validate() if self.val_rows else (math.nan, math.nan)
+                    self.last_val = self.validate() if self.val_rows else (math.nan, math.nan)
                 if self.step % o.log_every == 0 or self.step == o.max_steps:
                     elapsed = time.perf_counter() - window_start
-                    self._log(self.step, float(np.mean(running)), last_val, genes / elapsed)
+                    self._log(self.step, float(np.mean(running)), self.last_val, genes / elapsed)
                     running, genes, window_start = [], 0, time.perf_counter()
                 if self.step % o.checkpoint_every == 0 or self.step == o.max_steps:
                     if self.rank == 0:
@@ -286,7 +307,7 @@ class Trainer:
             self.save()
         if self.world > 1:
             torch.distributed.barrier()
-        return {"step": self.step, "val_loss": last_val[0], "val_pseudo_accuracy": last_val[1],
+        return {"step": self.step, "val_loss": self.last_val[0], "val_pseudo_accuracy": self.last_val[1],
                 "minutes": (time.perf_counter() - started) / 60}
 
     # -- logging -------------------------------------------------------------------------------------------
@@ -304,14 +325,16 @@ class Trainer:
         from glmkit.io.tsv import format_value
 
         epoch = step * self.o.batch_size / max(1, len(self.train_rows))
-        row = [step, round(epoch, 4), self.scheduler.get_last_lr()[0], train_loss, val[0], val[1], round(genes_per_s, 1)]
+        validated = not math.isnan(val[0])  # no validation yet: empty cells, not a 'nan' that reads as divergence
+        row = [step, round(epoch, 4), self.scheduler.get_last_lr()[0], train_loss, *(val if validated else (None, None)),
+               round(genes_per_s, 1)]
         self._log_rows.append([format_value(v) for v in row])
         text = "\t".join(LOG_COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in self._log_rows)
         tmp = self.out / ".log.tsv.partial"
         tmp.write_text(text)
         os.replace(tmp, self.out / "log.tsv")
-        log.info(f"pretrain: step {step}: loss {train_loss:.4f}, val loss {val[0]:.4f}, "
-                 f"val pseudo-accuracy {val[1]:.3f}, {genes_per_s:,.0f} genes/s")
+        validation = f", val loss {val[0]:.4f}, val pseudo-accuracy {val[1]:.3f}" if validated else ""
+        log.info(f"pretrain: step {step}: loss {train_loss:.4f}{validation}, {genes_per_s:,.0f} genes/s")
 
     def plot(self) -> None:
         if self.rank != 0 or not self._log_rows:
@@ -326,7 +349,7 @@ def plot_training_curves(log_path: Path, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [line.split("\t") for line in Path(log_path).read_text().splitlines()]
-    col = {name: [float(r[i]) for r in rows[1:]] for i, name in enumerate(rows[0])}
+    col = {name: [float(r[i]) if r[i] else math.nan for r in rows[1:]] for i, name in enumerate(rows[0])}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(col["step"], col["train_loss"], label="train")
     ax1.plot(col["step"], col["val_loss"], label="validation")

@@ -46,3 +46,32 @@ def test_debug_shows_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "glmkit", "call", str(tmp_path / "e.fna"), "-o",
                         str(tmp_path / "o.zarr"), "--debug"], capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" in r.stderr and "GlmkitError" in r.stderr
+
+
+def test_examples_script_runs_twice(tmp_path):
+    """bin/examples.sh, the README's shell pipeline, runs and can be rerun over its own outputs."""
+    import os
+    from pathlib import Path
+
+    from conftest import TEST_DATA
+
+    script = Path(__file__).resolve().parent.parent / "bin" / "examples.sh"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    for _ in range(2):
+        r = subprocess.run(["bash", script, TEST_DATA / "messy_contigs.fna.gz", tmp_path / "out"], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "short-subcontig" in r.stdout
+    assert (tmp_path / "out" / "subcontigs.zarr").is_dir() and (tmp_path / "out" / "genes.gff").stat().st_size > 0
+
+
+def test_threads_beyond_the_cpus_are_capped_with_a_note(tmp_path, multi_contigs):
+    r = run("call", multi_contigs, "-o", tmp_path / "a.zarr", "--threads", 4096)
+    assert r.exit_code == 0 and "--threads 4096: this process may use" in r.stderr
+
+
+def test_one_meaning_per_flag():
+    """-m is --model wherever it exists (Prodigal's -m is glmkit call --mask)."""
+    assert "-m," not in run("call", "--help").stdout
+    for name in ("embed", "contextualize"):
+        assert "-m, --model" in run(name, "--help").stdout

@@ -215,5 +215,5 @@ def test_summary_credits_a_dropped_contig_to_the_rule_that_emptied_it(tmp_path):
     _, events, _, result = _filter(tmp_path, [("c", 5000, alternating(4, first_igs=True))])
     assert ("c_igs0", "edge-igs", "removed") in events and ("c_2", "few-elements", "removed") in events
     lines = {line.split()[1]: line for line in result.stderr.splitlines() if line.startswith("filter: ")}
-    assert "contigs dropped whole" in lines["few-elements"]
+    assert "(1 contig dropped whole)" in lines["few-elements"]
     assert "dropped whole" not in lines["edge-igs"]

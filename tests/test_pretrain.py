@@ -96,8 +96,12 @@ def test_resume_continues_exactly(tmp_path, corpus, tiny_with_dropout, monkeypat
     b = load_file(str(tmp_path / "resumed" / "checkpoint" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
-    assert (tmp_path / "straight" / "log.tsv").read_text().count("\n") == \
-        (tmp_path / "resumed" / "log.tsv").read_text().count("\n")
+    # the log after resume equals the uninterrupted run's (all but the throughput column), validation included
+    logs = [[line.split("\t")[:-1] for line in (tmp_path / d / "log.tsv").read_text().splitlines()]
+            for d in ("straight", "resumed")]
+    assert logs[0] == logs[1] and len(logs[0]) == 7
+    assert [r[4] for r in logs[0][1:]] == ["", ""] + [logs[0][3][4]] * 3 + [logs[0][6][4]]  # no val before step 3
+    assert logs[0][3][4] != ""
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
