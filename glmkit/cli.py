@@ -53,6 +53,10 @@ class PipelineGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # one line, like every other error (click prints three)
+            name = f"glmkit {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "glmkit"
+            click.echo(f"{name}: error: {e.format_message()} (see {name} --help)", err=True)
+            ctx.exit(2)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through glmkit.stop: one line, how to resume

@@ -1,0 +1,524 @@
+"""Malformed inputs for every subcommand, generated from valid ones (never hand-copied files).
+
+    python tests/bad_inputs/cases.py OUTDIR      # write every case to OUTDIR/<name>/ to look at
+
+``build_base(folder)`` makes the valid material once: a FASTA, an element
+store, a small random-weight ESM2 in fair-esm's layout and its embedding
+store, a tiny trained gLM and its context store, all through glmkit itself.
+Each case copies what it needs into its own folder, damages or bends it, and
+returns the command line to run there plus what the one-line error must say.
+tests/test_bad_inputs.py runs them all: non-zero exit, one line naming the file
+and the problem, no traceback, no "internal error", and nothing in the case's
+folder created or modified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+TEST_DATA = HERE.parent.parent / "test_data"
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path, Path], list]   # (case folder, base folder) -> command line (str/Path items)
+    fragments: tuple[str, ...]            # each must appear in the error line
+    status: int = 1
+    env: dict = field(default_factory=dict)
+
+
+# -- the valid material ----------------------------------------------------------------------------------------
+
+def build_base(base: Path) -> Path:
+    """Valid inputs of every kind, made by glmkit from the test genomes (about 15 s)."""
+    sys.path.insert(0, str(HERE.parent))
+    from conftest import make_fair_esm_checkpoint, run
+
+    base.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TEST_DATA / "multi_contigs.fna", base / "contigs.fna")
+    make_fair_esm_checkpoint(base / "esm.pt")
+    make_fair_esm_checkpoint(base / "other_esm.pt", seed=3)
+    steps = [
+        ("call", base / "contigs.fna", "-o", base / "el.zarr"),
+        ("embed", base / "el.zarr", "-o", base / "emb.zarr", "-m", base / "esm.pt", "--map", base / "map.tsv"),
+        ("embed", base / "el.zarr", "-o", base / "other_emb.zarr", "-m", base / "other_esm.pt"),
+        ("pretrain", base / "el.zarr", "-e", base / "emb.zarr", "-o", base / "glm", "--preset", "tiny",
+         "--max-steps", "2", "--batch-size", "2", "--threads", "1"),
+        ("contextualize", base / "el.zarr", "-e", base / "emb.zarr", "-m", base / "glm", "-o", base / "ctx.zarr",
+         "--threads", "1"),
+    ]
+    for args in steps:
+        result = run(*args, "-q")
+        assert result.exit_code == 0, (args, result.stderr)
+    return base
+
+
+def copy(base: Path, name: str, here: Path, as_name: str | None = None) -> Path:
+    source, target = base / name, here / (as_name or name)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy(source, target)
+    return target
+
+
+# -- ways to damage a Zarr store --------------------------------------------------------------------------------
+
+def first_chunk(store: Path, array: str) -> Path:
+    return next(p for p in sorted((store / array / "c").rglob("*")) if p.is_file())
+
+
+def delete_chunk(store: Path, array: str) -> Path:
+    first_chunk(store, array).unlink()
+    return store
+
+
+def truncate_chunk(store: Path, array: str) -> Path:
+    chunk = first_chunk(store, array)
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: len(data) // 2])
+    return store
+
+
+def flip_bytes(store: Path, array: str) -> Path:
+    chunk = first_chunk(store, array)
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x5A
+    chunk.write_bytes(bytes(data))
+    return store
+
+
+def missing_array(store: Path, array: str) -> Path:
+    shutil.rmtree(store / array)
+    return store
+
+
+def edit_attributes(store: Path, **changes) -> Path:
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"].update(changes)
+    (store / "zarr.json").write_text(json.dumps(meta))
+    return store
+
+
+DAMAGE = {  # name -> (function, what the error says)
+    "deleted-chunk": (delete_chunk, "is missing"),
+    "truncated-chunk": (truncate_chunk, "checksum mismatch"),
+    "flipped-bytes": (flip_bytes, "checksum mismatch"),
+    "missing-array": (missing_array, "is missing"),
+}
+STORES = {  # store in base -> an array to damage
+    "el.zarr": "elements/start",
+    "emb.zarr": "embedding",
+    "ctx.zarr": "genes/embedding",
+}
+
+
+# -- helpers for the cases --------------------------------------------------------------------------------------
+
+def write(path: Path, text: str | bytes) -> Path:
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+def embedding_store_like(base: Path, out: Path, change: Callable) -> Path:
+    """A finished embedding store with the base store's rows, model and hashes, its values passed through
+    ``change`` (made with glmkit's own writer, so it is whole: only its values are wrong)."""
+    from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter
+
+    store = EmbeddingStore(base / "emb.zarr")
+    values = change(store.embedding[:].copy())
+    hashes = [str(h) for h in store.hashes]
+    writer = ResumableEmbeddingWriter(out, {}, [], hashes, store.lengths.tolist(), values.shape[1],
+                                      str(values.dtype), store.model, len(hashes))
+    writer.write_chunk(0, values)
+    writer.publish([])
+    return out
+
+
+def subset_embedding_store(base: Path, out: Path) -> Path:
+    from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter
+
+    store = EmbeddingStore(base / "emb.zarr")
+    keep = len(store) // 2
+    writer = ResumableEmbeddingWriter(out, {}, [], [str(h) for h in store.hashes[:keep]],
+                                      store.lengths[:keep].tolist(), store.embedding.shape[1], "float32",
+                                      store.model, keep)
+    writer.write_chunk(0, store.embedding[:keep])
+    writer.publish([])
+    return out
+
+
+def rewrite_checkpoint(folder: Path, change: Callable[[dict], dict], fix_checksum: bool = True) -> Path:
+    """Change the weights of a checkpoint; by default record their new checksum, so only the change shows."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    ckpt = folder / "checkpoint"
+    save_file(change(load_file(str(ckpt / "model.safetensors"))), str(ckpt / "model.safetensors"))
+    if fix_checksum:
+        meta = json.loads((ckpt / "config.json").read_text())
+        meta["files"]["model.safetensors"] = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+        (ckpt / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def edit_checkpoint_config(folder: Path, **changes) -> Path:
+    path = folder / "checkpoint" / "config.json"
+    meta = json.loads(path.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(meta.get(key), dict):
+            meta[key].update(value)
+        else:
+            meta[key] = value
+    path.write_text(json.dumps(meta))
+    return folder
+
+
+def resized(weights: dict) -> dict:
+    import torch
+
+    name = next(k for k in weights if k.endswith("intermediate.weight"))
+    weights[name] = torch.zeros(weights[name].shape[0] + 1, weights[name].shape[1])
+    return weights
+
+
+# -- the cases --------------------------------------------------------------------------------------------------
+
+def _call_cases() -> list[Case]:
+    c = []
+
+    def fasta(text, name="in.fna"):
+        return lambda d, b: [d / name] if write(d / name, text) else []
+
+    def add(name, build, *fragments, status=1, extra=()):
+        def builder(d, b, build=build):
+            return ["call", *build(d, b), "-o", d / "out.zarr", *extra]
+        c.append(Case(f"call-{name}", builder, fragments, status))
+
+    add("empty-file", fasta(""), "in.fna", "no FASTA records")
+    add("protein-fasta", lambda d, b: [copy(Path(TEST_DATA), "proteins.faa", d)], "proteins.faa",
+        "looks like a protein")
+    add("non-iupac", fasta(">a\nACGTACGT7ACGT\n"), "in.fna", "invalid nucleotide character '7'")
+    add("truncated-gzip", lambda d, b: [copy(Path(TEST_DATA), "truncated.fna.gz", d)], "truncated.fna.gz",
+        "truncated or corrupt gzip")
+    add("gzip-of-garbage", lambda d, b: [write(d / "g.fna.gz", gzip.compress(bytes(range(256)) * 8))], "g.fna.gz",
+        "not FASTA")
+    add("binary-garbage", fasta(bytes(range(256)) * 4), "in.fna", "not FASTA")
+    add("directory", lambda d, b: [(d / "dir").mkdir() or d / "dir"], "dir", "is a directory")
+    add("missing-file", lambda d, b: [d / "nope.fna"], "nope.fna", "no such file")
+    add("duplicate-names", fasta(">a\nACGT\n>b x\nACGT\n>a\nACGT\n"), "in.fna", "duplicate contig name 'a'")
+    add("empty-header", fasta(">a\nACGT\n>\nACGT\n"), "in.fna", "line 3", "empty FASTA header")
+    add("sequence-before-header", fasta("ACGT\n>a\nACGT\n"), "in.fna", "line 1", "before the first '>'")
+    add("single-too-short", fasta(">a\n" + "ACGTTGCA" * 500 + "\n"), "in.fna", "too short to train",
+        extra=("--mode", "single"))
+    add("bad-translation-table", fasta(">a\nACGT\n"), "--translation-table 7", status=2, extra=("-g", "7"))
+    add("overlap-over-min-gene", fasta(">a\nACGT\n"), "--max-overlap", status=2,
+        extra=("--max-overlap", "100", "--min-gene", "90"))
+    add("negative-threads", fasta(">a\nACGT\n"), "--threads", "-1", status=2, extra=("--threads", "-1"))
+    add("stdin-twice", lambda d, b: ["-", "-"], "stdin", "only once")
+
+    def same(d, b):
+        write(d / "in.fna", ">a\nACGT\n")
+        return ["call", d / "in.fna", "-o", d / "in.fna", "--force"]
+    c.append(Case("call-output-is-input", same, ("in.fna", "is also an input")))
+
+    def parent_is_file(d, b):
+        write(d / "in.fna", ">a\nACGT\n")
+        write(d / "file", "")
+        return ["call", d / "in.fna", "-o", d / "file" / "out.zarr"]
+    c.append(Case("call-output-parent-is-file", parent_is_file, ("out.zarr", "is not a folder")))
+
+    def missing_folder(d, b):
+        write(d / "in.fna", ">a\nACGT\n")
+        return ["call", d / "in.fna", "-o", d / "no" / "out.zarr"]
+    c.append(Case("call-output-folder-missing", missing_folder, ("out.zarr", "does not exist")))
+
+    def exists(d, b):
+        write(d / "in.fna", ">a\nACGT\n")
+        (d / "out.zarr").mkdir()
+        return ["call", d / "in.fna", "-o", d / "out.zarr"]
+    c.append(Case("call-output-exists", exists, ("out.zarr", "use --force")))
+
+    def twice(d, b):
+        write(d / "in.fna", ">a\nACGT\n")
+        return ["call", d / "in.fna", "-o", d / "out.zarr", "--gff", d / "out.zarr"]
+    c.append(Case("call-output-named-twice", twice, ("out.zarr", "named twice")))
+    return c
+
+
+def _store_input_cases(command: str, build_args: Callable[[Path, Path, Path], list],
+                       wrong_stage: bool = True) -> list[Case]:
+    """A command reading an element store, given damaged, foreign or unfinished ones."""
+    c = []
+    for damage, (function, says) in DAMAGE.items():
+        def builder(d, b, function=function):
+            store = function(copy(b, "el.zarr", d), STORES["el.zarr"])
+            return build_args(d, b, store)
+        c.append(Case(f"{command}-elements-{damage}", builder, ("el.zarr", STORES["el.zarr"].split("/")[0], says)))
+    c.append(Case(f"{command}-elements-from-the-future",
+                  lambda d, b: build_args(d, b, edit_attributes(copy(b, "el.zarr", d), schema_version=99)),
+                  ("el.zarr", "version 99", "upgrade glmkit")))
+    c.append(Case(f"{command}-elements-unfinished",
+                  lambda d, b: build_args(d, b, edit_attributes(copy(b, "el.zarr", d), complete=False)),
+                  ("el.zarr", "unfinished store")))
+    if wrong_stage:  # (embed takes embedding stores as inputs too)
+        c.append(Case(f"{command}-elements-is-embeddings",
+                      lambda d, b: build_args(d, b, copy(b, "emb.zarr", d, "el.zarr")),
+                      ("el.zarr", "is an embedding store", "expected an element store")))
+    return c
+
+
+def _filter_cases() -> list[Case]:
+    c = _store_input_cases("filter", lambda d, b, store: ["filter", store, "-o", d / "out.zarr"])
+    c.append(Case("filter-not-a-store", lambda d, b: ["filter", copy(b, "contigs.fna", d), "-o", d / "out.zarr"],
+                  ("contigs.fna", "not a glmkit store")))
+    c.append(Case("filter-empty-folder", lambda d, b: ["filter", (d / "e.zarr").mkdir() or d / "e.zarr", "-o",
+                                                       d / "out.zarr"], ("e.zarr", "not a glmkit store")))
+    c.append(Case("filter-garbage-metadata", lambda d, b: ["filter", write_metadata(copy(b, "el.zarr", d)),
+                                                           "-o", d / "out.zarr"], ("el.zarr", "unreadable")))
+    c.append(Case("filter-output-is-input", lambda d, b: ["filter", copy(b, "el.zarr", d), "-o", d / "el.zarr",
+                                                          "--force"], ("el.zarr", "is also an input")))
+    c.append(Case("filter-output-inside-input", lambda d, b: ["filter", copy(b, "el.zarr", d), "-o",
+                                                              d / "el.zarr" / "x.zarr"], ("x.zarr", "overlaps")))
+    c.append(Case("filter-subcontig-bounds", lambda d, b: ["filter", copy(b, "el.zarr", d), "-o", d / "out.zarr",
+                                                           "--min-subcontig-genes", "40"],
+                  ("--min-subcontig-genes", "must not exceed"), status=2))
+    c.append(Case("filter-fraction-out-of-range", lambda d, b: ["filter", copy(b, "el.zarr", d), "-o",
+                                                                d / "out.zarr", "--max-invalid-fraction", "1.5"],
+                  ("--max-invalid-fraction", "1.5"), status=2))
+    return c
+
+
+def write_metadata(store: Path) -> Path:
+    (store / "zarr.json").write_text("{not json")
+    return store
+
+
+def _embed_cases() -> list[Case]:
+    def embed(d, b, *inputs, model=True, extra=()):
+        return ["embed", *inputs, "-o", d / "out.zarr", *(["-m", copy(b, "esm.pt", d)] if model else []), *extra]
+
+    c = _store_input_cases("embed", lambda d, b, store: embed(d, b, store), wrong_stage=False)
+
+    def faa(text):
+        return lambda d, b: embed(d, b, write(d / "p.faa", text))
+
+    c += [
+        Case("embed-unknown-model", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "out.zarr", "-m",
+                                                  "esm9_giant"], ("unknown model 'esm9_giant'",)),
+        Case("embed-corrupt-checkpoint", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "out.zarr", "-m",
+                                                       write(d / "bad.pt", b"\x80\x02garbage")],
+             ("bad.pt", "not a readable")),
+        Case("embed-truncated-checkpoint", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "out.zarr", "-m",
+                                                         truncate_file(copy(b, "esm.pt", d))],
+             ("esm.pt", "not a readable")),
+        Case("embed-pickle-of-another-class", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "out.zarr",
+                                                            "-m", foreign_pickle(d / "evil.pt")],
+             ("evil.pt", "not a readable")),
+        Case("embed-hf-folder-not-esm", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "out.zarr", "-m",
+                                                      hf_folder(d / "hf", {"model_type": "bert"})],
+             ("hf", "not an ESM2 model")),
+        Case("embed-hf-folder-without-weights", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "out.zarr",
+                                                              "-m", hf_folder(d / "hf", None)],
+             ("hf", "no model.safetensors")),
+        Case("embed-nucleotide-fasta", faa(">a\nATGGCGTACGTTAGCATGCATGCATCGATCGAT\n"), ("p.faa", "'a'",
+                                                                                        "looks like a nucleotide")),
+        Case("embed-internal-stop", faa(">a\nMKV*LLE\n"), ("p.faa", "'a'", "'*'", "position 4")),
+        Case("embed-empty-record", faa(">a\nMKV\n>b\n\n"), ("p.faa", "'b' has no sequence")),
+        Case("embed-invalid-character", faa(">a\nMKV1\n"), ("p.faa", "invalid amino-acid character '1'")),
+        Case("embed-duplicate-ids", faa(">a\nMKV\n>a\nMKL\n"), ("p.faa", "duplicate protein id 'a'")),
+        Case("embed-damaged-embedding-input", lambda d, b: embed(d, b, flip_bytes(copy(b, "emb.zarr", d),
+                                                                                  "embedding"), copy(b, "el.zarr", d)),
+             ("emb.zarr", "embedding", "checksum mismatch")),
+        Case("embed-store-of-another-model", lambda d, b: embed(d, b, copy(b, "other_emb.zarr", d),
+                                                                copy(b, "el.zarr", d)),
+             ("other_emb.zarr", "other settings")),
+        Case("embed-shard-out-of-range", lambda d, b: embed(d, b, copy(b, "el.zarr", d), extra=("--shard", "3/2")),
+             ("--shard", "between 1 and N"), status=2),
+        Case("embed-map-with-shard", lambda d, b: embed(d, b, copy(b, "el.zarr", d),
+                                                        extra=("--shard", "1/2", "--map", d / "m.tsv")),
+             ("--map", "--shard"), status=2),
+        Case("embed-layer-out-of-range", lambda d, b: embed(d, b, copy(b, "el.zarr", d), extra=("--layer", "9")),
+             ("--layer 9", "layers 0 to 2"), status=2),
+        Case("embed-without-model", lambda d, b: embed(d, b, copy(b, "el.zarr", d), model=False),
+             ("--model is required",), status=2),
+        Case("embed-output-is-input", lambda d, b: ["embed", copy(b, "emb.zarr", d), "-o", d / "emb.zarr",
+                                                    "--force"], ("emb.zarr", "is also an input")),
+        Case("embed-cluster-without-mmseqs", lambda d, b: embed(d, b, copy(b, "el.zarr", d),
+                                                                extra=("--cluster-id", "0.9")),
+             ("mmseqs not found", "apt-get install mmseqs2"), env={"PATH": "/nonexistent"}),
+    ]
+    return c
+
+
+def few_genes(path: Path) -> Path:
+    """An element store whose contigs have 5 genes each: no gLM sub-contig (15 genes at least) in it."""
+    from conftest import build_store, cds, igs
+
+    return build_store(path, [(f"c{i}", 5000, [igs(), *(e for _ in range(5) for e in (cds(), igs()))])
+                              for i in range(3)])
+
+
+def truncate_file(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def foreign_pickle(path: Path) -> Path:
+    """A checkpoint holding an object of a class outside fair-esm's layout: stands for a malicious pickle."""
+    from fractions import Fraction
+
+    import torch
+
+    torch.save({"cfg": {"model": Fraction(1, 3)}, "model": {}}, path)
+    return path
+
+
+def hf_folder(path: Path, config: dict | None) -> Path:
+    path.mkdir()
+    write(path / "config.json", json.dumps(config or {"model_type": "esm", "num_hidden_layers": 2,
+                                                      "hidden_size": 64, "num_attention_heads": 4}))
+    return path
+
+
+def _pretrain_cases() -> list[Case]:
+    def pretrain(d, b, el=None, emb=None, extra=(), out="glm"):
+        return ["pretrain", el or copy(b, "el.zarr", d), "-e", emb or copy(b, "emb.zarr", d), "-o", d / out,
+                "--preset", "tiny", "--max-steps", "2", "--batch-size", "2", "--threads", "1", *extra]
+
+    c = _store_input_cases("pretrain", lambda d, b, store: pretrain(d, b, el=store))
+    for damage, (function, says) in DAMAGE.items():
+        c.append(Case(f"pretrain-embeddings-{damage}",
+                      lambda d, b, function=function: pretrain(d, b, emb=function(copy(b, "emb.zarr", d),
+                                                                                  "embedding")),
+                      ("emb.zarr", "embedding", says)))
+    nan = lambda v: (v.__setitem__((slice(None, None, 2), 5), float("nan")), v)[1]  # noqa: E731
+    inf = lambda v: (v.__setitem__((4, 0), float("inf")), v)[1]  # noqa: E731
+    c += [
+        Case("pretrain-embeddings-missing-rows", lambda d, b: pretrain(d, b, emb=subset_embedding_store(
+            b, d / "half.zarr")), ("half.zarr", "no embedding for", "e.g. gene")),
+        Case("pretrain-nan-embeddings", lambda d, b: pretrain(d, b, emb=embedding_store_like(
+            b, d / "nan.zarr", nan)), ("nan.zarr", "NaN or infinite", "genes")),
+        Case("pretrain-inf-embeddings", lambda d, b: pretrain(d, b, emb=embedding_store_like(
+            b, d / "inf.zarr", inf)), ("inf.zarr", "NaN or infinite", "genes")),
+        Case("pretrain-heads-do-not-divide", lambda d, b: pretrain(d, b, extra=("--hidden-size", "100",
+                                                                                  "--num-heads", "7")),
+             ("--hidden-size 100", "--num-heads 7"), status=2),
+        Case("pretrain-zero-lr", lambda d, b: pretrain(d, b, extra=("--lr", "0")), ("--lr",), status=2),
+        Case("pretrain-no-subcontigs", lambda d, b: pretrain(d, b, el=few_genes(d / "few.zarr")),
+             ("few.zarr", "no sub-contigs of at least 15 genes")),
+        Case("pretrain-resume-without-checkpoint", lambda d, b: pretrain(d, b, extra=("--resume",)),
+             ("glm", "nothing to resume")),
+        Case("pretrain-output-exists", lambda d, b: (copy(b, "glm", d), pretrain(d, b))[1],
+             ("glm", "--resume", "--force")),
+        Case("pretrain-resume-damaged-checkpoint", lambda d, b: (
+            rewrite_checkpoint(copy(b, "glm", d), lambda w: {k: v * 2 for k, v in w.items()}, fix_checksum=False),
+            pretrain(d, b, extra=("--resume",)))[1], ("model.safetensors", "damaged")),
+        Case("pretrain-resume-wrong-shape", lambda d, b: (rewrite_checkpoint(copy(b, "glm", d), resized),
+                                                          pretrain(d, b, extra=("--resume",)))[1],
+             ("model.safetensors", "has shape")),
+        Case("pretrain-resume-other-architecture", lambda d, b: (edit_checkpoint_config(
+            copy(b, "glm", d), architecture="gLM2"), pretrain(d, b, extra=("--resume",)))[1],
+            ("checkpoint", "a gLM2 checkpoint; expected gLM")),
+        Case("pretrain-resume-other-embeddings", lambda d, b: (copy(b, "glm", d), pretrain(
+            d, b, emb=copy(b, "other_emb.zarr", d), extra=("--resume",)))[1], ("checkpoint", "trained on")),
+        Case("pretrain-output-is-input", lambda d, b: pretrain(d, b, out="el.zarr", extra=("--force",)),
+             ("el.zarr", "is also an input")),
+    ]
+    return c
+
+
+def _contextualize_cases() -> list[Case]:
+    def ctx(d, b, el=None, emb=None, model=None, extra=()):
+        return ["contextualize", el or copy(b, "el.zarr", d), "-e", emb or copy(b, "emb.zarr", d), "-m",
+                model or copy(b, "glm", d), "-o", d / "out.zarr", "--threads", "1", *extra]
+
+    c = _store_input_cases("contextualize", lambda d, b, store: ctx(d, b, el=store))
+    c += [
+        Case("contextualize-model-not-a-checkpoint", lambda d, b: ctx(d, b, model=(d / "m").mkdir() or d / "m"),
+             ("not a glmkit checkpoint",)),
+        Case("contextualize-embeddings-of-another-model", lambda d, b: ctx(d, b, emb=copy(b, "other_emb.zarr", d)),
+             ("other_emb.zarr", "trained on")),
+        Case("contextualize-layer-out-of-range", lambda d, b: ctx(d, b, extra=("--layer", "9")), ("--layer 9",)),
+        Case("contextualize-wrong-shape-tensor", lambda d, b: ctx(d, b, model=rewrite_checkpoint(
+            copy(b, "glm", d), resized)), ("model.safetensors", "has shape")),
+        Case("contextualize-damaged-checkpoint", lambda d, b: ctx(d, b, model=truncate_weights(copy(b, "glm", d))),
+             ("model.safetensors", "damaged")),
+        Case("contextualize-checkpoint-from-the-future", lambda d, b: ctx(d, b, model=edit_checkpoint_config(
+            copy(b, "glm", d), schema_version=99)), ("checkpoint version 99", "upgrade glmkit")),
+        Case("contextualize-config-not-a-glm", lambda d, b: ctx(d, b, model=edit_checkpoint_config(
+            copy(b, "glm", d), config={"num_heads": "ten"})), ("config.json", "num_heads")),
+        Case("contextualize-missing-embeddings", lambda d, b: ctx(d, b, emb=subset_embedding_store(
+            b, d / "half.zarr")), ("half.zarr", "no embedding for")),
+        Case("contextualize-output-is-input", lambda d, b: ["contextualize", copy(b, "el.zarr", d), "-e",
+                                                            copy(b, "emb.zarr", d), "-m", copy(b, "glm", d),
+                                                            "-o", d / "emb.zarr", "--force"],
+             ("emb.zarr", "is also an input")),
+    ]
+    return c
+
+
+def truncate_weights(folder: Path) -> Path:
+    truncate_file(folder / "checkpoint" / "model.safetensors")
+    return folder
+
+
+def _validate_cases() -> list[Case]:
+    c = []
+    for store, array in STORES.items():
+        for damage, (function, says) in DAMAGE.items():
+            c.append(Case(f"validate-{store.split('.')[0]}-{damage}",
+                          lambda d, b, store=store, array=array, function=function:
+                          ["validate", function(copy(b, store, d), array)], (store, says)))
+        c.append(Case(f"validate-{store.split('.')[0]}-from-the-future",
+                      lambda d, b, store=store: ["validate", edit_attributes(copy(b, store, d), schema_version=99)],
+                      (store, "version 99")))
+    c.append(Case("validate-offsets-not-increasing", lambda d, b: ["validate", bad_offsets(copy(b, "el.zarr", d))],
+                  ("el.zarr", "contigs/offsets", "not a valid offset table")))
+    c.append(Case("validate-not-a-store", lambda d, b: ["validate", copy(b, "contigs.fna", d)],
+                  ("contigs.fna", "not a glmkit store")))
+    return c
+
+
+def bad_offsets(store: Path) -> Path:
+    """Offsets rewritten through zarr itself (so every checksum is right) to decrease: only meaning is wrong."""
+    import zarr
+
+    array = zarr.open_array(str(store / "contigs" / "offsets"), mode="r+")
+    values = array[:]
+    values[1], values[2] = values[2], values[1]
+    array[:] = values
+    meta = json.loads((store / "zarr.json").read_text())  # record the rewritten chunk's size, as a writer would
+    meta["attributes"]["integrity"]["arrays"]["contigs/offsets"]["bytes"] = sum(
+        f.stat().st_size for f in (store / "contigs" / "offsets" / "c").rglob("*") if f.is_file())
+    (store / "zarr.json").write_text(json.dumps(meta))
+    return store
+
+
+CASES: list[Case] = [*_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
+                     *_contextualize_cases(), *_validate_cases()]
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    base = build_base(out / "_base")
+    for case in CASES:
+        folder = out / case.name
+        folder.mkdir(parents=True, exist_ok=True)
+        args = case.build(folder, base)
+        (folder / "command.txt").write_text(" ".join(["glmkit", *map(str, args)]) + "\n")
+    print(f"{len(CASES)} cases in {out}")
+
+
+if __name__ == "__main__":
+    main()
