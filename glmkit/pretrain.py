@@ -42,6 +42,7 @@ class PretrainOptions:
     num_layers: int | None = None
     hidden_size: int | None = None
     num_heads: int | None = None
+    dropout: float | None = None    # None: the preset's
     max_steps: int = 10_000
     batch_size: int = 32            # rows of packed sub-contigs per step, over all processes
     lr: float = 1e-4
@@ -149,7 +150,7 @@ class Trainer:
             self.norm = Normalization.fit(self.corpus.embeddings[train_rows])
             dim = self.corpus.embeddings.shape[1]
             self.cfg = preset(options.preset, num_layers=options.num_layers, hidden_size=options.hidden_size,
-                              num_heads=options.num_heads, input_dim=dim + 1,
+                              num_heads=options.num_heads, dropout=options.dropout, input_dim=dim + 1,
                               label_dim=self.norm.label_components.shape[1] + 1,
                               max_position_embeddings=max(512, options.subcontig_genes))
         self.standardized = self.norm.standardize(self.corpus.embeddings)
@@ -367,7 +368,7 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
     from glmkit.models.glm import preset
 
     preset(options.preset, num_layers=options.num_layers, hidden_size=options.hidden_size,
-           num_heads=options.num_heads)  # shapes the model cannot have are usage errors, before any work
+           num_heads=options.num_heads, dropout=options.dropout)  # bad shapes are usage errors, before any work
     # one run per output folder: rank 0 holds its lock (existing folders are judged by Trainer: --resume/--force)
     claim = (claim_outputs([output], force=True, inputs=[*element_paths, embedding_path])
              if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import gzip
@@ -202,6 +203,24 @@ def _lock(output: Path) -> Iterator[None]:
         os.close(fd)
 
 
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _output_written(error: OSError, outputs: Sequence[Path]) -> Path | None:
+    """The output a failed write was for: its path lies in the output, or its temporary or work name
+    (``.NAME.*`` beside it); a full disk or quota with no path names the first output. None: not a write of ours."""
+    if error.filename is not None:
+        failed = Path(os.path.abspath(error.filename))
+        for output in outputs:
+            if failed == output or output in failed.parents:
+                return output
+            hidden = output.with_name(f".{output.name}.")
+            if any(str(p).startswith(str(hidden)) for p in (failed, *failed.parents)):
+                return output
+        return None
+    return outputs[0] if outputs and error.errno in _FULL else None
+
+
 @contextlib.contextmanager
 def claim_outputs(paths: Sequence[str | None], force: bool = False, inputs: Sequence[str] = ()) -> Iterator[None]:
     """Check the outputs, lock each for this run, and clear what runs that died left beside them.
@@ -220,7 +239,13 @@ def claim_outputs(paths: Sequence[str | None], force: bool = False, inputs: Sequ
             for leftover in _partials(output):
                 log.info(f"{output.name}: removing {leftover.name}, left by a run that stopped")
                 remove(leftover)
-        yield
+        try:
+            yield
+        except OSError as e:
+            output = _output_written(e, named)
+            if output is None:
+                raise
+            raise GlmkitError(f"{output}: could not write it ({e.strerror or e}); nothing was replaced") from e
 
 
 def follow_umask(folder: Path) -> None:
