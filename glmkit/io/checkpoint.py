@@ -14,7 +14,6 @@ damaged weight file is refused by name instead of being used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError
-from glmkit.io.files import follow_umask, publish, remove
+from glmkit.io.files import file_sha256, follow_umask, publish, remove
 from glmkit.provenance import command_line
 
 SCHEMA, VERSION = "glmkit.glm-checkpoint", 1
@@ -40,20 +39,12 @@ def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[s
     save_file({k: v.contiguous().cpu() for k, v in normalization.items()}, str(temp / "normalization.safetensors"))
     if training_state is not None:
         torch.save(training_state, temp / "training_state.pt")
-    files = {f.name: _sha256(f) for f in sorted(temp.iterdir())}
+    files = {f.name: file_sha256(f) for f in sorted(temp.iterdir())}
     meta = {"schema": SCHEMA, "schema_version": VERSION, "architecture": architecture, "config": config,
             "glmkit_version": __version__, "command_line": command_line(), **info, "files": files}
     (temp / "config.json").write_text(json.dumps(meta, indent=2))
     follow_umask(temp)  # safetensors writes 0600
     publish(temp, folder)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_folder(path: str | Path) -> Path:
@@ -84,7 +75,7 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False):
         if not path.is_file():
             raise GlmkitError(f"{path}: missing from the checkpoint")
         recorded = meta.get("files", {}).get(name)
-        if recorded is not None and _sha256(path) != recorded:
+        if recorded is not None and file_sha256(path) != recorded:
             raise GlmkitError(f"{path}: damaged (its sha256 differs from the one config.json recorded)")
     try:
         weights = load_file(str(folder / "model.safetensors"))

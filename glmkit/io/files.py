@@ -248,6 +248,14 @@ def claim_outputs(paths: Sequence[str | None], force: bool = False, inputs: Sequ
             raise GlmkitError(f"{output}: could not write it ({e.strerror or e}); nothing was replaced") from e
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def follow_umask(folder: Path) -> None:
     """Give the files in ``folder`` the mode the umask gives new files (0644 under umask 022).
 

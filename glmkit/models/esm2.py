@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmkit.errors import GlmkitError
+from glmkit.io.files import file_sha256
 
 # fair-esm's "ESM-1b" alphabet, which every ESM2 uses: ids 0-32 in this order.
 ALPHABET = ("<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
@@ -123,14 +124,6 @@ class LoadedModel:
     sha256: str    # checksum of the weights file (shards: sha256 of their checksums, in name order)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _assign(model: ESM2, state: dict[str, torch.Tensor], source: str) -> ESM2:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
@@ -193,7 +186,7 @@ def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
     except (KeyError, AttributeError, TypeError) as e:
         raise GlmkitError(f"{path}: not an ESM2 checkpoint in fair-esm's layout (missing {e})") from e
     model = _assign(ESM2(cfg), state, str(path))
-    return LoadedModel(model, name or path.stem, str(path.resolve()), _sha256(path))
+    return LoadedModel(model, name or path.stem, str(path.resolve()), file_sha256(path))
 
 
 def _hf_weight_files(path: Path) -> list[Path]:
@@ -250,8 +243,8 @@ def load_hf_folder(path: Path) -> LoadedModel:
         state = remap_state(cfg, hf, HF_NAMES)
     except KeyError as e:
         raise GlmkitError(f"{path}: missing ESM2 weight {e.args[0]}") from None
-    digest = _sha256(files[0]) if len(files) == 1 else hashlib.sha256(
-        "".join(_sha256(f) for f in files).encode()).hexdigest()
+    digest = file_sha256(files[0]) if len(files) == 1 else hashlib.sha256(
+        "".join(file_sha256(f) for f in files).encode()).hexdigest()
     return LoadedModel(_assign(ESM2(cfg), state, str(path)), path.name, str(path.resolve()), digest)
 
 
