@@ -30,14 +30,16 @@ def available_cpus() -> int:
 
 
 def resolve_threads(requested: int) -> int:
-    """0: every CPU this process may use; more than that is capped, with a note (oversubscription only slows)."""
+    """0: this process's share of the CPUs it may use (under torchrun, shared among the node's processes); more
+    than the CPUs is capped, with a note (oversubscription only slows)."""
     cpus = available_cpus()
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if requested > cpus:
         import logging
 
         logging.getLogger("glmkit").info(f"--threads {requested}: this process may use {cpus} CPUs; using {cpus}")
         return cpus
-    return requested or cpus
+    return requested or max(1, cpus // local_processes)
 
 
 class PipelineGroup(click.Group):
@@ -64,20 +66,43 @@ class PipelineGroup(click.Group):
 
             stopped = e if isinstance(e, Stopped) else with_hint(e, "")
             hint = stopped.hint or "nothing was published; rerun the command"
-            click.echo(f"glmkit {ctx.invoked_subcommand or ''}: stopped by {stopped.name}; {hint}", err=True)
+            if _leave_it_to_rank_0():
+                ctx.exit(128 + stopped.signum)
+            click.echo(f"{_who(ctx)}: stopped by {stopped.name}; {hint}", err=True)
             ctx.exit(128 + stopped.signum)
         except Exception as e:
             if ctx.meta.get("glmkit.debug"):
                 raise
-            command = ctx.invoked_subcommand or ""
             if isinstance(e, GlmkitError):
                 message, status = str(e), 2 if isinstance(e, GlmkitUsageError) else 1
+                if _leave_it_to_rank_0():
+                    ctx.exit(status)
             elif isinstance(e, OSError) and e.strerror:
                 message, status = f"{e.filename or ''}: {e.strerror}".lstrip(": "), 1
             else:
                 message, status = f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1
-            click.echo(f"glmkit {command}: error: {message}", err=True)
+            click.echo(f"{_who(ctx)}: error: {message}", err=True)
             ctx.exit(status)
+
+
+def _who(ctx) -> str:
+    rank = os.environ.get("RANK", "0")
+    return f"glmkit {ctx.invoked_subcommand or ''}".rstrip() + (f" [rank {rank}]" if rank != "0" else "")
+
+
+def _leave_it_to_rank_0(wait: float = 5.0) -> bool:
+    """Under torchrun, an error every process meets is reported once, by rank 0: another rank waits a moment,
+    and torchrun ends it when rank 0 exits. If rank 0 is still running after the wait, the error is this rank's
+    own, and it reports it (marked with its rank)."""
+    import time
+
+    if os.environ.get("RANK", "0") == "0":
+        return False
+    try:
+        time.sleep(wait)
+    except KeyboardInterrupt:  # torchrun ending this process because rank 0 has exited
+        return True
+    return False
 
 
 def command(name: str, example: str, **kwargs):
@@ -91,7 +116,8 @@ def command(name: str, example: str, **kwargs):
             from glmkit import log
 
             click.get_current_context().meta["glmkit.debug"] = debug
-            log.setup(quiet=quiet, debug=debug)
+            # under torchrun, rank 0 speaks for the job: the others print nothing but unexpected failures
+            log.setup(quiet=quiet or os.environ.get("RANK", "0") != "0", debug=debug)
             if "threads" in params:
                 params["threads"] = resolve_threads(params["threads"])
             return func(*args, **params)
@@ -212,7 +238,8 @@ def _parse_shard(ctx, param, value):
 
 def device_options(func):
     func = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-                        show_default=True, help="auto: bf16 (or fp16) on GPU, fp32 on CPU.")(func)
+                        show_default=True, help="auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 runs on CPU too "
+                                                "(fp16 needs a GPU).")(func)
     return click.option("--device", default="auto", show_default=True,
                         help="auto, cpu, cuda or cuda:N.")(func)
 
@@ -272,6 +299,13 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--max-minutes", type=click.FloatRange(min=0), help="Stop (and checkpoint) after this long.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Rows of packed sub-contigs per step, over all processes.")
+@click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Split each step's rows into this many forward/backward passes (gradients synchronised once).")
+@click.option("--recipe", type=click.Choice(["glmkit", "reference"]), default="glmkit", show_default=True,
+              help="reference: the gLM train.py's recipe (Bernoulli masks, loss over all positions, constant lr, "
+                   "no decay or clipping); see docs/usage.md.")
+@click.option("--corpus", help="Corpus store to build or reuse [default: OUTPUT/corpus.zarr]; share one between "
+                               "runs on the same inputs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Peak learning rate of AdamW (the paper's 1e-4).")
 @click.option("--warmup-steps", type=click.IntRange(min=0),

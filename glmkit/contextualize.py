@@ -10,13 +10,19 @@ attention of every layer and head between its genes, symmetrised (A + A^T)/2;
 and per gene, the model's 4 predictions and likelihoods with that gene alone
 masked, with its label, for the paper's absolute accuracy.
 
-Each batch of windows is saved in `.OUTPUT.work/` as it finishes;
-the same command after a crash reuses them (the plan — inputs' checksums,
-model, options — must match), then the store is published by a rename.
+It streams: the genes are first put in a corpus store (genes with their
+embeddings in contig order, glmkit/io/corpus.py) in the work folder
+`.OUTPUT.work/`; then groups of whole contigs go through the model, each
+group's results saved there as one file; then the output store is written
+from those files in order, and the absolute accuracy computed from it in
+blocks. Memory is bounded by a group of contigs, whatever the corpus size. A
+run killed part-way and restarted with the same command (the plan — inputs,
+model, options — must match) reuses the corpus store and every finished group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,14 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from glmkit.errors import GlmkitError
-from glmkit.glm_data import Normalization, load_corpus, make_batch
 from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
 from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
-from glmkit.io.store import ColumnWriter, create_store, finish_store, new_array, store_record
+from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, store_record
 from glmkit.log import plural, progress
 from glmkit.stop import with_hint
 
 log = logging.getLogger("glmkit")
+GROUP_WINDOWS = 256  # windows per saved group of contigs (the unit of resume)
 
 
 @dataclass
@@ -54,6 +60,23 @@ def centrality(position: int, length: int) -> int:
     return min(position, length - 1 - position)
 
 
+def best_windows(n_genes: int, size: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """A contig's windows, and for each gene the window it is most central in and its position there."""
+    from glmkit.glm_data import windows
+
+    spans = windows(n_genes, size, 1, overlap=True)
+    best_score = np.full(n_genes, -1)
+    window_of, position = np.zeros(n_genes, np.int64), np.zeros(n_genes, np.int64)
+    for w, (s, t) in enumerate(spans):
+        p = np.arange(t - s)
+        score = np.minimum(p, t - s - 1 - p)
+        better = score > best_score[s:t]  # strictly: the first window wins ties
+        best_score[s:t][better] = score[better]
+        window_of[s:t][better] = w
+        position[s:t][better] = p[better]
+    return spans, window_of, position
+
+
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
     inputs = [*element_paths, embedding_path, checkpoint_folder(model_path)]
@@ -62,190 +85,258 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
 
 
 def _contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions, force: bool) -> dict:
-    import torch
-
-    from glmkit.models.device import resolve_device, resolve_precision
+    from glmkit.glm_data import Normalization
+    from glmkit.models.device import resolve_device, resolve_precision, torch_threads
     from glmkit.models.glm import GLM, GLMConfig
-    from glmkit.pretrain import ARCHITECTURE
+    from glmkit.pretrain import ARCHITECTURE, check_embedding_model
 
-    meta, weights, norm_arrays, _ = load_checkpoint(model_path, ARCHITECTURE)
-    cfg = GLMConfig.from_dict(meta.get("config"), checkpoint_folder(model_path) / "config.json")
+    folder = checkpoint_folder(model_path)
+    meta, weights, extras, _ = load_checkpoint(model_path, ARCHITECTURE)
+    cfg = GLMConfig.from_dict(meta.get("config"), folder / "config.json")
     layer = cfg.num_layers if options.layer is None else options.layer
     if not 0 <= layer <= cfg.num_layers:
         raise GlmkitError(f"--layer {layer}: the model has layers 0 to {cfg.num_layers}")
-    corpus = load_corpus(element_paths, embedding_path, options.window_genes, 1, overlap=True)
-    trained_on = meta.get("embedding_model", {})
-    for key in ("name", "sha256", "embed_dim", "layer"):
-        if trained_on.get(key) != corpus.model.get(key):
-            raise GlmkitError(f"{embedding_path}: embeddings from {corpus.model.get('name')} ({key} "
-                              f"{corpus.model.get(key)}), but the model was trained on {trained_on.get('name')} "
-                              f"({key} {trained_on.get(key)})")
+    check_embedding_model(meta.get("embedding_model", {}), embedding_path, folder)
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, options.threads))
-    model = GLM(cfg)
-    load_weights(model, weights, checkpoint_folder(model_path) / "model.safetensors")
-    model = model.to(device).eval()
-    norm = Normalization(**{k: v.numpy() for k, v in norm_arrays.items()})
-    standardized = norm.standardize(corpus.embeddings)
-    labels = norm.labels(standardized)
+    model = load_weights(GLM(cfg), weights, folder / "model.safetensors").to(device).eval()
+    norm = Normalization(**{k: v.numpy() for k, v in extras["normalization"].items()})
 
-    # each gene's best window: genes are identified by id; windows list genes in contig order
-    best: dict[str, tuple[int, int, int]] = {}   # gene id -> (centrality, window, position)
-    order: list[str] = []
-    contig_of: dict[str, str] = {}
-    for w, sc in enumerate(corpus.subcontigs):
-        for p, gene in enumerate(sc.gene_ids):
-            score = centrality(p, len(sc.gene_ids))
-            if gene not in best:
-                order.append(gene)
-                contig_of[gene] = sc.contig
-                best[gene] = (score, w, p)
-            elif score > best[gene][0]:
-                best[gene] = (score, w, p)
-    row_of_gene = {g: i for i, g in enumerate(order)}
-    H, n = cfg.hidden_size, len(order)
-    gene_emb = np.zeros((n, H), np.float32)
-    predictions = np.zeros((n, cfg.num_predictions, cfg.label_dim), np.float32) if options.predictions else None
-    likelihoods = np.zeros((n, cfg.num_predictions), np.float32) if options.predictions else None
-    gene_labels = np.zeros((n, cfg.label_dim), np.float32) if options.predictions else None
-    attention_parts: list[np.ndarray] = []
-    L_H = cfg.num_layers * cfg.num_heads
-
-    def run(method, features, segments, **kwargs):
-        t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
-            return method(t(features), t(segments), **kwargs)
-
-    windows_meta: list[tuple[int, int]] = []
     work = work_folder(output)
     records = [store_record(p) for p in (*element_paths, embedding_path)]
-    plan = hashlib.sha256(json.dumps([records, store_record(checkpoint_folder(model_path))["sha256"],
-                                      asdict(options), layer]).encode()).hexdigest()
+    # the plan: inputs, the model's files (their checksums), options
+    plan = hashlib.sha256(json.dumps([records, meta.get("files"), asdict(options), layer,
+                                      GROUP_WINDOWS]).encode()).hexdigest()
     if (work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan:
-        log.info(f"contextualize: resuming from {work} ({len(list(work.glob('chunk-*.npz')))} chunks done)")
+        log.info(f"contextualize: resuming from {work} ({len(list(work.glob('group-*.npz')))} groups done)")
     else:
         remove(work)
         work.mkdir(parents=True)
         (work / "plan.txt").write_text(plan)
-
-    def compute(idx: list[int]) -> dict[str, np.ndarray]:
-        """One batch of windows -> the rows it settles, as arrays (the unit saved for resume)."""
-        features, target, segments = make_batch(corpus, [[i] for i in idx], standardized, labels, options.window_genes)
-        # attention maps cover every layer, whatever --layer the embeddings come from
-        hidden, attn = run(model.encode, features, segments, need_weights=options.attention,
-                           layers=None if options.attention else layer)
-        if options.attention and layer != cfg.num_layers:
-            hidden, _ = run(model.encode, features, segments, layers=layer)
-        hidden = hidden.float().cpu().numpy()
-        out = {"rows": [], "embedding": [], "first_gene": [], "n_genes": [], "attention": [],
-               "predictions": [], "likelihoods": [], "labels": []}
-        for b, w in enumerate(idx):
-            sc = corpus.subcontigs[w]
-            mine = [p for p, g in enumerate(sc.gene_ids) if best[g][1] == w]  # genes settled by this window
-            out["rows"] += [row_of_gene[sc.gene_ids[p]] for p in mine]
-            out["embedding"] += [hidden[b, p] for p in mine]
-            if options.attention:
-                m = len(sc.gene_ids)
-                a = torch.stack([layer_attn[b, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
-                out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
-                out["first_gene"].append(row_of_gene[sc.gene_ids[0]])
-                out["n_genes"].append(m)
-            if options.predictions and mine:  # each gene masked alone, in its best window
-                f = np.repeat(features[b:b + 1], len(mine), 0)
-                for r, p in enumerate(mine):
-                    f[r, p] = -1.0
-                _, preds, logits, _ = run(model, f, np.repeat(segments[b:b + 1], len(mine), 0))
-                preds, probs = preds.float().cpu().numpy(), torch.softmax(logits.float(), -1).cpu().numpy()
-                out["predictions"] += [preds[r, p] for r, p in enumerate(mine)]
-                out["likelihoods"] += [probs[r, p] for r, p in enumerate(mine)]
-                out["labels"] += [target[b, p] for p in mine]
-        arrays = {k: np.asarray(v) for k, v in out.items() if k != "attention"}
-        arrays["attention"] = np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16)
-        return arrays
-
     try:
-        with progress(total=len(corpus.subcontigs), desc="contextualize", unit="windows") as bar:
-            for k in range(0, len(corpus.subcontigs), options.batch_size):
-                idx = list(range(k, min(k + options.batch_size, len(corpus.subcontigs))))
-                chunk = work / f"chunk-{k // options.batch_size:06d}.npz"
-                result = _saved(chunk)
-                if result is None:
-                    result = compute(idx)
-                    temp = chunk.with_suffix(".partial.npz")
-                    np.savez(temp, **result)
-                    os.replace(temp, chunk)  # a chunk file exists only once complete
-                rows = result["rows"].astype(np.int64)
-                if len(rows):
-                    gene_emb[rows] = result["embedding"]
-                    if options.predictions:
-                        predictions[rows], likelihoods[rows] = result["predictions"], result["likelihoods"]
-                        gene_labels[rows] = result["labels"]
-                if options.attention:
-                    sizes = L_H * result["n_genes"].astype(np.int64) ** 2
-                    attention_parts.extend(np.split(result["attention"], np.cumsum(sizes)[:-1]))
-                    windows_meta.extend(zip(result["first_gene"].tolist(), result["n_genes"].tolist()))
-                bar.update(len(idx))
+        with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
+            corpus = _corpus(work, element_paths, embedding_path, options.window_genes)
+            runner = _Runner(model, norm, cfg, layer, options, device, amp)
+            groups = _groups(corpus, options.window_genes)
+            with progress(total=corpus.n_genes, desc="contextualize", unit="genes") as bar:
+                for k, (c0, c1, g0, g1) in enumerate(groups):
+                    path = work / f"group-{k:06d}.npz"
+                    if _saved(path) is None:
+                        result = runner.group(corpus, c0, c1)
+                        temp = path.with_suffix(".partial.npz")
+                        np.savez(temp, **result)
+                        os.replace(temp, path)  # a group file exists only once complete
+                    bar.update(g1 - g0)
+            summary = _write_output(output, force, corpus, groups, work, records, meta, options, layer, cfg,
+                                    str(model_path))
     except BaseException as e:
-        done = len(list(work.glob("chunk-*.npz")))
+        done = len(list(work.glob("group-*.npz")))
         if not done:  # nothing finished: nothing to resume from
             remove(work)
         elif isinstance(e, KeyboardInterrupt):
-            raise with_hint(e, f"{done} finished batches are kept in {work}: the same command resumes from them") \
+            raise with_hint(e, f"{done} finished groups are kept in {work}: the same command resumes from them") \
                 from None
         raise
-
-    contigs = list(dict.fromkeys(contig_of[g] for g in order))
-    contig_index = {c: i for i, c in enumerate(contigs)}
-    gene_contig = np.array([contig_index[contig_of[g]] for g in order], np.int32)
-    contig_emb = np.stack([gene_emb[gene_contig == i].mean(0) for i in range(len(contigs))])
-    summary = {"genes": n, "contigs": len(contigs), "windows": len(corpus.subcontigs)}
-    if options.predictions:
-        summary["absolute_accuracy"] = absolute_accuracy(predictions, likelihoods, gene_labels)
-
-    with atomic_outputs([output], force) as (tmp,):
-        group = create_store(tmp, "glmkit.context", {**asdict(options), "layer": layer, "model": str(model_path)},
-                             records)
-        group.attrs.update({"model": {"config": meta["config"], "step": meta.get("step"),
-                                      "embedding_model": trained_on}, "summary": summary})
-        write = lambda name, data, chunk: new_array(group, name, data=data, chunks=chunk)  # noqa: E731
-        write("genes/id", np.array(order, dtype=np.dtypes.StringDType()), (1 << 16,))
-        write("genes/contig", gene_contig, (1 << 16,))
-        write("genes/embedding", gene_emb.astype(options.dtype), (4096, H))
-        write("contigs/name", np.array(contigs, dtype=np.dtypes.StringDType()), (1 << 16,))
-        write("contigs/embedding", contig_emb.astype(options.dtype), (4096, H))
-        if options.predictions:
-            write("genes/predictions", predictions, (4096, cfg.num_predictions, cfg.label_dim))
-            write("genes/likelihoods", likelihoods, (4096, cfg.num_predictions))
-            write("genes/label", gene_labels, (4096, cfg.label_dim))
-        if options.attention:
-            write("windows/first_gene", np.array([w[0] for w in windows_meta], np.int64), (1 << 16,))
-            write("windows/n_genes", np.array([w[1] for w in windows_meta], np.int32), (1 << 16,))
-            sizes = np.array([len(a) for a in attention_parts], np.int64)
-            write("attention/offsets", np.concatenate([[0], np.cumsum(sizes)]), (1 << 16,))
-            writer = ColumnWriter(group, "attention/data", np.float16, 1 << 22)
-            for a in attention_parts:
-                writer.extend(a)
-            writer.close()
-        finish_store(group)
     remove(work)
-    log.info(f"contextualize: {plural(n, 'gene')} in {plural(len(contigs), 'contig')}, "
-             f"{plural(len(corpus.subcontigs), 'window')}"
+    log.info(f"contextualize: {plural(summary['genes'], 'gene')} in {plural(summary['contigs'], 'contig')}, "
+             f"{plural(summary['windows'], 'window')}"
              + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if options.predictions else ""))
     return summary
 
 
-def _saved(chunk: Path) -> dict | None:
-    """A batch saved by an earlier run, or None if there is none or it is unreadable (then it is recomputed)."""
-    if not chunk.exists():
+def _corpus(work: Path, element_paths, embedding_path, window_genes: int):
+    from glmkit.glm_data import build_corpus
+    from glmkit.io.corpus import CorpusStore
+    from glmkit.io.store import store_schema
+
+    path = work / "corpus.zarr"
+    if store_schema(path) == "glmkit.glm-corpus":
+        with contextlib.suppress(GlmkitError):
+            return CorpusStore(path)
+    remove(path)
+    temp = work / ".corpus.zarr.partial"
+    remove(temp)
+    build_corpus(element_paths, embedding_path, temp, window_genes, 1)
+    os.replace(temp, path)
+    return CorpusStore(path)
+
+
+def _groups(corpus, window_genes: int) -> list[tuple[int, int, int, int]]:
+    """Groups of whole contigs of about GROUP_WINDOWS windows: (first contig, end contig, first gene, end gene)."""
+    offsets = corpus.array("contigs/offsets")[:]
+    n = np.diff(offsets)
+    step = max(1, window_genes // 2)
+    windows = np.where(n <= window_genes, (n > 0).astype(np.int64), -(-(n - window_genes) // step) + 1)
+    groups, c0, count = [], 0, 0
+    for c in range(len(n)):
+        count += int(windows[c])
+        if count >= GROUP_WINDOWS or c == len(n) - 1:
+            groups.append((c0, c + 1, int(offsets[c0]), int(offsets[c + 1])))
+            c0, count = c + 1, 0
+    return groups
+
+
+class _Runner:
+    """One group of contigs through the model: gene, contig and (on request) attention and prediction arrays."""
+
+    def __init__(self, model, norm, cfg, layer, options, device, amp):
+        self.model, self.norm, self.cfg, self.layer = model, norm, cfg, layer
+        self.o, self.device, self.amp = options, device, amp
+
+    def _run(self, method, features, segments, **kwargs):
+        import torch
+
+        t = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
+                                                    enabled=self.amp != torch.float32):
+            return method(t(features), t(segments), **kwargs)
+
+    def group(self, corpus, c0: int, c1: int) -> dict:
+        import torch
+
+        o, cfg = self.o, self.cfg
+        offsets = corpus.array("contigs/offsets")[c0:c1 + 1]
+        g0, g1 = int(offsets[0]), int(offsets[-1])
+        emb, strand = corpus.genes(g0, g1)
+        x = self.norm.standardize(emb.astype(np.float32))                                   # (n, dim)
+        orientation = np.where(strand > 0, 0.5, -0.5).astype(np.float32)
+        features_all = np.concatenate([x, orientation[:, None]], 1)
+        labels_all = np.concatenate([self.norm.labels(x), orientation[:, None]], 1)
+        n = g1 - g0
+        H, W = cfg.hidden_size, o.window_genes
+        gene_emb = np.zeros((n, H), np.float32)
+        out = {"first_gene": [], "n_genes": [], "attention": []}
+        if o.predictions:
+            predictions = np.zeros((n, cfg.num_predictions, cfg.label_dim), np.float32)
+            likelihoods = np.zeros((n, cfg.num_predictions), np.float32)
+        windows = []  # (start gene within group, length, genes settled: positions in window, their gene indices)
+        for c in range(c1 - c0):
+            a, b = int(offsets[c]) - g0, int(offsets[c + 1]) - g0
+            spans, window_of, position = best_windows(b - a, W)
+            for w, (s, t) in enumerate(spans):
+                mine = np.flatnonzero(window_of == w)
+                windows.append((a + s, t - s, position[mine], a + mine))
+        for k in range(0, len(windows), o.batch_size):
+            batch = windows[k:k + o.batch_size]
+            features = np.zeros((len(batch), W, features_all.shape[1]), np.float32)
+            segments = np.zeros((len(batch), W), np.int64)
+            for r, (s, m, _, _) in enumerate(batch):
+                features[r, :m], segments[r, :m] = features_all[s:s + m], 1
+            hidden, attn = self._run(self.model.encode, features, segments, need_weights=o.attention,
+                                     layers=None if o.attention else self.layer)
+            if o.attention and self.layer != cfg.num_layers:  # maps cover every layer, whatever --layer is
+                hidden, _ = self._run(self.model.encode, features, segments, layers=self.layer)
+            hidden = hidden.float().cpu().numpy()
+            for r, (s, m, pos, genes) in enumerate(batch):
+                gene_emb[genes] = hidden[r, pos]
+                if o.attention:
+                    a = torch.stack([layer_attn[r, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
+                    out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
+                    out["first_gene"].append(g0 + s)
+                    out["n_genes"].append(m)
+                if o.predictions and len(pos):  # each gene masked alone, in its best window
+                    f = np.repeat(features[r:r + 1], len(pos), 0)
+                    f[np.arange(len(pos)), pos] = -1.0
+                    _, preds, logits, _ = self._run(self.model, f, np.repeat(segments[r:r + 1], len(pos), 0))
+                    predictions[genes] = preds.float().cpu().numpy()[np.arange(len(pos)), pos]
+                    likelihoods[genes] = torch.softmax(logits.float(), -1).cpu().numpy()[np.arange(len(pos)), pos]
+        contig_of = np.repeat(np.arange(c1 - c0), np.diff(offsets))
+        counts = np.bincount(contig_of, minlength=c1 - c0)
+        sums = np.zeros((c1 - c0, H), np.float64)
+        np.add.at(sums, contig_of, gene_emb)
+        result = {"gene_embedding": gene_emb, "contig_embedding": (sums / np.maximum(counts, 1)[:, None]).astype(
+            np.float32), "contig_has_genes": counts > 0,
+                  "first_gene": np.asarray(out["first_gene"], np.int64), "n_genes": np.asarray(out["n_genes"], np.int32),
+                  "attention": np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16),
+                  "n_windows": np.array(len(windows))}
+        if o.predictions:
+            result.update(predictions=predictions, likelihoods=likelihoods, labels=labels_all.astype(np.float32))
+        return result
+
+
+def _saved(path: Path) -> dict | None:
+    """A group saved by an earlier run, or None if there is none or it is unreadable (then it is recomputed)."""
+    if not path.exists():
         return None
     try:
-        with np.load(chunk) as saved:
+        with np.load(path) as saved:
             return dict(saved)
     except Exception as e:  # a damaged file costs a recomputation, never wrong data
-        log.warning(f"contextualize: recomputing {chunk.name}: unreadable ({type(e).__name__})")
+        log.warning(f"contextualize: recomputing {path.name}: unreadable ({type(e).__name__})")
         return None
+
+
+def _write_output(output, force, corpus, groups, work: Path, records, meta, options: ContextOptions, layer: int,
+                  cfg, model_path: str) -> dict:
+    """The context store, from the saved groups in order (one group in memory at a time)."""
+    H, P, D = cfg.hidden_size, cfg.num_predictions, cfg.label_dim
+    summary = {"genes": corpus.n_genes, "contigs": 0, "windows": 0}
+    with atomic_outputs([output], force) as (tmp,):
+        group = create_store(tmp, "glmkit.context", {**asdict(options), "layer": layer, "model": model_path}, records)
+        group.attrs["model"] = {"config": meta["config"], "step": meta.get("step"),
+                                "embedding_model": meta.get("embedding_model")}
+        w = {
+            "genes/id": ColumnWriter(group, "genes/id", str),
+            "genes/contig": ColumnWriter(group, "genes/contig", np.int32),
+            "genes/embedding": ColumnWriter(group, "genes/embedding", options.dtype, 4096, (H,)),
+            "contigs/name": ColumnWriter(group, "contigs/name", str),
+            "contigs/embedding": ColumnWriter(group, "contigs/embedding", options.dtype, 4096, (H,)),
+        }
+        if options.predictions:
+            w["genes/predictions"] = ColumnWriter(group, "genes/predictions", np.float32, 4096, (P, D))
+            w["genes/likelihoods"] = ColumnWriter(group, "genes/likelihoods", np.float32, 4096, (P,))
+            w["genes/label"] = ColumnWriter(group, "genes/label", np.float32, 4096, (D,))
+        if options.attention:
+            w["windows/first_gene"] = ColumnWriter(group, "windows/first_gene", np.int64)
+            w["windows/n_genes"] = ColumnWriter(group, "windows/n_genes", np.int32)
+            w["attention/offsets"] = ColumnWriter(group, "attention/offsets", np.int64)
+            w["attention/data"] = ColumnWriter(group, "attention/data", np.float16, 1 << 22)
+            w["attention/offsets"].extend([0])
+        names, ids = corpus.array("contigs/name"), corpus.array("genes/id")
+        attention_end = 0
+        for k, (c0, c1, g0, g1) in enumerate(groups):
+            saved = _saved(work / f"group-{k:06d}.npz")
+            if saved is None:
+                raise GlmkitError(f"{work}: group {k} became unreadable; rerun the command")
+            keep = saved["contig_has_genes"]
+            contig_index = summary["contigs"] + np.cumsum(keep) - 1  # contigs without genes get no row
+            gene_contig = np.repeat(np.arange(c1 - c0), np.diff(corpus.array("contigs/offsets")[c0:c1 + 1]))
+            w["genes/id"].extend(ids[g0:g1].astype(object))
+            w["genes/contig"].extend(contig_index[gene_contig])
+            w["genes/embedding"].extend(saved["gene_embedding"])
+            w["contigs/name"].extend(names[c0:c1].astype(object)[keep])
+            w["contigs/embedding"].extend(saved["contig_embedding"][keep])
+            summary["contigs"] += int(keep.sum())
+            summary["windows"] += int(saved["n_windows"])
+            if options.predictions:
+                w["genes/predictions"].extend(saved["predictions"])
+                w["genes/likelihoods"].extend(saved["likelihoods"])
+                w["genes/label"].extend(saved["labels"])
+            if options.attention:
+                sizes = cfg.num_layers * cfg.num_heads * saved["n_genes"].astype(np.int64) ** 2
+                w["windows/first_gene"].extend(saved["first_gene"])
+                w["windows/n_genes"].extend(saved["n_genes"])
+                w["attention/offsets"].extend(attention_end + np.cumsum(sizes))
+                w["attention/data"].extend(saved["attention"])
+                attention_end += int(sizes.sum())
+        close_writers(list(w.values()))
+        if options.predictions:
+            summary["absolute_accuracy"] = absolute_accuracy_of(group)
+        group.attrs["summary"] = summary
+        finish_store(group)
+    return summary
+
+
+def absolute_accuracy_of(group, block: int = 2048) -> float:
+    """absolute_accuracy over a context store's predictions, likelihoods and labels, read block by block."""
+    predictions, likelihoods, labels = group["genes/predictions"], group["genes/likelihoods"], group["genes/label"]
+
+    def top(a: int, b: int) -> np.ndarray:
+        p, likelihood = predictions[a:b], likelihoods[a:b]
+        return p[np.arange(len(p)), likelihood.argmax(1)]
+
+    n = labels.shape[0]
+    return _absolute_accuracy(top, lambda a, b: labels[a:b], n, block) if n else float("nan")
 
 
 def absolute_accuracy(predictions: np.ndarray, likelihoods: np.ndarray, labels: np.ndarray,
@@ -258,21 +349,24 @@ def absolute_accuracy(predictions: np.ndarray, likelihoods: np.ndarray, labels: 
     n = len(labels)
     if not n:
         return float("nan")
-    top = predictions[np.arange(n), likelihoods.argmax(1)].astype(np.float64)        # (n, D)
-    lab = labels.astype(np.float64)
-    lab_sq = (lab ** 2).sum(1)
+    top = predictions[np.arange(n), likelihoods.argmax(1)]
+    return _absolute_accuracy(lambda a, b: top[a:b], lambda a, b: labels[a:b], n, block)
+
+
+def _absolute_accuracy(top_rows, label_rows, n: int, block: int) -> float:
     correct = 0
     for r in range(0, n, block):
-        t = top[r:r + block]                                                         # (b, D)
-        own = ((t - lab[r:r + block]) ** 2).sum(1)                                   # (b,)
+        t = np.asarray(top_rows(r, r + block), dtype=np.float64)                       # (b, D)
+        own = ((t - np.asarray(label_rows(r, r + block), dtype=np.float64)) ** 2).sum(1)  # (b,)
         t_sq = (t ** 2).sum(1)[:, None]
         nearest_other = np.full(len(t), np.inf)
         for c in range(0, n, block):
-            d = t @ lab[c:c + block].T                                                # (b, b'), in place below
+            lab = np.asarray(label_rows(c, c + block), dtype=np.float64)
+            d = t @ lab.T                                                                # (b, b'), in place below
             d *= -2
             d += t_sq
-            d += lab_sq[None, c:c + block]
-            rows = np.arange(max(r, c), min(r + len(t), c + block))                   # the diagonal, if in this block
+            d += (lab ** 2).sum(1)[None, :]
+            rows = np.arange(max(r, c), min(r + len(t), c + len(lab)))                   # the diagonal, if here
             d[rows - r, rows - c] = np.inf
             np.minimum(nearest_other, d.min(1), out=nearest_other)
         correct += int((own <= nearest_other).sum())

@@ -1,39 +1,37 @@
-"""gLM data: sub-contigs of genes from element stores, their ESM2 embeddings, and the model's normalisation.
+"""gLM data: the corpus store built from element and embedding stores, the split, normalisation and batches.
 
 Shared by `pretrain` and `contextualize`. A sub-contig is a run of consecutive
 CDS of one contig (gLM: non-overlapping runs of 30, shorter than 15 dropped).
 Input per gene = standardised embedding (clipped to +-10) + orientation
 (+0.5 forward, -0.5 reverse); label = whitened PCA of the standardised
 embedding (label_dim - 1 components) + orientation.
+
+Everything here runs in memory bounded by a batch, a window of the corpus or
+a block of rows, whatever the corpus size (see bench/scale.py): the corpus
+store is written and read in order, the normalisation is fitted in two
+streaming passes over the embedding store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from glmkit.errors import GlmkitError
+from glmkit.io.corpus import GENE_CHUNK, CorpusStore, CorpusWriter
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash
+from glmkit.io.store import gather_rows, store_record, store_schema
+from glmkit.log import plural, progress
 
+log = logging.getLogger("glmkit")
 CLIP = 10.0
-
-
-@dataclass
-class SubContig:
-    contig: str            # source contig: the unit of the train/validation split
-    gene_ids: list[str]
-    rows: np.ndarray       # index of each gene's protein in Corpus.embeddings
-    strands: np.ndarray    # +1 / -1
-
-
-@dataclass
-class Corpus:
-    subcontigs: list[SubContig]
-    embeddings: np.ndarray  # (n_proteins, esm_dim) float32
-    model: dict             # the embedding store's model identity
 
 
 def windows(n: int, size: int, minimum: int, overlap: bool = False) -> list[tuple[int, int]]:
@@ -48,77 +46,213 @@ def windows(n: int, size: int, minimum: int, overlap: bool = False) -> list[tupl
     return [(s, s + size) for s in starts]
 
 
-def load_corpus(element_paths: list[str], embedding_path: str, size: int = 30, minimum: int = 15,
-                overlap: bool = False) -> Corpus:
+def contig_keys(names: Sequence[str]) -> np.ndarray:
+    """uint64 keys of source contig names (first 8 bytes of their sha256): what the split is drawn from."""
+    return np.array([int.from_bytes(hashlib.sha256(str(n).encode()).digest()[:8], "big") for n in names],
+                    dtype=np.uint64)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective scramble of uint64 values (vectorised)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def split_draw(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) draw per contig key and seed: a contig is held out when its draw is below the cut."""
+    seed_key = np.uint64(int.from_bytes(hashlib.sha256(f"split:{seed}".encode()).digest()[:8], "big"))
+    return (_mix64(np.asarray(keys, dtype=np.uint64) ^ seed_key) >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
+
+
+# -- building the corpus store ------------------------------------------------------------------------------------
+
+def corpus_parameters(element_paths: Sequence[str], embedding_path: str, size: int, minimum: int) -> dict:
+    """What a corpus store is built from: its inputs' checksums (not their paths: a moved corpus is the same
+    corpus) and the sub-contig sizes."""
+    return {"elements": [store_record(p)["sha256"] for p in element_paths],
+            "embeddings": store_record(embedding_path)["sha256"], "subcontig_genes": size,
+            "min_subcontig_genes": minimum}
+
+
+def corpus_matches(path: Path, parameters: dict) -> bool:
+    """Whether the corpus store at ``path`` was built from these very inputs and sizes."""
+    if store_schema(path) != "glmkit.glm-corpus":
+        return False
+    try:
+        return CorpusStore(path).attrs.get("parameters") == parameters
+    except GlmkitError:
+        return False
+
+
+def build_corpus(element_paths: Sequence[str], embedding_path: str, out: Path, size: int = 30,
+                 minimum: int = 15) -> CorpusStore:
+    """The corpus store of ``element_paths`` at ``out`` (written in ``out``'s own name: the caller publishes).
+
+    Pass 1 reads the element stores batch by batch: each CDS's protein is looked
+    up in the embedding store (its own row or its cluster representative's);
+    pass 2 copies the embedding rows into gene order (gather_rows). Memory: the
+    embedding store's hash index (40 bytes per row), 16 bytes per gene for the
+    reordering, and one block of rows.
+    """
     store = EmbeddingStore(embedding_path)
-    row_of: dict[str, int] = {}
-    subcontigs = []
+    parameters = corpus_parameters(element_paths, embedding_path, size, minimum)
+    records = [store_record(p) for p in (*element_paths, embedding_path)]
+    writer = CorpusWriter(out, parameters, records, store.model)
+    missing, first_missing = 0, None
+    n_sub = 0
     for path in element_paths:
         elements = ElementStore(path)
-        for batch in elements.batches():
-            e, offsets = batch.elements, batch.offsets
-            for c in range(batch.n_contigs):
-                idx = np.arange(offsets[c], offsets[c + 1])
-                idx = idx[e["type"][idx] == CDS]
-                for s, t in windows(len(idx), size, minimum, overlap):
-                    genes = idx[s:t]
-                    hashes = [sequence_hash(a) for a in e["aa"][genes]]
-                    rows = np.array([row_of.setdefault(h, len(row_of)) for h in hashes], dtype=np.int64)
-                    subcontigs.append(SubContig(str(batch.contigs["source"][c]), list(e["id"][genes]), rows,
-                                                e["strand"][genes].astype(np.int8)))
-    if not subcontigs:
-        raise GlmkitError(f"no sub-contigs of at least {minimum} genes in {', '.join(element_paths)}")
-    hashes = list(row_of)
-    store_rows = store.rows(hashes)  # a cluster member's protein finds its representative's row
-    missing = np.flatnonzero(store_rows < 0)
-    if len(missing):
-        gene = next(g for sc in subcontigs for g, r in zip(sc.gene_ids, sc.rows) if r == missing[0])
-        raise GlmkitError(f"{embedding_path}: no embedding for {len(missing):,} proteins (e.g. gene {gene}); "
-                          f"run glmkit embed on the same element stores")
-    embeddings = store.read_rows(store_rows).astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(embeddings).all(1))
-    if len(bad):
-        bad_rows = set(bad.tolist())
-        genes = [g for sc in subcontigs for g, r in zip(sc.gene_ids, sc.rows) if r in bad_rows][:5]
-        raise GlmkitError(f"{embedding_path}: NaN or infinite embeddings for {len(bad):,} proteins "
-                          f"(genes {', '.join(genes)}{', ...' if len(bad) > 5 else ''})")
-    return Corpus(subcontigs, embeddings, store.model)
+        with progress(total=elements.n_contigs, desc=f"corpus {Path(path).name}", unit="contigs") as bar:
+            for batch in elements.batches():
+                e, offsets = batch.elements, batch.offsets
+                is_cds = e["type"] == CDS
+                genes = np.flatnonzero(is_cds)
+                cds_before = np.concatenate([[0], np.cumsum(is_cds)])
+                counts = cds_before[offsets[1:]] - cds_before[offsets[:-1]]  # CDS per contig
+                rows = store.rows([sequence_hash(a) for a in e["aa"][genes]])
+                if (rows < 0).any():
+                    missing += int((rows < 0).sum())
+                    first_missing = first_missing or str(e["id"][genes[np.flatnonzero(rows < 0)[0]]])
+                starts, lengths, contigs = [], [], []
+                gene_offsets = np.concatenate([[0], np.cumsum(counts)])
+                for c, n in enumerate(counts.tolist()):
+                    for s, t in windows(n, size, minimum):
+                        starts.append(gene_offsets[c] + s)
+                        lengths.append(t - s)
+                        contigs.append(c)
+                writer.add_contigs(batch.contigs["name"], contig_keys(batch.contigs["source"]), counts,
+                                   e["id"][genes], e["strand"][genes].astype(np.int8), rows, starts, lengths, contigs)
+                n_sub += len(starts)
+                bar.update(batch.n_contigs)
+    if not n_sub:
+        raise GlmkitError(f"no sub-contigs of at least {minimum} genes in {', '.join(map(str, element_paths))}")
+    if missing:
+        raise GlmkitError(f"{embedding_path}: no embedding for {plural(missing, 'protein')} (e.g. gene "
+                          f"{first_missing}); run glmkit embed on the same element stores")
+    _copy_embeddings(store, writer, out, embedding_path)
+    writer.close({"contigs": writer.n_contigs, "genes": writer.n_genes, "subcontigs": n_sub})
+    log.info(f"corpus: {plural(writer.n_genes, 'gene')} in {plural(writer.n_contigs, 'contig')}, "
+             f"{plural(n_sub, 'sub-contig')}")
+    return CorpusStore(out)
 
 
-def split_by_contig(subcontigs: list[SubContig], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of training and validation sub-contigs; a contig's sub-contigs all go to one side."""
-    def draw(contig: str) -> float:
-        digest = hashlib.sha256(f"{seed}:{contig}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2 ** 64
+def _copy_embeddings(store: EmbeddingStore, writer: CorpusWriter, out: Path, embedding_path: str) -> None:
+    """genes/embedding: the embedding rows in gene order, checked finite (NaN or Inf is named, by gene)."""
+    import zarr
 
-    val = [i for i, sc in enumerate(subcontigs) if draw(sc.contig) < fraction]
-    if fraction > 0 and not val and len({sc.contig for sc in subcontigs}) > 1:
-        first = subcontigs[0].contig  # tiny corpora: still hold one contig out
-        val = [i for i, sc in enumerate(subcontigs) if sc.contig == first]
-    held = set(val)
-    return [i for i in range(len(subcontigs)) if i not in held], val
+    writer.columns["genes/row"].close()  # flushed, so that they can be read back
+    writer.columns["genes/id"].close()
+    take = zarr.open_array(str(Path(out) / "genes" / "row"), mode="r")[:]
+    bad_genes: list[int] = []
 
+    def emit(start: int, block: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(block.astype(np.float32)).all(1))
+        bad_genes.extend((start + bad).tolist())
+        writer.add_embeddings(block)
+
+    spill = Path(out).with_name(f".{Path(out).name}.gather")
+    try:
+        gather_rows(store.embedding, take, emit, GENE_CHUNK * 16, spill)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    if bad_genes:
+        ids = zarr.open_array(str(Path(out) / "genes" / "id"), mode="r")
+        names = [str(ids[i]) for i in bad_genes[:5]]
+        proteins = len(np.unique(take[bad_genes]))
+        raise GlmkitError(f"{embedding_path}: NaN or infinite embeddings for {plural(proteins, 'protein')} "
+                          f"(genes {', '.join(names)}{', ...' if len(bad_genes) > 5 else ''})")
+
+
+# -- the split ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """Which sub-contigs are held out: those of contigs whose draw is below ``cut`` (by contig, never by gene)."""
+    seed: int
+    cut: float
+
+    def validation(self, keys: np.ndarray) -> np.ndarray:
+        return split_draw(keys, self.seed) < self.cut
+
+
+def choose_split(corpus: CorpusStore, fraction: float, seed: int) -> tuple[Split, int, int]:
+    """The split for ``fraction`` of contigs, and the numbers of training and validation sub-contigs.
+
+    One streaming pass over the sub-contig table. A tiny corpus where no contig
+    draws below ``fraction`` still holds out the contig with the lowest draw, if
+    more than one contig has sub-contigs.
+    """
+    keys, sub_contig = corpus.array("contigs/key"), corpus.array("subcontigs/contig")
+    n_val, lowest, lowest_subs, first, several = 0, np.inf, 0, None, False
+    for start in range(0, corpus.n_subcontigs, 1 << 20):
+        contig = sub_contig[start:start + (1 << 20)]
+        lo = int(contig.min())
+        draw = split_draw(keys[lo:int(contig.max()) + 1], seed)[contig - lo]
+        n_val += int((draw < fraction).sum())
+        low = float(draw.min())
+        if low < lowest:
+            lowest, lowest_subs = low, 0
+        if low == lowest:
+            lowest_subs += int((draw == low).sum())
+        first = int(contig[0]) if first is None else first
+        several = several or bool((contig != first).any())
+    total = corpus.n_subcontigs
+    if fraction > 0 and not n_val and several:
+        return Split(seed, float(np.nextafter(lowest, 1.0))), total - lowest_subs, lowest_subs
+    return Split(seed, fraction), total - n_val, n_val
+
+
+def gene_ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The concatenated runs first[i] .. first[i] + length[i] - 1, without a Python loop."""
+    length = np.asarray(length, dtype=np.int64)
+    run_start = np.cumsum(length) - length
+    return np.repeat(np.asarray(first, dtype=np.int64) - run_start, length) + np.arange(int(length.sum()))
+
+
+# -- normalisation ----------------------------------------------------------------------------------------------
 
 @dataclass
 class Normalization:
-    feature_mean: np.ndarray     # (esm_dim,)
+    feature_mean: np.ndarray      # (esm_dim,)
     feature_std: np.ndarray
     label_components: np.ndarray  # (esm_dim, label_dim - 1)
     label_scale: np.ndarray       # (label_dim - 1,)  1 / sqrt(eigenvalue): whitening
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, components: int = 99) -> "Normalization":
-        x = embeddings.astype(np.float64)
-        mean, std = x.mean(0), x.std(0)
+    def fit(cls, blocks, components: int = 99) -> "Normalization":
+        """Fitted in two streaming passes over ``blocks()`` (a callable giving an iterator of row blocks, the same
+        rows each time): exact per-feature mean and standard deviation, then the exact covariance of the clipped
+        standardised rows in float64, whose leading eigenvectors are the PCA. Each component's sign is fixed
+        (largest loading positive), so that fits are reproducible."""
+        n, total, squares = 0, None, None
+        for x in blocks():
+            x = np.asarray(x, dtype=np.float64)
+            if total is None:
+                total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+            n += len(x)
+            total += x.sum(0)
+            squares += np.einsum("ij,ij->j", x, x)
+        if not n:
+            raise GlmkitError("no training proteins to fit the normalisation on")
+        mean = total / n
+        std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
         std[std == 0] = 1.0
-        z = np.clip((x - mean) / std, -CLIP, CLIP)
-        z = z - z.mean(0)
-        k = min(components, z.shape[1], max(1, z.shape[0] - 1))
-        _, s, vt = np.linalg.svd(z, full_matrices=False)
-        # fix each component's sign (largest loading positive) so fits are reproducible
-        vt = vt[:k] * np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(1)])[:, None]
-        eig = s[:k] ** 2 / max(1, z.shape[0] - 1)
-        return cls(mean.astype(np.float32), std.astype(np.float32), vt.T.astype(np.float32),
+        z_total, zz = np.zeros_like(mean), np.zeros((len(mean), len(mean)))
+        for x in blocks():
+            z = np.clip((np.asarray(x, dtype=np.float64) - mean) / std, -CLIP, CLIP)
+            z_total += z.sum(0)
+            zz += z.T @ z
+        z_mean = z_total / n
+        covariance = (zz - n * np.outer(z_mean, z_mean)) / max(1, n - 1)
+        eig, vectors = np.linalg.eigh(covariance)
+        order = np.argsort(eig)[::-1]
+        k = min(components, len(mean), max(1, n - 1))
+        eig, vectors = eig[order][:k], vectors[:, order][:, :k]
+        vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(0), np.arange(k)])[None, :]
+        return cls(mean.astype(np.float32), std.astype(np.float32), vectors.astype(np.float32),
                    (1.0 / np.sqrt(np.maximum(eig, 1e-12))).astype(np.float32))
 
     def standardize(self, embeddings: np.ndarray) -> np.ndarray:
@@ -132,39 +266,102 @@ class Normalization:
                 "label_components": self.label_components, "label_scale": self.label_scale}
 
 
-def pack(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Greedy first-fit of items (longest first) into rows of ``capacity`` genes."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        for r, free in enumerate(room):
-            if lengths[i] <= free:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
+def training_rows(corpus: CorpusStore, split: Split, n_rows: int) -> np.ndarray:
+    """Which embedding-store rows the training sub-contigs use (bool per row): what the normalisation is fitted
+    on (distinct proteins, as the gLM fitted it). One streaming pass over the sub-contig table."""
+    used = np.zeros(n_rows, dtype=bool)
+    keys = corpus.array("contigs/key")
+    starts, lengths = corpus.array("subcontigs/start"), corpus.array("subcontigs/length")
+    sub_contig, gene_row = corpus.array("subcontigs/contig"), corpus.array("genes/row")
+    step = 1 << 16
+    for s in range(0, corpus.n_subcontigs, step):
+        contig = sub_contig[s:s + step]
+        lo = int(contig.min())
+        train = ~split.validation(keys[lo:int(contig.max()) + 1])[contig - lo]
+        first, length = starts[s:s + step][train], lengths[s:s + step][train]
+        if len(first):
+            base = int(first.min())
+            rows = gene_row[base:int((first + length).max())]
+            used[rows[gene_ranges(first - base, length)]] = True
+    return used
+
+
+def fit_normalization(corpus: CorpusStore, embedding_path: str, split: Split) -> Normalization:
+    """The normalisation fitted on the distinct proteins of the training sub-contigs, streaming the embedding
+    store chunk by chunk (two passes)."""
+    store = EmbeddingStore(embedding_path)
+    used = training_rows(corpus, split, len(store))
+    array = store.embedding
+    chunk = array.chunks[0]
+
+    def blocks() -> Iterator[np.ndarray]:
+        for start in range(0, array.shape[0], chunk):
+            take = used[start:start + chunk]
+            if take.any():
+                yield array[start:start + chunk][take]
+
+    return Normalization.fit(blocks, components=min(99, array.shape[1] - 1))
+
+
+# -- batches ----------------------------------------------------------------------------------------------------
+
+class GeneReader:
+    """Embeddings and strands of runs of genes, through a small cache of whole chunks of the corpus store
+    (the rows of a window are read once, whatever order the batch takes them in)."""
+
+    def __init__(self, corpus: CorpusStore, cache_chunks: int = 32):
+        self.corpus, self.cache_chunks = corpus, cache_chunks
+        self.chunk = corpus.embedding.chunks[0]
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.reads = 0  # chunks read (for the benchmark)
+
+    def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        if c in self._cache:
+            value = self._cache.pop(c)
         else:
-            rows.append([i])
-            room.append(capacity - lengths[i])
-    return rows
+            value = self.corpus.genes(c * self.chunk, (c + 1) * self.chunk)
+            self.reads += 1
+            if len(self._cache) >= self.cache_chunks:
+                self._cache.pop(next(iter(self._cache)))
+        self._cache[c] = value  # most recently used last
+        return value
+
+    def genes(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for c in range(start // self.chunk, (start + length - 1) // self.chunk + 1):
+            emb, strand = self._chunk(c)
+            lo, hi = max(start, c * self.chunk) - c * self.chunk, min(start + length, (c + 1) * self.chunk) - c * self.chunk
+            parts.append((emb[lo:hi], strand[lo:hi]))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def make_batch(corpus: Corpus, members: list[list[int]], standardized: np.ndarray, labels: np.ndarray,
-               capacity: int):
-    """Rows of packed sub-contigs -> features (B, L, dim + 1), labels (B, L, label_dim), segments (B, L) numpy."""
-    B, dim, ldim = len(members), standardized.shape[1], labels.shape[1] + 1
-    features = np.zeros((B, capacity, dim + 1), np.float32)
-    target = np.zeros((B, capacity, ldim), np.float32)
-    segments = np.zeros((B, capacity), np.int64)
-    for b, row in enumerate(members):
+def make_batch(reader: GeneReader, starts: np.ndarray, lengths: np.ndarray, rows: list[np.ndarray],
+               norm: Normalization, capacity: int):
+    """Rows of packed sub-contigs -> features (B, L, dim + 1), labels (B, L, label_dim), segments (B, L).
+
+    ``rows`` hold indices into ``starts``/``lengths`` (sub-contigs' first gene and length). The genes of the
+    whole batch are standardised and projected on the label PCA at once (one GEMM).
+    """
+    B, dim = len(rows), norm.feature_mean.shape[0]
+    ldim = norm.label_components.shape[1] + 1
+    parts, where, segment_of = [], [], []
+    for b, row in enumerate(rows):
         pos = 0
         for seg, i in enumerate(row, 1):
-            sc = corpus.subcontigs[i]
-            n = len(sc.rows)
-            orientation = np.where(sc.strands > 0, 0.5, -0.5).astype(np.float32)
-            features[b, pos:pos + n, :dim] = standardized[sc.rows]
-            features[b, pos:pos + n, dim] = orientation
-            target[b, pos:pos + n, :ldim - 1] = labels[sc.rows]
-            target[b, pos:pos + n, ldim - 1] = orientation
-            segments[b, pos:pos + n] = seg
+            n = int(lengths[i])
+            parts.append(reader.genes(int(starts[i]), n))
+            where.append(b * capacity + pos + np.arange(n))
+            segment_of.append(np.full(n, seg))
             pos += n
-    return features, target, segments
+    x = norm.standardize(np.concatenate([p[0] for p in parts]).astype(np.float32))   # (N, dim)
+    orientation = np.where(np.concatenate([p[1] for p in parts]) > 0, 0.5, -0.5).astype(np.float32)
+    flat = np.concatenate(where)
+    features = np.zeros((B * capacity, dim + 1), np.float32)
+    target = np.zeros((B * capacity, ldim), np.float32)
+    segments = np.zeros(B * capacity, np.int64)
+    features[flat, :dim], features[flat, dim] = x, orientation
+    target[flat, :ldim - 1], target[flat, ldim - 1] = norm.labels(x), orientation
+    segments[flat] = np.concatenate(segment_of)
+    return features.reshape(B, capacity, dim + 1), target.reshape(B, capacity, ldim), segments.reshape(B, capacity)

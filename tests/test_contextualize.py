@@ -53,11 +53,11 @@ def test_gene_embeddings_come_from_the_most_central_window(trained):
     from glmkit.io.embeddings import EmbeddingStore, sequence_hash
     from glmkit.models.glm import GLM, GLMConfig
 
-    meta, weights, norm_arrays, _ = load_checkpoint(d / "glm", "gLM")
+    meta, weights, extras, _ = load_checkpoint(d / "glm", "gLM")
     model = GLM(GLMConfig(**meta["config"]))
     model.load_state_dict(weights)
     model.eval()
-    norm = Normalization(**{k: v.numpy() for k, v in norm_arrays.items()})
+    norm = Normalization(**{k: v.numpy() for k, v in extras["normalization"].items()})
     store = EmbeddingStore(d / "emb.zarr")
     aa = dict(zip(e["id"], e["aa"]))
     strand = dict(zip(e["id"], e["strand"]))
@@ -118,32 +118,36 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, mon
     import glmkit.contextualize as ctx
 
     d = trained
+    monkeypatch.setattr(ctx, "GROUP_WINDOWS", 4)  # several groups of contigs in this small corpus
     options = ctx.ContextOptions(attention=True, predictions=True, batch_size=8, threads=1)
     args = ([str(d / "el.zarr")], str(d / "emb.zarr"), str(d / "glm"))
+    real_group, all_groups = ctx._Runner.group, []
+    monkeypatch.setattr(ctx._Runner, "group", lambda self, *a: all_groups.append(1) or real_group(self, *a))
     ctx.run_contextualize(*args, str(tmp_path / "whole.zarr"), options)
+    assert len(all_groups) > 3
 
-    real_batch, calls = ctx.make_batch, []
+    calls = []
 
-    def crash_on_third_batch(*a, **k):
+    def crash_on_third_group(self, *a):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt("killed")
-        return real_batch(*a, **k)
+        return real_group(self, *a)
 
-    monkeypatch.setattr(ctx, "make_batch", crash_on_third_batch)
+    monkeypatch.setattr(ctx._Runner, "group", crash_on_third_group)
     with pytest.raises(KeyboardInterrupt):
         ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     assert not (tmp_path / "resumed.zarr").exists()
-    assert len(list((tmp_path / ".resumed.zarr.work").glob("chunk-*.npz"))) == 2
-    monkeypatch.setattr(ctx, "make_batch", real_batch)
+    assert len(list((tmp_path / ".resumed.zarr.work").glob("group-*.npz"))) == 2
     computed = []
-    monkeypatch.setattr(ctx, "make_batch", lambda *a, **k: computed.append(1) or real_batch(*a, **k))
+    monkeypatch.setattr(ctx._Runner, "group", lambda self, *a: computed.append(1) or real_group(self, *a))
     ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     whole, resumed = zarr.open_group(str(tmp_path / "whole.zarr")), zarr.open_group(str(tmp_path / "resumed.zarr"))
-    n_batches = -(-len(whole["windows/n_genes"][:]) // 8)
-    assert len(computed) == n_batches - 2                           # the two saved chunks were not recomputed
-    for name in ("genes/embedding", "contigs/embedding", "attention/data", "genes/predictions", "windows/first_gene"):
+    assert len(computed) == len(all_groups) - 2                     # the two saved groups were not recomputed
+    for name in ("genes/embedding", "contigs/embedding", "attention/data", "attention/offsets", "genes/predictions",
+                 "windows/first_gene", "genes/id", "genes/contig"):
         np.testing.assert_array_equal(whole[name][:], resumed[name][:])
+    assert whole.attrs["summary"] == resumed.attrs["summary"]
     assert not (tmp_path / ".resumed.zarr.work").exists()
 
 

@@ -230,7 +230,7 @@ def test_cluster_representatives_carry_every_gene_through_pretrain_and_contextua
     from conftest import build_store, cds, igs
 
     from glmkit.contextualize import ContextOptions, run_contextualize
-    from glmkit.glm_data import load_corpus
+    from glmkit.glm_data import build_corpus
     from glmkit.pretrain import PretrainOptions, run_pretrain
 
     base = proteins(20, lo=120, hi=200, seed=11)
@@ -247,8 +247,8 @@ def test_cluster_representatives_carry_every_gene_through_pretrain_and_contextua
         h = sequence_hash(s.encode())
         assert store.rows([h])[0] == store.rows([rep[h]])[0] >= 0
 
-    corpus = load_corpus([str(el)], str(tmp_path / "emb.zarr"), minimum=1)
-    by_gene = {g: corpus.embeddings[r] for sc in corpus.subcontigs for g, r in zip(sc.gene_ids, sc.rows)}
+    corpus = build_corpus([str(el)], str(tmp_path / "emb.zarr"), tmp_path / "corpus.zarr", 30, 1)
+    by_gene = dict(zip(corpus.array("genes/id")[:].tolist(), corpus.embedding[:]))
     np.testing.assert_array_equal(by_gene["a_1"], by_gene["b_1"])  # a protein and its 1-mismatch variant
     run_pretrain([str(el)], str(tmp_path / "emb.zarr"), str(tmp_path / "glm"),
                  PretrainOptions(preset="tiny", max_steps=2, batch_size=2, warmup_steps=1, min_subcontig_genes=5,

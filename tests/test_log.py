@@ -133,4 +133,4 @@ def test_model_commands_report_progress_off_a_terminal(tmp_path, monkeypatch, es
     assert re.search(r"^pretrain: [123] of 3 steps", pretrain.stderr, re.M), pretrain.stderr
     context = run("contextualize", store, "-e", tmp_path / "emb.zarr", "-m", tmp_path / "glm", "-o",
                   tmp_path / "c.zarr", "--batch-size", "4", "--threads", "1")
-    assert re.search(r"^contextualize: \d+ of \d+ windows", context.stderr, re.M), context.stderr
+    assert re.search(r"^contextualize: \d+ of \d+ genes", context.stderr, re.M), context.stderr

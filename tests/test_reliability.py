@@ -115,8 +115,8 @@ def _same_training(a: Path, b: Path) -> None:
 
     x, y = load_file(str(a / "checkpoint" / "model.safetensors")), load_file(str(b / "checkpoint" / "model.safetensors"))
     assert sorted(x) == sorted(y) and all(x[k].equal(y[k]) for k in x)
-    logs = [[row.split("\t")[:-1] for row in (p / "log.tsv").read_text().splitlines()] for p in (a, b)]
-    assert logs[0] == logs[1]  # every column but throughput
+    logs = [[row.split("\t")[:-2] for row in (p / "log.tsv").read_text().splitlines()] for p in (a, b)]
+    assert logs[0] == logs[1]  # every column but throughput and data wait
     assert (a / "curves.png").read_bytes() == (b / "curves.png").read_bytes()
 
 
@@ -127,7 +127,7 @@ def test_pretrain_stopped_part_way_resumes_to_the_uninterrupted_run(inputs, tmp_
     assert glmkit([*_pretrain_args(d), "-o", tmp_path / "whole", "-q"]).returncode == 0
     # the signal arrives during step 5 (0-based 4): SIGKILL leaves the step-3 checkpoint; SIGTERM lets the step
     # finish, checkpoints step 5 and stops
-    hook = signal_after_chunks("glmkit.pretrain", "Trainer._rows_for", 5, sig)  # once per training step
+    hook = signal_after_chunks("glmkit.data", "Prefetcher.get", 5, sig)  # once per training step
     stopped = glmkit([*_pretrain_args(d), "-o", tmp_path / "run"], hook)
     assert stopped.returncode == (-9 if sig == signal.SIGKILL else 128 + sig), stopped.stderr
     if sig == signal.SIGTERM:
@@ -155,14 +155,15 @@ def test_contextualize_stopped_part_way_resumes_to_the_uninterrupted_result(inpu
     d, _ = inputs
     args = ["contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", model, "--attention", "--predictions",
             "--batch-size", "4", "--threads", "1"]
-    assert glmkit([*args, "-o", tmp_path / "whole.zarr", "-q"]).returncode == 0
-    stopped = glmkit([*args, "-o", tmp_path / "out.zarr"], signal_after_chunks("numpy", "savez", 2, sig))
+    groups = "import glmkit.contextualize\nglmkit.contextualize.GROUP_WINDOWS = 4\n"  # several groups of contigs
+    assert glmkit([*args, "-o", tmp_path / "whole.zarr", "-q"], groups).returncode == 0
+    stopped = glmkit([*args, "-o", tmp_path / "out.zarr"], groups + signal_after_chunks("numpy", "savez", 2, sig))
     assert stopped.returncode == (-9 if sig == signal.SIGKILL else 128 + sig), stopped.stderr
     if sig == signal.SIGTERM:
         assert "the same command resumes from them" in stopped.stderr.strip().splitlines()[-1]
-    resumed = glmkit([*args, "-o", tmp_path / "out.zarr"])
+    resumed = glmkit([*args, "-o", tmp_path / "out.zarr"], groups)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stderr
+    assert "resuming" in resumed.stderr and "(2 groups done)" in resumed.stderr
     assert_same_arrays(tmp_path / "whole.zarr", tmp_path / "out.zarr")
 
 

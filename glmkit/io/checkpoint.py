@@ -28,7 +28,9 @@ SCHEMA, VERSION = "glmkit.glm-checkpoint", 1
 
 
 def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[str, torch.Tensor],
-                    normalization: dict[str, torch.Tensor], info: dict, training_state: dict | None = None) -> None:
+                    extras: dict[str, dict[str, torch.Tensor]], info: dict, training_state: dict | None = None) -> None:
+    """Write ``folder`` whole (under a temporary name, then renamed): the weights, each of ``extras`` as
+    NAME.safetensors (the gLM: normalization), the training state, and config.json with every file's sha256."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -36,7 +38,8 @@ def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[s
     remove(temp)
     temp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(temp / "model.safetensors"))
-    save_file({k: v.contiguous().cpu() for k, v in normalization.items()}, str(temp / "normalization.safetensors"))
+    for name, tensors in extras.items():
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(temp / f"{name}.safetensors"))
     if training_state is not None:
         torch.save(training_state, temp / "training_state.pt")
     files = {f.name: file_sha256(f) for f in sorted(temp.iterdir())}
@@ -53,8 +56,9 @@ def checkpoint_folder(path: str | Path) -> Path:
     return path / "checkpoint" if (path / "checkpoint" / "config.json").exists() else path
 
 
-def load_checkpoint(folder: Path, architecture: str, training: bool = False):
-    """(meta, weights, normalization, training_state or None), refusing other schemas and architectures."""
+def load_checkpoint(folder: Path, architecture: str, training: bool = False, extras: tuple = ("normalization",)):
+    """(meta, weights, {extra: tensors}, training_state or None), refusing other schemas and architectures and
+    files whose checksum differs from the one recorded."""
     from safetensors.torch import load_file
 
     folder = checkpoint_folder(folder)
@@ -69,7 +73,7 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False):
                           f"({VERSION}); upgrade glmkit")
     if meta.get("architecture") != architecture:
         raise GlmkitError(f"{folder}: a {meta.get('architecture')} checkpoint; expected {architecture}")
-    needed = ["model.safetensors", "normalization.safetensors"] + (["training_state.pt"] if training else [])
+    needed = ["model.safetensors", *(f"{e}.safetensors" for e in extras)] + (["training_state.pt"] if training else [])
     for name in needed:
         path = folder / name
         if not path.is_file():
@@ -79,11 +83,11 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False):
             raise GlmkitError(f"{path}: damaged (its sha256 differs from the one config.json recorded)")
     try:
         weights = load_file(str(folder / "model.safetensors"))
-        normalization = load_file(str(folder / "normalization.safetensors"))
+        loaded = {e: load_file(str(folder / f"{e}.safetensors")) for e in extras}
         state = torch.load(folder / "training_state.pt", weights_only=True) if training else None
     except Exception as e:
         raise GlmkitError(f"{folder}: unreadable checkpoint file ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-    return meta, weights, normalization, state
+    return meta, weights, loaded, state
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> torch.nn.Module:

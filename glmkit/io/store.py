@@ -46,12 +46,14 @@ SCHEMAS = {
     "glmkit.elements": 2,
     "glmkit.embeddings": 2,
     "glmkit.context": 2,
+    "glmkit.glm-corpus": 1,
 }
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
     "glmkit.elements": "an element store (from `glmkit call` or `glmkit filter`)",
     "glmkit.embeddings": "an embedding store (from `glmkit embed`)",
     "glmkit.context": "a context store (from `glmkit contextualize`)",
+    "glmkit.glm-corpus": "a gLM corpus store (built by `glmkit pretrain`)",
 }
 
 ROW_CHUNK = 1 << 16      # rows per chunk of a column
@@ -158,8 +160,22 @@ def finish_store(group: zarr.Group, inputs: Sequence | None = None, attributes: 
 
 
 def store_record(path: str | Path) -> dict:
-    """Provenance of a store given as input: its path and a sha256 over all its files in path order."""
+    """Provenance of a store given as input: its path and a checksum.
+
+    A store with a manifest is identified by the sha256 of its root zarr.json,
+    which holds the manifest (every array's shape, chunk count and bytes) and
+    the command that wrote it; its chunks' contents are guarded by their
+    crc32c. Reading a whole multi-gigabyte store to hash it would cost more than
+    most commands that read it. Older stores: sha256 over all files.
+    """
     root = Path(path)
+    meta = root / "zarr.json"
+    try:
+        raw = meta.read_bytes()
+        if json.loads(raw).get("attributes", {}).get("integrity"):
+            return {"path": str(root.resolve()), "sha256": hashlib.sha256(raw).hexdigest(), "of": "zarr.json"}
+    except (OSError, ValueError, AttributeError):
+        pass
     digest = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(f.relative_to(root)).encode() + b"\0")
@@ -330,39 +346,46 @@ def _ragged_groups(group: zarr.Group) -> list[str]:
 
 
 class ColumnWriter:
-    """Appends to a 1-D array, buffering so that every write but the last fills whole chunks.
+    """Appends rows to an array, buffering so that every write but the last fills whole chunks.
 
-    The array is created at the first write. A column that ends within its first
-    chunk gets a chunk of exactly its length: zarr encodes every chunk at full
-    size, and padding one contig's name to 65,536 strings costs more than the write.
+    A column is 1-D; with ``row_shape`` each row is an array of that shape (an
+    (n, dim) embedding table). The array is created at the first write. A
+    column that ends within its first chunk gets a chunk of exactly its length:
+    zarr encodes every chunk at full size, and padding one contig's name to
+    65,536 strings costs more than the write.
     """
 
-    def __init__(self, group: zarr.Group, name: str, dtype, chunk: int | None = None):
+    def __init__(self, group: zarr.Group, name: str, dtype, chunk: int | None = None, row_shape: tuple = ()):
         self.group, self.name, self.dtype, self.chunk = group, name, dtype, chunk or ROW_CHUNK
+        self.row_shape = tuple(row_shape)
         self.array: zarr.Array | None = None
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
+        self.rows = 0  # rows written or buffered so far
 
     def extend(self, values) -> None:
         values = np.asarray(values, dtype=object if self.dtype is str else self.dtype)
-        if values.size:
+        if self.row_shape:
+            values = values.reshape(-1, *self.row_shape)
+        if len(values):
             self._buffer.append(values)
-            self._buffered += values.size
+            self._buffered += len(values)
+            self.rows += len(values)
         if self._buffered >= self.chunk:
             _sync(self._flush(whole_chunks_only=True))
 
     async def _flush(self, whole_chunks_only: bool) -> None:
         if not self._buffered and self.array is not None:
             return
-        data = np.concatenate(self._buffer) if self._buffer else np.zeros(0, dtype=self.dtype)
+        data = np.concatenate(self._buffer) if self._buffer else np.zeros((0, *self.row_shape), dtype=self.dtype)
         n = (len(data) // self.chunk) * self.chunk if whole_chunks_only else len(data)
         rest = data[n:]
-        self._buffer, self._buffered = ([rest] if rest.size else []), rest.size
+        self._buffer, self._buffered = ([rest] if len(rest) else []), len(rest)
         if self.array is None:
             chunk = self.chunk if whole_chunks_only else max(1, min(n, self.chunk))
             array = await _zarr().api.asynchronous.create_array(
-                self.group.store, name=f"{self.group.path}/{self.name}".lstrip("/"), shape=(n,), chunks=(chunk,),
-                dtype=self.dtype, zarr_format=3, **array_options())
+                self.group.store, name=f"{self.group.path}/{self.name}".lstrip("/"), shape=(n, *self.row_shape),
+                chunks=(chunk, *self.row_shape), dtype=self.dtype, zarr_format=3, **array_options())
             self.array = _zarr().Array(array)
             if n:
                 await array.setitem(slice(None), data[:n])
@@ -437,3 +460,66 @@ def read_column(group: zarr.Group, name: str, dtype, start: int, stop: int) -> n
         return read_ragged(group, name, start, stop)
     values = group[name][start:stop]
     return values.astype(object) if dtype is str else values
+
+
+# -- rows of a large array in another order, in bounded memory ------------------------------------------------
+
+def gather_rows(source: zarr.Array, take: np.ndarray, emit, block_rows: int, workdir: Path,
+                budget: int = 256 << 20) -> None:
+    """Rows ``source[take]`` handed to ``emit(start, block)`` in order, ``block_rows`` at a time.
+
+    ``source`` is read once, chunk by chunk, in its own order (chunks no row is
+    taken from are skipped); each row goes to the block of its destination, in
+    memory up to ``budget`` bytes and then in one spill file per block under
+    ``workdir``. Blocks are then assembled in order. Time and I/O are linear in
+    the rows, memory is the budget plus 16 bytes per row of ``take``: whatever
+    order ``take`` has (an embedding store sorted by protein length, shards in
+    hash order), the output is written sequentially.
+    """
+    take = np.asarray(take, dtype=np.int64)
+    order = np.argsort(take, kind="stable")
+    taken = take[order]
+    row_shape, dtype = source.shape[1:], source.dtype
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    n_blocks = -(-len(take) // block_rows)
+    held: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    held_bytes = 0
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def spill() -> None:
+        nonlocal held_bytes
+        for b, parts in held.items():
+            with open(workdir / f"block-{b}.pos", "ab") as pos_file, open(workdir / f"block-{b}.rows", "ab") as rows_file:
+                for positions, values in parts:
+                    pos_file.write(positions.tobytes())
+                    rows_file.write(np.ascontiguousarray(values).tobytes())
+        held.clear()
+        held_bytes = 0
+
+    chunk = source.chunks[0]
+    for c0 in range(0, source.shape[0], chunk):
+        lo, hi = np.searchsorted(taken, [c0, c0 + chunk])
+        if lo == hi:
+            continue
+        values = source[c0:c0 + chunk][taken[lo:hi] - c0]
+        positions = order[lo:hi]
+        blocks = positions // block_rows
+        by_block = np.argsort(blocks, kind="stable")
+        bounds = np.flatnonzero(np.diff(blocks[by_block])) + 1
+        for group in np.split(by_block, bounds):
+            held.setdefault(int(blocks[group[0]]), []).append((positions[group], values[group]))
+            held_bytes += len(group) * (row_bytes + 8)
+        if held_bytes > budget:
+            spill()
+    for b in range(n_blocks):
+        start = b * block_rows
+        block = np.empty((min(block_rows, len(take) - start), *row_shape), dtype=dtype)
+        pos_file, rows_file = workdir / f"block-{b}.pos", workdir / f"block-{b}.rows"
+        if pos_file.exists():
+            positions = np.fromfile(pos_file, dtype=np.int64)
+            block[positions - start] = np.fromfile(rows_file, dtype=dtype).reshape(-1, *row_shape)
+            pos_file.unlink()
+            rows_file.unlink()
+        for positions, values in held.pop(b, []):
+            block[positions - start] = values
+        emit(start, block)

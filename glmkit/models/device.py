@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from glmkit.errors import GlmkitUsageError
@@ -35,6 +37,17 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     if dtype == torch.float16 and device.type == "cpu":
         raise GlmkitUsageError("--precision fp16 needs a GPU; use fp32 or bf16 on CPU")
     return dtype
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for a block, then put back: a library caller keeps its own setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def keep_freed_memory() -> None:

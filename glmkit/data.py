@@ -1,0 +1,174 @@
+"""Streaming training data: items packed into rows, shuffled by windows, shared out by rank, read ahead.
+
+Shared by every training task (the gLM's sub-contigs of genes, gLM2's chunks
+of tokens). Items live in a store in corpus order; memory never holds more
+than a window of them.
+
+Shuffling: an epoch visits the windows (``window`` consecutive items of the
+store) in a seeded random order and, within each window, its items in a
+seeded random order; the items of a window are packed into rows of
+``capacity`` (several short items share a row, attending only within
+themselves) and the rows are dealt out in that order. Reads stay within a
+window, so random order does not mean one random read per gene. Each step
+takes the next ``batch_size`` rows of this global stream; process ``rank`` of
+``world`` takes rows rank, rank + world, ...: the ranks' shares are disjoint
+and together they are the epoch. Everything is a function of (seed, epoch,
+window), and the position in the stream is a small state saved with each
+checkpoint, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+def pack_rows(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
+    """Items (in the given order) packed into rows of ``capacity``: each goes to the open row it fills best
+    (least room left), else starts a new row. O(n x capacity). Returns positions into ``lengths`` per row."""
+    rows: list[list[int]] = []
+    open_by_room: list[list[int]] = [[] for _ in range(capacity + 1)]  # room -> rows with exactly that room
+    for i, n in enumerate(np.asarray(lengths).tolist()):
+        if not 0 < n <= capacity:
+            raise ValueError(f"item of length {n} does not fit rows of {capacity}")
+        room = next((r for r in range(n, capacity) if open_by_room[r]), None)
+        if room is None:
+            rows.append([i])
+            row, left = len(rows) - 1, capacity - n
+        else:
+            row = open_by_room[room].pop()
+            rows[row].append(i)
+            left = room - n
+        if left:
+            open_by_room[left].append(row)
+    return [np.array(r, dtype=np.int64) for r in rows]
+
+
+@dataclass
+class StreamState:
+    epoch: int = 0
+    window: int = 0   # position in the epoch's window order
+    row: int = 0      # rows of that window already dealt
+
+    def as_list(self) -> list[int]:
+        return [self.epoch, self.window, self.row]
+
+
+class PackedStream:
+    """The global stream of packed rows (see the module docstring); ``take(n)`` deals the next n rows.
+
+    ``read_window(start, stop)`` returns (lengths, keep) of items start:stop: their
+    lengths and which of them belong to this stream (e.g. the training split).
+    A row is an int64 array of global item indices.
+    """
+
+    def __init__(self, n_items: int, read_window: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+                 capacity: int, window: int, seed: int, shuffle: bool = True, repeat: bool = True,
+                 state: StreamState | None = None):
+        self.n_items, self.read_window, self.capacity = n_items, read_window, capacity
+        self.window, self.seed, self.shuffle, self.repeat = window, seed, shuffle, repeat
+        self.n_windows = -(-n_items // window) if n_items else 0
+        self.state = state or StreamState()
+        self._cached: tuple[int, int, list[np.ndarray]] | None = None  # (epoch, window index, rows)
+
+    def window_order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n_windows)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def rows_of_window(self, epoch: int, w: int) -> list[np.ndarray]:
+        if self._cached and self._cached[:2] == (epoch, w):
+            return self._cached[2]
+        start, stop = w * self.window, min((w + 1) * self.window, self.n_items)
+        lengths, keep = self.read_window(start, stop)
+        items = np.flatnonzero(keep)
+        if self.shuffle:
+            items = items[np.random.default_rng([self.seed, epoch, w]).permutation(len(items))]
+        rows = [start + items[r] for r in pack_rows(lengths[items], self.capacity)] if len(items) else []
+        self._cached = (epoch, w, rows)
+        return rows
+
+    def take(self, n: int) -> list[np.ndarray]:
+        """The next ``n`` rows (fewer only at the end of a stream that does not repeat)."""
+        out: list[np.ndarray] = []
+        s = self.state
+        empty_epochs = 0
+        while len(out) < n:
+            if s.window >= self.n_windows:
+                if not self.repeat or empty_epochs:
+                    break
+                s.epoch, s.window, s.row = s.epoch + 1, 0, 0
+                empty_epochs += not out
+                continue
+            rows = self.rows_of_window(s.epoch, int(self.window_order(s.epoch)[s.window]))
+            got = rows[s.row:s.row + n - len(out)]
+            out.extend(got)
+            s.row += len(got)
+            if s.row >= len(rows):
+                s.window, s.row = s.window + 1, 0
+        return out
+
+    def fraction(self) -> float:
+        """Epochs dealt so far, as a float (windows count equally)."""
+        return self.state.epoch + self.state.window / max(1, self.n_windows)
+
+
+def rank_share(rows: list, rank: int, world: int) -> list:
+    """This process's rows of a step: rank, rank + world, ..."""
+    return rows[rank::world]
+
+
+class Prefetcher:
+    """Runs ``produce`` (a generator of per-step data) in a background thread, ``depth`` items ahead.
+
+    numpy and zarr release the GIL for reading, decompressing and arithmetic,
+    so the next batches are read while the model computes. ``get()`` returns
+    the next item and adds the time it waited to ``waited``.
+    """
+
+    def __init__(self, produce: Iterator, depth: int = 3):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.waited = 0.0
+        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True, name="glmkit-prefetch")
+        self._thread.start()
+
+    def _run(self, produce: Iterator) -> None:
+        try:
+            for item in produce:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._put_final((None, StopIteration()))
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put_final((None, e))
+
+    def _put_final(self, entry) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self):
+        started = time.perf_counter()
+        item, error = self._queue.get()
+        self.waited += time.perf_counter() - started
+        if error is not None:
+            raise error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -1,0 +1,188 @@
+"""The gLM as a task of the training loop (glmkit/train.py): its data, masking, loss and metrics.
+
+Two recipes:
+
+- ``glmkit`` (default): 15 % of each sub-contig's genes masked (at least one),
+  loss = mean over masked genes of MSE(closest of 4 predictions, label) +
+  1e-4 x CE(likelihoods, index of the closest); AdamW with weight decay 0.01 on
+  matrices, linear warm-up then linear decay, gradient clipping (norm 1) before
+  the step.
+- ``reference``: the recipe of the gLM's train.py, with what it did by accident
+  made explicit: each gene masked independently with probability 0.15 (a
+  sub-contig may have none or all masked), labels clipped to +-10, the MSE and
+  CE averaged over every position of 30-gene rows (masked or not, padding
+  included: unmasked positions add log 4 to the CE and nothing to the
+  gradient), AdamW (transformers' defaults: no weight decay, eps 1e-6),
+  constant learning rate after warm-up, and no gradient clipping (train.py
+  clipped gradient values after the optimiser step, which changes nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glmkit.data import PackedStream, StreamState, rank_share
+from glmkit.glm_data import CLIP, GeneReader, Normalization, Split, make_batch
+from glmkit.io.corpus import CorpusStore
+from glmkit.models.glm import GLM, GLMConfig
+
+CE_WEIGHT = 1e-4
+WINDOW = 1024  # sub-contigs per shuffle window (about 30,000 genes)
+VALIDATION_STREAM = -1  # the "step" of validation masks: fixed for the whole run
+
+
+@dataclass
+class GLMRecipe:
+    name: str = "glmkit"
+    mask_fraction: float = 0.15
+
+
+class GLMTask:
+    architecture, unit = "gLM", "genes"
+    metrics = ("val_pseudo_accuracy",)
+    validation_sums = ("count", "loss_sum", "correct", "scored")
+
+    def __init__(self, corpus: CorpusStore, split: Split, norm: Normalization, cfg: GLMConfig, recipe: GLMRecipe,
+                 seed: int, capacity: int, info: dict):
+        self.corpus, self.split, self.norm, self.cfg = corpus, split, norm, cfg
+        self.recipe, self.seed, self.capacity, self.info = recipe, seed, capacity, info
+        self._keys = corpus.array("contigs/key")
+        self._starts, self._lengths = corpus.array("subcontigs/start"), corpus.array("subcontigs/length")
+        self._sub_contig = corpus.array("subcontigs/contig")
+
+    # -- model and checkpoint -------------------------------------------------------------------------------
+
+    def build_model(self) -> GLM:
+        return GLM(self.cfg)
+
+    def checkpoint(self):
+        arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.norm.arrays().items()}
+        return self.cfg.to_dict(), {"normalization": arrays}, self.info
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    def _window(self, validation: bool):
+        def read(start: int, stop: int):
+            contig = self._sub_contig[start:stop]
+            lo = int(contig.min())
+            held_out = self.split.validation(self._keys[lo:int(contig.max()) + 1])[contig - lo]
+            return self._lengths[start:stop], held_out if validation else ~held_out
+        return read
+
+    def stream(self, validation: bool, state: StreamState | None = None) -> PackedStream:
+        return PackedStream(self.corpus.n_subcontigs, self._window(validation), self.capacity, WINDOW, self.seed,
+                            shuffle=not validation, repeat=not validation, state=state)
+
+    def _masks(self, segments: np.ndarray, step: int, rows: np.ndarray) -> np.ndarray:
+        """(B, L) bool, a function of (seed, step, global row): the same whatever the number of processes."""
+        masked = np.zeros(segments.shape, dtype=bool)
+        for b, row in enumerate(rows.tolist()):
+            rng = np.random.default_rng([self.seed, step + 1, row])  # step -1: validation
+            scores = rng.random(segments.shape[1])
+            real = segments[b] > 0
+            if self.recipe.name == "reference":
+                masked[b] = real & (scores < self.recipe.mask_fraction)
+                continue
+            for seg in np.unique(segments[b][real]):
+                pos = np.flatnonzero(segments[b] == seg)
+                k = max(1, int(round(self.recipe.mask_fraction * len(pos))))
+                masked[b, pos[np.argsort(scores[pos], kind="stable")[:k]]] = True
+        return masked
+
+    def _batch(self, rows: list[np.ndarray], global_rows: np.ndarray, step: int, reader: GeneReader) -> dict:
+        items = np.concatenate(rows)
+        lo, hi = int(items.min()), int(items.max()) + 1  # within one or two windows: one small read
+        starts, lengths = self._starts[lo:hi], self._lengths[lo:hi]
+        features, labels, segments = make_batch(reader, starts, lengths, [r - lo for r in rows], self.norm,
+                                                self.capacity)
+        masked = self._masks(segments, step, global_rows)
+        features[masked] = -1.0
+        if self.recipe.name == "reference":
+            labels = np.clip(labels, -CLIP, CLIP)
+            count = sum(len(r) for r in rows) * self.capacity  # every position of 30-gene rows, one per sub-contig
+        else:
+            count = int(masked.sum())
+        return {"features": features, "labels": labels, "segments": segments, "masked": masked, "count": count}
+
+    def train_steps(self, state, rank: int, world: int, rows_per_rank: int, accumulate: int, first_step: int = 0):
+        """Per step: this process's micro-batches, the stream state after the step, epochs so far, genes."""
+        from glmkit.errors import GlmkitError
+
+        stream = self.stream(False, StreamState(*state) if state else None)
+        reader = GeneReader(self.corpus)
+        step = first_step
+        while True:
+            rows = stream.take(rows_per_rank * world)
+            if len(rows) < rows_per_rank * world:
+                raise GlmkitError(f"{self.corpus.path}: no training sub-contigs to draw from")
+            index = np.arange(step * len(rows), (step + 1) * len(rows))  # global row numbers, for the masks
+            mine, mine_index = rank_share(rows, rank, world), rank_share(index, rank, world)
+            size = rows_per_rank // accumulate
+            micro = [self._batch(mine[k:k + size], mine_index[k:k + size], step, reader)
+                     for k in range(0, rows_per_rank, size)]
+            units = sum(int((b["segments"] > 0).sum()) for b in micro)
+            step += 1
+            yield micro, stream.state.as_list(), stream.fraction(), units
+
+    def validation(self, rank: int, world: int, rows_per_batch: int):
+        stream = self.stream(True)
+        reader = GeneReader(self.corpus)
+        offset = 0
+        while True:
+            rows = stream.take(rows_per_batch * world)
+            if not rows:
+                return
+            index = np.arange(offset, offset + len(rows))
+            offset += len(rows)
+            mine, mine_index = rank_share(rows, rank, world), rank_share(index, rank, world)
+            if mine:
+                yield self._batch(mine, np.asarray(mine_index), VALIDATION_STREAM, reader)
+
+    # -- loss and metrics --------------------------------------------------------------------------------------
+
+    def _heads(self, model, batch):
+        _, predictions, logits, _ = model(batch["features"], batch["segments"])
+        m = batch["masked"]
+        p, lg, y = predictions[m].float(), logits[m].float(), batch["labels"][m]       # (N, P, D), (N, P), (N, D)
+        mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
+        best = mse.argmin(-1)
+        loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")
+        if self.recipe.name == "reference":  # unmasked positions: CE of zero logits against index 0, log 4 each
+            loss_sum = loss_sum + CE_WEIGHT * math.log(self.cfg.num_predictions) * (batch["count"] - len(best))
+        return loss_sum, p[torch.arange(len(best)), best]
+
+    def loss(self, model, batch):
+        loss_sum, _ = self._heads(model, batch)
+        return loss_sum, batch["count"]
+
+    def evaluate(self, model, batch) -> dict:
+        loss_sum, closest = self._heads(model, batch)
+        correct = pseudo_accuracy_counts(closest, batch["labels"], batch["segments"], batch["masked"])
+        return {"count": batch["count"], "loss_sum": float(loss_sum), "correct": correct,
+                "scored": int(batch["masked"].sum())}
+
+    def summarize(self, sums: dict) -> dict:
+        if not sums.get("scored"):
+            return {}
+        return {"val_loss": sums["loss_sum"] / max(1.0, sums["count"]),
+                "val_pseudo_accuracy": sums["correct"] / sums["scored"]}
+
+
+def pseudo_accuracy_counts(closest: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor,
+                           masked: torch.Tensor) -> int:
+    """Masked genes whose closest prediction lies at least as near its own label as any other gene's label of its
+    sub-contig (Hwang et al.'s pseudo-accuracy). closest (N, D) in the order of ``masked.nonzero()``."""
+    b, pos = masked.nonzero(as_tuple=True)
+    if not len(b):
+        return 0
+    row_labels = labels[b].float()                                                 # (N, L, D)
+    distance = ((row_labels - closest.float()[:, None, :]) ** 2).sum(-1)          # (N, L)
+    same = segments[b] == segments[b, pos][:, None]                                 # (N, L) genes of its sub-contig
+    distance = distance.masked_fill(~same, float("inf"))
+    own = distance[torch.arange(len(b)), pos]
+    return int((own <= distance.min(-1).values).sum())

@@ -1,0 +1,216 @@
+"""glmkit.train, the one training loop: DDP equal to one process, exact resume on every rank, collective stops,
+gradient accumulation, fp16 loss scaling, threads per process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEST_DATA, run
+from glmkit.pretrain import PretrainOptions, run_pretrain
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, esm_checkpoint):
+    d = tmp_path_factory.mktemp("train")
+    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    return d / "el.zarr", d / "emb.zarr"
+
+
+def _args(corpus, out, *extra):
+    return ["pretrain", corpus[0], "-e", corpus[1], "-o", out, "--preset", "tiny", "--max-steps", "6",
+            "--batch-size", "4", "--warmup-steps", "2", "--val-every", "3", "--checkpoint-every", "3",
+            "--log-every", "1", "--lr", "1e-3", "--val-fraction", "0.2", "--seed", "5", "--threads", "1", *extra]
+
+
+def torchrun(args, tmp_path, hook: str = "", processes: int = 2) -> subprocess.CompletedProcess:
+    """glmkit's console entry point in ``processes`` processes under torchrun (gloo, CPU). Each rank saves its
+    final weights as OUT/rank{r}.pt; ``hook`` (Python) runs first in every worker."""
+    out = str(args[args.index("-o") + 1])
+    script = tmp_path / f"worker{len(list(tmp_path.glob('worker*.py')))}.py"
+    script.write_text("import os, signal, sys\nimport torch\n" + textwrap.dedent(hook) + textwrap.dedent(f"""
+        import glmkit.train as train_module
+        _train = train_module.Trainer.train
+        def _train_and_save(self):
+            result = _train(self)
+            torch.save(self.model.state_dict(), os.path.join({out!r}, f"rank{{self.rank}}.pt"))
+            return result
+        train_module.Trainer.train = _train_and_save
+        sys.argv = ["glmkit", *{[str(a) for a in args]!r}]
+        from glmkit.cli import main
+        main()
+        """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes), str(script)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "checkpoint" / "model.safetensors"))
+
+
+def _log(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (path / "log.tsv").read_text().splitlines()]
+
+
+@needs_torchrun
+def test_two_processes_equal_one_process_on_the_same_global_batch(corpus, tmp_path):
+    """Gradients really synchronised: 2 processes x 2 rows = 1 process x 4 rows, step by step, to float tolerance;
+    both ranks hold identical weights; validation shared out and reduced gives the same figures; rank 0 logs."""
+    one = run(*_args(corpus, tmp_path / "one"), "-q")
+    assert one.exit_code == 0, one.stderr
+    two = torchrun(_args(corpus, tmp_path / "two"), tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    # Adam divides each gradient by its own size, so float-rounding differences in near-zero gradients can move a
+    # weight by a fraction of lr (1e-3); unsynchronised gradients (each rank seeing half the batch) move many
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=0, msg=k)
+    assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
+    r0, r1 = torch.load(tmp_path / "two" / "rank0.pt"), torch.load(tmp_path / "two" / "rank1.pt")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    log1, log2 = _log(tmp_path / "one"), _log(tmp_path / "two")
+    for x, y in zip(log1[1:], log2[1:]):
+        assert x[0] == y[0] and float(x[3]) == pytest.approx(float(y[3]), rel=1e-4)       # train loss
+        if x[4]:
+            assert float(x[4]) == pytest.approx(float(y[4]), rel=1e-4) and x[5] == y[5]   # val loss, accuracy
+    assert json.loads((tmp_path / "two" / "checkpoint" / "config.json").read_text())["world_size"] == 2
+    assert two.stderr.count("pretrain: step 6:") == 1 and "2 process(es)" in two.stderr
+
+
+@needs_torchrun
+def test_two_processes_killed_and_resumed_equal_an_uninterrupted_run(corpus, tmp_path):
+    """Dropout on, 2 processes, both SIGKILLed during step 5: --resume restores every rank's generators and the
+    data stream's position; final weights bit-identical, log equal but for throughput."""
+    args = _args(corpus, tmp_path / "whole", "--dropout", "0.1")
+    assert torchrun(args, tmp_path).returncode == 0
+    kill = """
+        import glmkit.data as data
+        _get, _calls = data.Prefetcher.get, [0]
+        def _get_or_die(self):
+            _calls[0] += 1
+            if _calls[0] == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return _get(self)
+        data.Prefetcher.get = _get_or_die
+        """
+    args = _args(corpus, tmp_path / "run", "--dropout", "0.1")
+    assert torchrun(args, tmp_path, kill).returncode != 0
+    assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["step"] == 3
+    resumed = torchrun([*args, "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r[:-2] for r in _log(tmp_path / "whole")] == [r[:-2] for r in _log(tmp_path / "run")]
+
+
+@needs_torchrun
+def test_a_nan_on_one_process_stops_every_process(corpus, tmp_path):
+    """A loss that turns NaN on rank 1 only: every process stops (none waits forever in all-reduce), rank 0 says
+    why, and the last good checkpoint stays."""
+    poison = """
+        import glmkit.glm_task as glm_task
+        _loss, _calls = glm_task.GLMTask.loss, [0]
+        def _poisoned(self, model, batch):
+            loss, count = _loss(self, model, batch)
+            _calls[0] += 1
+            if int(os.environ["RANK"]) == 1 and _calls[0] >= 5:
+                loss = loss * float("nan")
+            return loss, count
+        glm_task.GLMTask.loss = _poisoned
+        """
+    result = torchrun(_args(corpus, tmp_path / "m"), tmp_path, poison)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("glmkit pretrain: error")]
+    assert len(errors) == 1 and "loss became NaN or infinite before step 5" in errors[0], result.stderr[-2000:]
+    assert json.loads((tmp_path / "m" / "checkpoint" / "config.json").read_text())["step"] == 3
+
+
+def _options(**kw):
+    base = dict(preset="tiny", max_steps=5, batch_size=4, warmup_steps=2, val_every=5, checkpoint_every=5,
+                log_every=1, lr=1e-3, val_fraction=0.2, threads=1, seed=2)
+    return PretrainOptions(**{**base, **kw})
+
+
+def test_accumulation_equals_one_step_over_the_same_rows(corpus, tmp_path):
+    """--accumulate 2 splits each step's 4 rows into 2 passes: the same gradient (the loss is normalised by the
+    step's total count, not each pass's)."""
+    run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "one"), _options())
+    run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "acc"), _options(accumulate=2))
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "acc")
+    for k in a:  # (tolerances: see the DDP test above)
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=0, msg=k)
+    assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
+    for x, y in zip(_log(tmp_path / "one")[1:], _log(tmp_path / "acc")[1:]):
+        assert float(x[3]) == pytest.approx(float(y[3]), rel=1e-5)
+
+
+def test_fp16_trains_with_a_gradient_scaler_saved_and_restored(corpus, tmp_path, monkeypatch):
+    """fp16 (what --precision auto picks on GPUs without bf16) scales the loss; the scaler's state is checkpointed
+    and restored on resume. Run on CPU here, where torch's autocast supports fp16 too."""
+    import glmkit.models.device as device
+
+    monkeypatch.setattr(device, "resolve_precision", lambda spec, dev: torch.float16)
+    import glmkit.train as train_module
+
+    seen = []
+    original = train_module.Trainer.save
+    monkeypatch.setattr(train_module.Trainer, "save", lambda self, s: (seen.append(self.scaler), original(self, s)))
+    run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "m"), _options(max_steps=3, checkpoint_every=3))
+    assert isinstance(seen[0], torch.amp.GradScaler)
+    state = torch.load(tmp_path / "m" / "checkpoint" / "training_state.pt", weights_only=True)
+    assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] == 3
+    run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "m"), _options(max_steps=5, checkpoint_every=5),
+                 resume=True)
+    state = torch.load(tmp_path / "m" / "checkpoint" / "training_state.pt", weights_only=True)
+    assert state["scaler"]["_growth_tracker"] == 5  # continued from 3, not restarted
+    assert all(np.isfinite(v.float().numpy()).all() for v in _weights(tmp_path / "m").values())
+
+
+def test_each_process_gets_its_share_of_the_cpus(monkeypatch):
+    from glmkit.cli import available_cpus, resolve_threads
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert resolve_threads(0) == max(1, available_cpus() // 2)
+    assert resolve_threads(1) == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert resolve_threads(0) == available_cpus()
+
+
+def test_schedules():
+    from glmkit.train import LoopOptions, schedule
+
+    linear = schedule(LoopOptions(max_steps=100, warmup_steps=10, schedule="linear"))
+    assert linear(0) == pytest.approx(0.1) and linear(9) == 1.0 and linear(55) == pytest.approx(0.5)
+    assert linear(100) == 0.0
+    cosine = schedule(LoopOptions(max_steps=100, warmup_steps=10, schedule="cosine"))
+    assert cosine(10) == 1.0 and cosine(100) == pytest.approx(0.1) and cosine(55) == pytest.approx(0.55)
+    constant = schedule(LoopOptions(max_steps=100, warmup_steps=10, schedule="constant"))
+    assert constant(5) == pytest.approx(0.6) and constant(99) == 1.0
+
+
+def test_weight_decay_spares_norms_biases_and_vectors():
+    from glmkit.models.glm import GLM, preset
+    from glmkit.train import parameter_groups
+
+    model = GLM(preset("tiny", input_dim=9, label_dim=5))
+    decay, rest = parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and rest["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("weight") for p in decay["params"])
+    assert {names[id(p)] for p in rest["params"]} >= {"input_norm.weight", "input_norm.bias", "token_type",
+                                                      "blocks.0.output_norm.weight", "blocks.0.intermediate.bias"}
