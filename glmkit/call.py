@@ -261,6 +261,9 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
     shared_finder = _gene_finder(options)  # validates the options before any work
     stats = {"contigs": 0, "bp": 0, "cds": 0, "igs": 0}
     seen: dict[str, str] = {}
+    # freezing what is alive out of the cyclic GC is ours to undo only if nothing was frozen before: gc.unfreeze()
+    # would also unfreeze a caller's frozen objects
+    freeze = gc.get_freeze_count() == 0
     with atomic_outputs([output, gff, proteins, genes], force, inputs) as temps, \
             ThreadPoolExecutor(max(1, options.threads)) as pool, progress(desc="call", unit="bp") as bar:
         outputs = _Outputs(*temps, asdict(options), sources)
@@ -284,7 +287,8 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
                     batch = _to_batch(results)
                     # what is alive now (imported modules, this batch) stays to the end of the batch or the run:
                     # keep the cyclic GC from rescanning it (a full collection took ~25 ms on E. coli)
-                    gc.freeze()
+                    if freeze:
+                        gc.freeze()
                     outputs.write(batch)
                     stats["contigs"] += batch.n_contigs
                     stats["bp"] += int(batch.contigs["length"].sum())
@@ -295,7 +299,8 @@ def run_call(inputs: Sequence[str], output: str, gff: str | None = None, protein
             outputs.shutdown()
             raise
         finally:
-            gc.unfreeze()  # leave the caller's collector as it found it
+            if freeze:
+                gc.unfreeze()  # leave the caller's collector as it found it
     log.info(f"call: {plural(stats['contigs'], 'contig')}, {stats['bp']:,} bp, {stats['cds']:,} CDS, "
              f"{stats['igs']:,} IGS")
     return stats

@@ -18,6 +18,7 @@ from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
+MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "demo")  # (run models: the malloc setting pays off)
 PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
             "validate", "demo")
 
@@ -417,6 +418,10 @@ def main() -> None:
     from glmkit import stop
 
     stop.install()  # SIGTERM (schedulers) like Ctrl-C: clean up, say how to resume
+    if len(sys.argv) > 1 and sys.argv[1] in MODEL_COMMANDS:  # this process is glmkit's own: process-wide settings
+        from glmkit.models.device import keep_freed_memory
+
+        keep_freed_memory()
     try:
         cli(prog_name="glmkit")
     finally:

@@ -14,6 +14,7 @@ given as inputs first, then new ones sorted by length) written in chunks of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -180,6 +181,42 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         return _embed(inputs, output, map_path, options, force)
 
 
+@dataclass
+class _Plan:
+    """The output's rows: first those copied from the stores given (first occurrence of a hash wins, in store
+    order), then the new ones (by length). Arrays, not Python objects per row: a store of 10^6 rows costs about
+    120 bytes a row while planning (bench/scale.py measures it)."""
+    hashes: np.ndarray        # S64 hex, every row
+    source: np.ndarray        # per copied row: index of its store
+    source_row: np.ndarray    # per copied row: its row there
+    new: list[str]            # hashes to embed, in row order after the copied ones
+
+    @property
+    def n_copied(self) -> int:
+        return len(self.source)
+
+
+def _plan(stores: list[EmbeddingStore], wanted: list[str], sequences: dict, shard) -> _Plan:
+    from glmkit.io.embeddings import HashIndex, digests
+
+    if stores:
+        hexes = np.concatenate([s.hashes.astype("S64") for s in stores])
+        source = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(stores)])
+        source_row = np.concatenate([np.arange(len(s), dtype=np.int64) for s in stores])
+        _, first = np.unique(digests(hexes), return_index=True)
+        keep = np.zeros(len(hexes), bool)
+        keep[first] = True
+        hexes, source, source_row = hexes[keep], source[keep], source_row[keep]
+    else:
+        hexes, source, source_row = np.zeros(0, "S64"), np.zeros(0, np.int32), np.zeros(0, np.int64)
+    stored = HashIndex(hexes, np.arange(len(hexes)))
+    candidates = sorted(set(wanted))
+    missing = stored.lookup(candidates) < 0 if candidates else np.zeros(0, bool)
+    new = sorted((h for h, m in zip(candidates, missing) if m and _in_shard(h, shard)),
+                 key=lambda h: (len(sequences[h]), h))
+    return _Plan(np.concatenate([hexes, np.array(new, dtype="S64")]), source, source_row, new)
+
+
 def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: EmbedOptions, force: bool) -> dict:
     proteins, sequences, stores, records = collect_inputs(inputs, options.nucleotide_check)
     representative = {h: h for h in sequences}
@@ -189,19 +226,13 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
         representative = linclust(sequences, options.cluster_id, options.coverage, options.threads)
         log.info(f"embed: {len(sequences):,} distinct proteins in {len(set(representative.values())):,} clusters "
                  f"at {options.cluster_id:.0%} identity, {options.coverage:.0%} coverage")
-
-    reused: dict[str, tuple[EmbeddingStore, int]] = {}
-    for store in stores:
-        for row, h in enumerate(store.hashes.tolist()):
-            reused.setdefault(h, (store, row))
-    wanted = {representative[h] for _, h in proteins}
-    new = sorted((h for h in wanted if h not in reused and _in_shard(h, options.shard)),
-                 key=lambda h: (len(sequences[h]), h))
+    plan = _plan(stores, [representative[h] for _, h in proteins], sequences, options.shard)
 
     loaded, model_attrs = None, None
-    if options.model is not None or new:
+    if options.model is not None or plan.new:
         if options.model is None:
-            raise GlmkitUsageError(f"--model is required: {len(new):,} proteins have no embedding in the stores given")
+            raise GlmkitUsageError(f"--model is required: {len(plan.new):,} proteins have no embedding in the "
+                                   f"stores given")
         loaded, model_attrs = _load(options)
     else:
         model_attrs = stores[0].model if stores else None
@@ -213,33 +244,41 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
             what = "; ".join(f"{k} {store.model.get(k)} there, {model_attrs.get(k)} now" for k in differs)
             raise GlmkitError(f"{store.path}: embeddings were made with other settings ({what})")
 
-    plan = list(reused) + new
-    lengths = [int(reused[h][0].lengths[reused[h][1]]) if h in reused else len(sequences[h]) for h in plan]
+    copied_lengths = [stores[i].lengths[plan.source_row[plan.source == i]] for i in range(len(stores))]
+    lengths = np.zeros(len(plan.hashes), np.int32)
+    for i, values in enumerate(copied_lengths):
+        lengths[:plan.n_copied][plan.source == i] = values
+    lengths[plan.n_copied:] = [len(sequences[h]) for h in plan.new]
     parameters = {k: v for k, v in asdict(options).items() if k != "model"}
-    writer = ResumableEmbeddingWriter(output, parameters, records, plan, lengths, model_attrs["embed_dim"],
+    writer = ResumableEmbeddingWriter(output, parameters, records, plan.hashes, lengths, model_attrs["embed_dim"],
                                       options.dtype, model_attrs, options.chunk_rows,
                                       aliases=_aliases(plan, representative, stores))
+    threads = contextlib.nullcontext()
+    if loaded is not None and loaded.device.type == "cpu":
+        from glmkit.models.device import torch_threads
+
+        threads = torch_threads(options.threads)
     try:
         pending = writer.pending()
-        todo = sum(1 for k in pending for r in writer.rows(k) if plan[r] not in reused)
-        log.info(f"embed: {len(proteins):,} proteins, {len(sequences):,} distinct; {len(reused):,} from stores given, "
-                 f"{len(new):,} to embed{f' (shard {options.shard[0]}/{options.shard[1]})' if options.shard else ''}"
+        todo = sum(max(0, r.stop - max(r.start, plan.n_copied)) for r in map(writer.rows, pending))
+        log.info(f"embed: {len(proteins):,} proteins, {len(sequences):,} distinct; {plan.n_copied:,} from stores "
+                 f"given, {len(plan.new):,} to embed"
+                 f"{f' (shard {options.shard[0]}/{options.shard[1]})' if options.shard else ''}"
                  f"; {todo:,} left in {len(pending)} of {writer.n_chunks} chunks")
         started = time.perf_counter()
-        with progress(total=todo, desc="embed", unit="proteins") as bar:
+        with threads, progress(total=todo, desc="embed", unit="proteins") as bar:
             for k in pending:
                 rows = writer.rows(k)
                 chunk = np.zeros((len(rows), model_attrs["embed_dim"]), dtype=np.float32)
-                fresh = [i for i, r in enumerate(rows) if plan[r] not in reused]
-                if fresh:
-                    chunk[fresh] = embed_sequences(loaded.model, [sequences[plan[rows[i]]] for i in fresh], options,
-                                                   model_attrs["layer"], loaded.device, loaded.dtype, bar)
-                by_store: dict[EmbeddingStore, list[int]] = {}
-                for i, r in enumerate(rows):
-                    if plan[r] in reused:
-                        by_store.setdefault(reused[plan[r]][0], []).append(i)
-                for store, positions in by_store.items():
-                    chunk[positions] = store.get([plan[rows[i]] for i in positions])
+                split = max(0, min(rows.stop, plan.n_copied) - rows.start)  # copied rows come first
+                if split < len(rows):
+                    fresh = [plan.new[r - plan.n_copied] for r in range(rows.start + split, rows.stop)]
+                    chunk[split:] = embed_sequences(loaded.model, [sequences[h] for h in fresh], options,
+                                                    model_attrs["layer"], loaded.device, loaded.dtype, bar)
+                for i, store in enumerate(stores):  # rows copied from store i: read in its own row order
+                    mine = np.flatnonzero(plan.source[rows.start:rows.start + split] == i)
+                    if len(mine):
+                        chunk[mine] = store.read_rows(plan.source_row[rows.start + mine])
                 writer.write_chunk(k, chunk.astype(options.dtype))
     except BaseException as e:
         writer.discard_if_empty()  # a work folder is kept only if it holds finished chunks to resume from
@@ -255,20 +294,29 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
                 write_tsv(fh, MAP_COLUMNS, ((pid, h, representative[h]) for pid, h in proteins))
     if todo:
         log.info(f"embed: {todo:,} proteins in {elapsed:.1f} s ({todo / elapsed:.1f} proteins/s)")
-    return {"proteins": len(proteins), "distinct": len(sequences), "embedded": todo, "reused": len(reused),
+    return {"proteins": len(proteins), "distinct": len(sequences), "embedded": todo, "reused": plan.n_copied,
             "seconds": elapsed}
 
 
-def _aliases(plan: list[str], representative: dict[str, str], stores: list[EmbeddingStore]) -> dict[str, int]:
+def _aliases(plan: _Plan, representative: dict[str, str], stores: list[EmbeddingStore]) -> dict[str, int]:
     """Proteins without a row of their own -> the row standing for them: MMseqs2 cluster members (their
     representative's row), and the aliases of the stores given as inputs (their rows, renumbered)."""
-    row_of = {h: i for i, h in enumerate(plan)}
-    aliases = {h: row_of[rep] for h, rep in representative.items() if h not in row_of and rep in row_of}
+    from glmkit.io.embeddings import HashIndex
+
+    index = HashIndex(plan.hashes, np.arange(len(plan.hashes)))
+    members = [h for h, rep in representative.items() if h != rep]
+    aliases: dict[str, int] = {}
+    if members:
+        own, target = index.lookup(members), index.lookup([representative[h] for h in members])
+        aliases = {h: int(t) for h, o, t in zip(members, own, target) if o < 0 <= t}
     for store in stores:
-        for h, row in zip(store.alias_hashes.tolist(), store.alias_rows.tolist()):
-            target = row_of.get(str(store.hashes[row]))
-            if h not in row_of and target is not None:
-                aliases.setdefault(h, target)
+        if not len(store.alias_hashes):
+            continue
+        own = index.lookup(store.alias_hashes.astype("S64"))
+        target = index.lookup(store.hashes[store.alias_rows].astype("S64"))
+        for h, o, t in zip(store.alias_hashes.tolist(), own, target):
+            if o < 0 <= t:
+                aliases.setdefault(str(h), int(t))
     return aliases
 
 
@@ -282,14 +330,11 @@ class _Loaded:
 def _load(options: EmbedOptions):
     import torch
 
-    from glmkit.models.device import for_cpu_inference, keep_freed_memory, resolve_device, resolve_precision
+    from glmkit.models.device import for_cpu_inference, resolve_device, resolve_precision
     from glmkit.models.esm2 import load_esm2
 
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision, device)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, options.threads))
-        keep_freed_memory()
     loaded = load_esm2(options.model)
     cfg = loaded.model.cfg
     layer = cfg.num_layers if options.layer is None else options.layer

@@ -75,3 +75,37 @@ def test_one_meaning_per_flag():
     assert "-m," not in run("call", "--help").stdout
     for name in ("embed", "contextualize"):
         assert "-m, --model" in run(name, "--help").stdout
+
+
+def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi_contigs, esm_checkpoint,
+                                                                 monkeypatch):
+    """glmkit as a library leaves the caller's GC, torch threads and allocator as they were: only glmkit's own
+    command-line process (main()) changes process-wide settings."""
+    import gc
+
+    import torch
+
+    import glmkit.models.device as device
+    from glmkit.call import run_call
+    from glmkit.embed import EmbedOptions, run_embed
+
+    calls = []
+    monkeypatch.setattr(device, "keep_freed_memory", lambda: calls.append(1) or True)
+    kept = [object() for _ in range(10)]
+    gc.freeze()  # the caller froze its own objects
+    try:
+        frozen = gc.get_freeze_count()
+        run_call([str(multi_contigs)], str(tmp_path / "el.zarr"))
+        # still frozen (a few frozen objects die meanwhile and leave the count); gc.unfreeze() would make it 0
+        assert gc.get_freeze_count() > 0.9 * frozen
+    finally:
+        gc.unfreeze()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_embed([str(tmp_path / "el.zarr")], str(tmp_path / "emb.zarr"),
+                  options=EmbedOptions(model=str(esm_checkpoint[0]), threads=2))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [] and kept

@@ -130,9 +130,11 @@ class ResumableEmbeddingWriter:
         self.final = Path(final)
         self.work = work_folder(self.final)
         self.chunk_rows = chunk_rows
+        hashes = np.asarray(hashes, dtype="S64")
         self.n = len(hashes)
         aliases = dict(sorted((aliases or {}).items()))
-        plan = hashlib.sha256(json.dumps([list(hashes), dim, dtype, model, chunk_rows, aliases]).encode()).hexdigest()
+        plan = hashlib.sha256(hashes.tobytes() + json.dumps([dim, dtype, model, chunk_rows, aliases]).encode())
+        plan = plan.hexdigest()
         self.group = self._resume(plan)
         if self.group is None:
             remove(self.work)
@@ -140,7 +142,7 @@ class ResumableEmbeddingWriter:
             self.group.attrs.update({"model": model, "plan_sha256": plan})
             rows = max(chunk_rows, 1)
             g = self.group
-            new_array(g, "hash", data=np.array(list(hashes), dtype=np.dtypes.StringDType()), chunks=(1 << 16,))
+            new_array(g, "hash", data=hashes.astype(np.dtypes.StringDType()), chunks=(1 << 16,))
             new_array(g, "length", data=np.asarray(lengths, dtype=np.int32), chunks=(1 << 16,))
             new_array(g, "embedding", shape=(self.n, dim), chunks=(rows, dim), dtype=dtype)
             if aliases:
