@@ -12,6 +12,8 @@ downloaded here; speed does not depend on the values). Both tools run as
 separate processes on CPU; wall time includes model loading and writing.
 Prints proteins/s for both, the ratio, and the largest embedding difference.
 With --scaling, also glmkit's throughput across --threads and --max-tokens.
+With --bf16, also `glmkit embed --precision bf16` against fp32: throughput
+ratio and the worst cosine similarity of a protein's two embeddings.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> int:
     parser.add_argument("--shapes", default="t6,t12")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "embed")
     args = parser.parse_args()
     from conftest import make_fair_esm_checkpoint  # the same random-checkpoint builder the tests use
@@ -90,6 +93,19 @@ def main() -> int:
             worst = max(worst, float(np.abs(emb.get([sequence_hash(seq.encode())])[0] - ref).max()))
         print(f"{name + ' (random)':<22}{n / t_ref:>18.1f}{n / t_ours:>15.1f}{t_ref / t_ours:>7.2f}x{worst:>12.1e}",
               flush=True)
+    if args.bf16:
+        for shape in args.shapes.split(","):
+            name = SHAPES[shape][0]
+            ckpt = args.out / f"{name}.pt"
+            fp32 = timed(["glmkit", "embed", faa, "-o", args.out / "fp32.zarr", "-m", ckpt, "-t", args.threads,
+                          "--force", "-q", "--precision", "fp32"])
+            bf16 = timed(["glmkit", "embed", faa, "-o", args.out / "bf16.zarr", "-m", ckpt, "-t", args.threads,
+                          "--force", "-q", "--precision", "bf16"])
+            a = EmbeddingStore(args.out / "fp32.zarr").embedding[:].astype(np.float64)
+            b = EmbeddingStore(args.out / "bf16.zarr").embedding[:].astype(np.float64)
+            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            print(f"{name} bf16 vs fp32: {n / bf16:.1f} vs {n / fp32:.1f} prot/s ({fp32 / bf16:.2f}x); worst cosine "
+                  f"{cosine.min():.5f}, median {np.median(cosine):.5f}", flush=True)
     if args.scaling:
         name, *_ = SHAPES["t6"]
         ckpt = args.out / f"{name}.pt"

@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""Benchmark: glmkit's gLM training step vs transformers 4.x RobertaModel (relative_key_query), same config.
+"""Benchmark: `glmkit pretrain` itself vs the gLM's reference model, on real sub-contig lengths, and against the
+machine's own matrix-multiply limit.
 
-    python bench/pretrain.py [--preset small] [--steps 30] [--batch 32] [--threads 2]
+    python bench/pretrain.py [--preset small] [--steps 40] [--batch 32] [--threads 2] [--repeats 2]
+                             [--precision-steps 300]
 
-The reference runs in its own environment (bench/out/venv-transformers4, made
-on first use: today's transformers no longer implements relative_key_query).
-Both train on the same sub-contig lengths (uniform 15-30 genes, as a
-metagenome's contig ends produce), the same number of sub-contigs per step,
-masking 15 % of genes, the same loss and AdamW with gradient clipping. The
-reference pads each sub-contig to the batch's longest and runs eager
-attention; glmkit runs every per-gene operation on the real genes only (sub-contigs
-packed into rows of 30 genes just for attention) and feeds the relative-position terms to scaled_dot_product_attention as a bias, with a fused
-AdamW. Equality: the reference's initial weights, saved under glm.bin's key
-names, are loaded into glmkit's gLM and one forward pass is compared.
-Also prints contextualize's inference throughput (genes/s).
+1. Corpus (bench/realistic_corpus.py): genes called in real genomes, cut into
+   sub-contigs by `glmkit filter --glm-subcontigs`; random 1,280-wide
+   embeddings keyed by the real proteins.
+2. glmkit: the real command, `glmkit pretrain` in its own process (data path,
+   masking, prefetching, logging included), timed from its own log.tsv (genes
+   per second of wall time after the first 5 steps; the share of that time the
+   loop waited for data).
+3. Reference: the gLM as its reference code builds it (bench/roberta_reference.py:
+   transformers 4.x RobertaModel with relative_key_query, its own venv),
+   trained on the very sub-contigs glmkit's stream deals in the same steps,
+   each padded to the batch's longest as the reference does; its step timed.
+4. The limit: a plain fp32 matrix multiply at the step's GEMM shapes, in this
+   run; glmkit's step FLOP/s (6 x matrix parameters x genes, + attention) over it.
+5. Precision: `--precision bf16` against fp32, speed and the losses of the
+   two runs over --precision-steps steps (a 2-layer, 128-wide model, so that
+   the bf16 run finishes on CPUs without bf16 matrix units).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glmkit.glm_data import pack
-from glmkit.models.glm import GLM, glm_loss, load_reference_state, preset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realistic_corpus import build, subcontig_lengths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "pretrain"
 VENV = ROOT / "bench" / "out" / "venv-transformers4"
+SKIP = 5  # first steps not timed: allocation, caches
 
 
 def reference_python() -> Path:
@@ -44,105 +53,135 @@ def reference_python() -> Path:
     return python
 
 
-def packed_batch(lengths, rows, cfg, step, seed, row_genes):
-    g = torch.Generator().manual_seed(seed * 1000003 + step)
-    groups = pack([lengths[i] for i in rows], row_genes)
-    R = len(groups)
-    features = torch.randn(R, row_genes, cfg.input_dim, generator=g)
-    labels = torch.randn(R, row_genes, cfg.label_dim, generator=g)
-    segments = torch.zeros(R, row_genes, dtype=torch.long)
-    masked = torch.zeros(R, row_genes, dtype=torch.bool)
-    for r, group in enumerate(groups):
-        pos = 0
-        for s, k in enumerate(group, 1):
-            n = lengths[rows[k]]
-            segments[r, pos:pos + n] = s
-            masked[r, pos + torch.randperm(n, generator=g)[:max(1, round(0.15 * n))]] = True
-            pos += n
-    features[masked] = -1.0
-    return features, labels, segments, masked
+def run_glmkit(subcontigs, embeddings, out, args, *extra) -> list[dict]:
+    cmd = [sys.executable, "-m", "glmkit", "pretrain", subcontigs, "-e", embeddings, "-o", out, "--force", "-q",
+           "--preset", args.preset, "--batch-size", args.batch, "--threads", args.threads, "--log-every", 1,
+           "--val-every", 10 ** 9, "--checkpoint-every", 10 ** 9, "--val-fraction", 0, "--corpus", OUT / "corpus.zarr",
+           *extra]
+    subprocess.run([str(c) for c in cmd], check=True)
+    rows = [line.split("\t") for line in (Path(out) / "log.tsv").read_text().splitlines()]
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
 
 
-def train_glmkit(cfg, lengths, steps, args) -> float:
-    """genes/s of glmkit's training step over the timed steps."""
-    torch.manual_seed(args.seed)
-    model = GLM(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
-    genes, elapsed = 0, 0.0
-    for step, rows in enumerate(steps):
-        features, labels, segments, masked = packed_batch(lengths, rows, cfg, step, args.seed, args.row_genes)
+def timed(log: list[dict]) -> tuple[float, float]:
+    """(genes/s, share of time waiting for data) over the steps after SKIP, from per-step log rows."""
+    seconds = np.diff([0.0] + [float(r["seconds"]) for r in log])[SKIP:]   # each step's wall time
+    genes = np.array([float(r["genes_per_s"]) for r in log])[SKIP:] * seconds
+    wait = np.array([float(r["data_wait"]) for r in log])[SKIP:] * seconds
+    return genes.sum() / seconds.sum(), wait.sum() / seconds.sum()
+
+
+def steps_of_stream(corpus_path: Path, batch: int, steps: int, seed: int) -> list[list[int]]:
+    """The sub-contig lengths glmkit's stream deals per step (one process), for the reference to train on."""
+    from glmkit.glm_data import choose_split
+    from glmkit.glm_task import GLMRecipe, GLMTask
+    from glmkit.io.corpus import CorpusStore
+
+    corpus = CorpusStore(corpus_path)
+    split, _, _ = choose_split(corpus, 0.0, seed)
+    task = GLMTask(corpus, split, None, None, GLMRecipe(), seed, 30, {})
+    stream = task.stream(False)
+    lengths = corpus.array("subcontigs/length")[:]
+    return [[int(lengths[i]) for row in stream.take(batch) for i in row] for _ in range(steps)]
+
+
+def matmul_limit(genes: int, cfg, threads: int) -> float:
+    """GFLOP/s of plain fp32 torch.mm at the shapes of the step's largest GEMMs (feed-forward, q/k/v)."""
+    torch.set_num_threads(threads)
+    shapes = [(genes, cfg.hidden_size, cfg.intermediate_size), (genes, cfg.intermediate_size, cfg.hidden_size),
+              (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
+    total_flops, total_time = 0.0, 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):
+            a @ b
         t = time.perf_counter()
-        _, p, lg, _ = model(features, segments)
-        loss, _ = glm_loss(p, lg, labels, masked)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step >= args.warmup:
-            elapsed += time.perf_counter() - t
-            genes += int((segments > 0).sum())
-    return genes / elapsed
+        for _ in range(10):
+            a @ b
+        total_time += time.perf_counter() - t
+        total_flops += 10 * 2 * m * k * n
+    return total_flops / total_time / 1e9
+
+
+def step_flops_per_gene(cfg, length: float) -> float:
+    """6 x matrix parameters (forward 2, backward 4) + attention's QK^T and AV over ``length`` genes."""
+    matrices = (cfg.input_dim * cfg.hidden_size + cfg.num_layers * (4 * cfg.hidden_size ** 2
+                + 2 * cfg.hidden_size * cfg.intermediate_size) + cfg.hidden_size * cfg.num_predictions * (cfg.label_dim + 1))
+    attention = cfg.num_layers * 2 * 2 * length * cfg.hidden_size  # QK^T and AV, per gene
+    return 6 * matrices + 3 * attention
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--row-genes", type=int, default=30, help="glmkit's packed row length")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    out = ROOT / "bench" / "out" / "pretrain"
-    out.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    from glmkit.models.glm import GLM, load_reference_state, preset
 
+    subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
+    lengths = subcontig_lengths(subcontigs)
     cfg = preset(args.preset, input_dim=1281, label_dim=100)
-    rng = np.random.default_rng(args.seed)
-    lengths = rng.integers(15, 31, size=args.batch * args.steps).tolist()
-    steps = [list(range(s * args.batch, (s + 1) * args.batch)) for s in range(args.steps)]
-    spec = {"config": {**cfg.to_dict()}, "lengths": lengths, "steps": steps, "check_rows": steps[0][:8],
-            "seed": args.seed, "threads": args.threads, "warmup": args.warmup}
-    (out / "spec.json").write_text(json.dumps(spec))
-    python = reference_python()
-    reference_runs, ours_runs = [], []
-    for _ in range(args.repeats):  # interleaved, best of each: the machine's speed drifts over minutes
-        subprocess.run([python, ROOT / "bench" / "roberta_reference.py", out / "spec.json", out / "ref.pt"],
-                       check=True, stderr=subprocess.DEVNULL)
-        ref = torch.load(out / "ref.pt", weights_only=False)
-        reference_runs.append(ref["genes_per_s"])
-        ours_runs.append(train_glmkit(cfg, lengths, steps, args))
-    reference_speed, ours = max(reference_runs), max(ours_runs)
 
-    # equality: the reference's weights in glmkit's model, one padded batch
-    model = load_reference_state(GLM(cfg), ref["state"]).eval()
+    glmkit_runs, waits, reference_runs = [], [], []
+    python = reference_python()
+    for _ in range(args.repeats):  # interleaved, best of each: this machine's speed drifts over minutes
+        log = run_glmkit(subcontigs, embeddings, OUT / "glm", args, "--max-steps", args.steps)
+        speed, wait = timed(log)
+        glmkit_runs.append(speed)
+        waits.append(wait)
+        spec = {"config": cfg.to_dict(), "seed": args.seed, "threads": args.threads, "warmup": SKIP,
+                "steps_lengths": steps_of_stream(OUT / "corpus.zarr", args.batch, args.steps, args.seed),
+                "check_lengths": [30, 30, 17, 25]}
+        (OUT / "spec.json").write_text(json.dumps(spec))
+        subprocess.run([python, ROOT / "bench" / "roberta_reference.py", OUT / "spec.json", OUT / "ref.pt"],
+                       check=True, stderr=subprocess.DEVNULL)
+        ref = torch.load(OUT / "ref.pt", weights_only=False)
+        reference_runs.append(ref["genes_per_s"])
+    ours, reference_speed = max(glmkit_runs), max(reference_runs)
+
+    model = load_reference_state(GLM(cfg), ref["state"]).eval()  # equality: the reference's weights in glmkit
     with torch.no_grad():
         hidden, preds, logits, _ = model(ref["features"], ref["mask"].long())
     real = ref["mask"].bool()
     diff = max((hidden - ref["hidden"])[real].abs().max().item(), (preds - ref["preds"])[real].abs().max().item(),
                (logits - ref["logits"])[real].abs().max().item())
 
-    # contextualize: inference over windows of 30 genes, 64 per batch
-    model = GLM(cfg).eval()
-    x, seg = torch.randn(64, 30, cfg.input_dim), torch.ones(64, 30, dtype=torch.long)
-    with torch.inference_mode():
-        model.encode(x, seg)
-        t = time.perf_counter()
-        for _ in range(5):
-            model.encode(x, seg)
-        infer = 5 * 64 * 30 / (time.perf_counter() - t)
+    genes_per_step = args.batch * lengths.mean()  # rows hold ~1 sub-contig each at these lengths
+    limit = matmul_limit(int(genes_per_step), cfg, args.threads)
+    achieved = step_flops_per_gene(cfg, 30) * ours / 1e9
 
-    print(f"gLM preset {args.preset} ({cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads), "
-          f"CPU, {args.threads} threads, {args.batch} sub-contigs of 15-30 genes per step, "
-          f"{args.steps - args.warmup} timed steps, best of {args.repeats} interleaved runs; "
-          f"reference: transformers {ref['transformers']} RobertaModel")
-    print(f"{'':<34}{'genes/s':>10}")
-    print(f"{'reference (padded, eager)':<34}{reference_speed:>10.0f}   runs: {', '.join(f'{r:.0f}' for r in reference_runs)}")
-    print(f"{'glmkit (packed, SDPA, fused AdamW)':<34}{ours:>10.0f}   runs: {', '.join(f'{r:.0f}' for r in ours_runs)}")
+    print(f"corpus: {len(lengths):,} sub-contigs from real genomes, {np.mean(lengths == 30):.1%} of exactly 30 genes, "
+          f"mean {lengths.mean():.1f}; gLM {args.preset} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), "
+          f"batch {args.batch}, {args.steps} steps ({SKIP} untimed), CPU, {args.threads} threads, best of "
+          f"{args.repeats} interleaved runs")
+    print(f"{'':<44}{'genes/s':>10}")
+    print(f"{'reference: transformers ' + ref['transformers'] + ' RobertaModel (step)':<44}{reference_speed:>10.0f}"
+          f"   runs: {', '.join(f'{r:.0f}' for r in reference_runs)}")
+    print(f"{'glmkit pretrain (the command, end to end)':<44}{ours:>10.0f}   runs: "
+          f"{', '.join(f'{r:.0f}' for r in glmkit_runs)}; waiting for data {min(waits):.1%} of the time")
     print(f"ratio {ours / reference_speed:.2f}x; outputs with the same weights differ by at most {diff:.1e}")
-    print(f"glmkit contextualize forward: {infer:,.0f} genes/s")
+    print(f"step: {achieved:.0f} GFLOP/s; plain fp32 matmul at the step's shapes: {limit:.0f} GFLOP/s; "
+          f"{achieved / limit:.0%} of the limit")
+
+    # precision: speed of the real command, and losses tracking over a longer run of a small model
+    small = ["--num-layers", "2", "--hidden-size", "128", "--num-heads", "4", "--max-steps", args.precision_steps,
+             "--seed", args.seed, "--lr", "3e-4", "--warmup-steps", "20"]
+    fp32 = run_glmkit(subcontigs, embeddings, OUT / "fp32", args, *small, "--precision", "fp32")
+    bf16 = run_glmkit(subcontigs, embeddings, OUT / "bf16", args, *small, "--precision", "bf16")
+    a = np.array([float(r["train_loss"]) for r in fp32])
+    b = np.array([float(r["train_loss"]) for r in bf16])
+    tail = slice(len(a) - len(a) // 10, len(a))
+    speed32, speed16 = timed(fp32)[0], timed(bf16)[0]
+    print(f"precision (2 layers, hidden 128, {args.precision_steps} steps): fp32 {speed32:,.0f} genes/s, bf16 "
+          f"{speed16:,.0f} genes/s ({speed16 / speed32:.2f}x); train loss: largest step difference "
+          f"{np.abs(a - b).max():.3f}, last tenth mean fp32 {a[tail].mean():.4f} vs bf16 {b[tail].mean():.4f} "
+          f"({abs(a[tail].mean() - b[tail].mean()) / a[tail].mean():.2%} apart)")
     return 0
 
 

@@ -47,16 +47,15 @@ class ReferenceGLM(torch.nn.Module):
         return {k: v.clone() for k, v in sd.items()}
 
 
-def batch(spec, rows, step):
-    """Padded batch: one sub-contig per row (as the reference code does)."""
+def batch(spec, lengths, step):
+    """Padded batch: one sub-contig per row (as the reference code does), of the given lengths."""
     g = torch.Generator().manual_seed(spec["seed"] * 1000003 + step)
-    L = max(spec["lengths"][i] for i in rows)
-    features = torch.randn(len(rows), L, spec["config"]["input_dim"], generator=g)
-    labels = torch.randn(len(rows), L, spec["config"]["label_dim"], generator=g)
-    mask = torch.zeros(len(rows), L, dtype=torch.long)
-    masked = torch.zeros(len(rows), L, dtype=torch.bool)
-    for b, i in enumerate(rows):
-        n = spec["lengths"][i]
+    L = max(lengths)
+    features = torch.randn(len(lengths), L, spec["config"]["input_dim"], generator=g)
+    labels = torch.randn(len(lengths), L, spec["config"]["label_dim"], generator=g)
+    mask = torch.zeros(len(lengths), L, dtype=torch.long)
+    masked = torch.zeros(len(lengths), L, dtype=torch.bool)
+    for b, n in enumerate(lengths):
         mask[b, :n] = 1
         masked[b, torch.randperm(n, generator=g)[:max(1, round(0.15 * n))]] = True
     features[masked] = -1.0
@@ -77,14 +76,14 @@ def main():
     model = ReferenceGLM(spec["config"])
     state = model.glm_bin_state()
     model.eval()
-    f, _, m, _ = batch(spec, spec["check_rows"], -1)
+    f, _, m, _ = batch(spec, spec["check_lengths"], -1)
     with torch.no_grad():
         hidden, preds, logits = model(f, m)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     genes, elapsed = 0, 0.0
-    for step, rows in enumerate(spec["steps"]):
-        features, labels, mask, masked = batch(spec, rows, step)
+    for step, lengths in enumerate(spec["steps_lengths"]):
+        features, labels, mask, masked = batch(spec, lengths, step)
         t = time.perf_counter()
         _, p, lg = model(features, mask)
         loss = loss_fn(p, lg, labels, masked)

@@ -330,7 +330,7 @@ class _Loaded:
 def _load(options: EmbedOptions):
     import torch
 
-    from glmkit.models.device import for_cpu_inference, resolve_device, resolve_precision
+    from glmkit.models.device import resolve_device, resolve_precision
     from glmkit.models.esm2 import load_esm2
 
     device = resolve_device(options.device)
@@ -341,8 +341,6 @@ def _load(options: EmbedOptions):
     if not 0 <= layer <= cfg.num_layers:
         raise GlmkitUsageError(f"--layer {layer}: {loaded.name} has layers 0 to {cfg.num_layers}")
     model = loaded.model.to(device=device, dtype=dtype)
-    if device.type == "cpu" and dtype == torch.float32:
-        model = for_cpu_inference(model)
     attrs = {"name": loaded.name, "sha256": loaded.sha256, "source": loaded.source, "num_layers": cfg.num_layers,
              "embed_dim": cfg.embed_dim, "attention_heads": cfg.attention_heads, "layer": layer,
              "max_residues": options.max_residues, "long": options.long, "pooling": "mean"}

@@ -309,7 +309,7 @@ class GeneReader:
     """Embeddings and strands of runs of genes, through a small cache of whole chunks of the corpus store
     (the rows of a window are read once, whatever order the batch takes them in)."""
 
-    def __init__(self, corpus: CorpusStore, cache_chunks: int = 32):
+    def __init__(self, corpus: CorpusStore, cache_chunks: int = 16):
         self.corpus, self.cache_chunks = corpus, cache_chunks
         self.chunk = corpus.embedding.chunks[0]
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}

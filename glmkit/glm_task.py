@@ -146,9 +146,9 @@ class GLMTask:
     # -- loss and metrics --------------------------------------------------------------------------------------
 
     def _heads(self, model, batch):
-        _, predictions, logits, _ = model(batch["features"], batch["segments"])
         m = batch["masked"]
-        p, lg, y = predictions[m].float(), logits[m].float(), batch["labels"][m]       # (N, P, D), (N, P), (N, D)
+        _, p, lg, _ = model(batch["features"], batch["segments"], only=m)   # heads on the masked genes alone
+        p, lg, y = p.float(), lg.float(), batch["labels"][m]                # (N, P, D), (N, P), (N, D)
         mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
         best = mse.argmin(-1)
         loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")

@@ -193,6 +193,9 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
         split, n_train, n_val = choose_split(corpus, options.val_fraction, options.seed)
         if not n_train:
             raise GlmkitError("no training sub-contigs left after holding out the validation contigs")
+        if n_train < options.batch_size:  # a step would hold the same sub-contigs several times over
+            raise GlmkitUsageError(f"--batch-size {options.batch_size}: the training split has only {n_train:,} "
+                                   f"sub-contigs; use a batch of at most that many rows, or a larger corpus")
         if meta is not None:
             norm = Normalization(**{k: v.numpy() for k, v in extras["normalization"].items()})
             cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")

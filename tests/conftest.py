@@ -20,8 +20,19 @@ PYRODIGAL_DATA = files("pyrodigal.tests") / "data"
 
 
 def run(*args, input=None):
-    """Run the glmkit CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+    """Run the glmkit CLI in-process; returns click's Result (exit_code, stdout, stderr).
+
+    The CLI, being the program, points the "glmkit" logger at its own stderr;
+    that is put back afterwards so that later library calls in the same test
+    log where pytest's caplog can see them."""
+    import logging
+
+    logger = logging.getLogger("glmkit")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def assert_one_line_error(result, *fragments, status=1):

@@ -175,17 +175,3 @@ def test_hub_name_uses_the_torch_hub_cache(tmp_path, monkeypatch, esm_checkpoint
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     loaded = load_esm2("esm2_t6_8M_UR50D")
     assert loaded.name == "esm2_t6_8M_UR50D" and loaded.model.cfg.num_layers == 2
-
-
-def test_onednn_linear_swap_keeps_results(esm_checkpoint):
-    from glmkit.models.device import OneDNNLinear, for_cpu_inference
-
-    model = load_fair_esm_file(esm_checkpoint[0]).model
-    tokens = tokenize([s.encode() for s in random_proteins(6)], 1022)
-    with torch.inference_mode():
-        before = model(tokens)
-        swapped = for_cpu_inference(model)
-        after = swapped(tokens)
-    if torch.backends.mkldnn.is_available():
-        assert isinstance(swapped.layers[0].qkv, OneDNNLinear) and isinstance(swapped.layers[1].fc2, OneDNNLinear)
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)

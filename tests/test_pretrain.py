@@ -44,11 +44,13 @@ def test_trains_and_writes_checkpoint_log_and_curves(tmp_path, corpus):
     assert meta["architecture"] == "gLM" and meta["config"]["input_dim"] == 65 and meta["step"] == 12
     assert meta["embedding_model"]["name"] == "esm2_t2_test" and meta["world_size"] == 1
     rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
-    assert rows[0] == ["step", "epoch", "lr", "train_loss", "val_loss", "val_pseudo_accuracy", "genes_per_s",
-                       "data_wait"]
+    assert rows[0] == ["step", "epoch", "lr", "train_loss", "val_loss", "val_pseudo_accuracy", "seconds",
+                       "genes_per_s", "data_wait"]
     losses = [float(r[3]) for r in rows[1:]]
     assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])  # it learns something
-    assert all(0 <= float(r[7]) <= 1 for r in rows[1:])
+    assert all(0 <= float(r[8]) <= 1 for r in rows[1:])
+    seconds = [float(r[6]) for r in rows[1:]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run("validate", out / "corpus.zarr", "-q").exit_code == 0
 
@@ -90,8 +92,8 @@ def test_resume_continues_exactly(tmp_path, corpus, monkeypatch):
     b = load_file(str(tmp_path / "resumed" / "checkpoint" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
-    # the log after resume equals the uninterrupted run's (all but throughput and data wait), validation included
-    logs = [[line.split("\t")[:-2] for line in (tmp_path / d / "log.tsv").read_text().splitlines()]
+    # the log after resume equals the uninterrupted run's (all but the timings), validation included
+    logs = [[line.split("\t")[:-3] for line in (tmp_path / d / "log.tsv").read_text().splitlines()]
             for d in ("straight", "resumed")]
     assert logs[0] == logs[1] and len(logs[0]) == 7
     assert [r[4] for r in logs[0][1:]] == ["", ""] + [logs[0][3][4]] * 3 + [logs[0][6][4]]  # no val before step 3
@@ -123,6 +125,36 @@ def test_corpus_store_is_built_once_and_reused(tmp_path, corpus, caplog):
     run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "b"), options(max_steps=1, corpus=str(shared)))
     assert shared.stat().st_mtime_ns == built and "reusing the corpus store" in caplog.text
     assert not (tmp_path / "a" / "corpus.zarr").exists()
+
+
+def test_corpus_store_is_rebuilt_when_its_inputs_change(tmp_path, corpus, esm_checkpoint, caplog):
+    """A corpus store built from other inputs (here: the same element store, another embedding store) is not
+    used: it is rebuilt, and the run says so."""
+    import logging
+
+    from conftest import make_fair_esm_checkpoint
+
+    shared = tmp_path / "shared.zarr"
+    make_fair_esm_checkpoint(tmp_path / "other.pt", seed=7)
+    # embed first: the CLI sets up its own log handlers, which would hide the later lines from caplog
+    assert run("embed", corpus[0], "-o", tmp_path / "emb2.zarr", "-m", tmp_path / "other.pt", "-q").exit_code == 0
+    caplog.set_level(logging.INFO, logger="glmkit")
+    run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "a"), options(max_steps=1, corpus=str(shared)))
+    run_pretrain([str(corpus[0])], str(tmp_path / "emb2.zarr"), str(tmp_path / "b"),
+                 options(max_steps=1, corpus=str(shared)))
+    assert f"{shared} was built from other inputs: rebuilding it" in caplog.text
+    from glmkit.io.corpus import CorpusStore
+    from glmkit.io.embeddings import EmbeddingStore
+
+    rebuilt = CorpusStore(shared)
+    store = EmbeddingStore(tmp_path / "emb2.zarr")
+    np.testing.assert_array_equal(rebuilt.embedding[:], store.embedding[:][rebuilt.array("genes/row")[:]])
+
+
+def test_a_corpus_smaller_than_the_batch_is_refused(tmp_path, corpus):
+    with pytest.raises(GlmkitUsageError, match=r"--batch-size 64: the training split has only \d+ sub-contigs"):
+        run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "m"), options(batch_size=64))
+    assert not (tmp_path / "m").exists()
 
 
 def test_reference_recipe(tmp_path, corpus):

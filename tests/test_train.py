@@ -115,7 +115,7 @@ def test_two_processes_killed_and_resumed_equal_an_uninterrupted_run(corpus, tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "run")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r[:-2] for r in _log(tmp_path / "whole")] == [r[:-2] for r in _log(tmp_path / "run")]
+    assert [r[:-3] for r in _log(tmp_path / "whole")] == [r[:-3] for r in _log(tmp_path / "run")]
 
 
 @needs_torchrun

@@ -465,7 +465,7 @@ def read_column(group: zarr.Group, name: str, dtype, start: int, stop: int) -> n
 # -- rows of a large array in another order, in bounded memory ------------------------------------------------
 
 def gather_rows(source: zarr.Array, take: np.ndarray, emit, block_rows: int, workdir: Path,
-                budget: int = 256 << 20) -> None:
+                budget: int = 64 << 20) -> None:
     """Rows ``source[take]`` handed to ``emit(start, block)`` in order, ``block_rows`` at a time.
 
     ``source`` is read once, chunk by chunk, in its own order (chunks no row is

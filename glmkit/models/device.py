@@ -77,35 +77,3 @@ def keep_freed_memory() -> bool:
     if not agreed:
         logging.getLogger("glmkit").debug("glibc refused the malloc settings; freed buffers go back to the OS")
     return agreed
-
-
-class OneDNNLinear(torch.nn.Module):
-    """nn.Linear through oneDNN (aten::mkldnn_linear) with the weight packed once; inference only."""
-
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        self.out_features = linear.out_features
-        self.register_buffer("weight", linear.weight.detach().to_mkldnn())
-        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
-        self.register_buffer("bias", bias.detach().to_mkldnn())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten.mkldnn_linear(x.reshape(-1, x.shape[-1]).to_mkldnn(), self.weight, self.bias)
-        return y.to_dense().view(*x.shape[:-1], self.out_features)
-
-
-def for_cpu_inference(model: torch.nn.Module) -> torch.nn.Module:
-    """Swap a float32 model's nn.Linear layers for oneDNN ones with pre-packed weights (in place).
-
-    PyTorch's default CPU GEMM (MKL addmm) reached about two thirds of the
-    throughput of oneDNN's pre-packed kernels on ESM2's shapes here
-    (docs/benchmarks.md); results agree to float32 rounding. A no-op where
-    oneDNN is not built in.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return model
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is torch.nn.Linear:
-                setattr(module, name, OneDNNLinear(child))
-    return model

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glmkit.models.layers import Dropout
+
 
 @dataclass
 class GLMConfig:
@@ -129,7 +131,7 @@ class Block(nn.Module):
         self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x, real, allowed, need_weights=False):
         a, probs = self.attention(x, real, allowed, need_weights)
@@ -145,7 +147,7 @@ class GLM(nn.Module):
         self.input_projection = nn.Linear(cfg.input_dim, cfg.hidden_size)
         self.token_type = nn.Parameter(torch.zeros(cfg.hidden_size))  # RoBERTa's token-type-0 vector
         self.input_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.predict = nn.Linear(cfg.hidden_size, cfg.num_predictions * cfg.label_dim)
         self.likelihood = nn.Linear(cfg.hidden_size, cfg.num_predictions)
@@ -183,13 +185,20 @@ class GLM(nn.Module):
         out[real] = values
         return out
 
-    def forward(self, features, segments, need_weights=False):
-        """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None."""
+    def forward(self, features, segments, need_weights=False, only=None):
+        """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None.
+
+        only: (B, L) bool: the heads run on these genes alone (training needs the masked ones) and predictions
+        come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``.
+        """
         hidden, attentions = self.encode(features, segments, need_weights)
-        real = segments > 0
-        x = hidden[real]                                                      # (N, H)
+        where = segments > 0 if only is None else only
+        x = hidden[where]                                                     # (N, H)
         predictions = self.predict(x).view(-1, self.cfg.num_predictions, self.cfg.label_dim)
-        return hidden, self._rows(predictions, real), self._rows(self.likelihood(x), real), attentions
+        logits = self.likelihood(x)
+        if only is not None:
+            return hidden, predictions, logits, attentions
+        return hidden, self._rows(predictions, where), self._rows(logits, where), attentions
 
 
 def glm_loss(predictions, logits, labels, masked, ce_weight: float = 1e-4):

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Benchmark: each speed trick docs/benchmarks.md credits, with and without it, in one run.
+
+    python bench/tricks.py [malloc gc imports zarr-gather dropout fused-adamw ...] [--repeats 3]
+
+Each trick is measured alternately with and without (best of --repeats), on
+the workload it serves:
+
+  malloc       embed: ESM2 forward (a 12-layer, 480-wide ESM2, esm2_t12_35M's shape, random weights; 13 proteins of
+               300 residues) in a child process with and without glibc keeping freed buffers
+               (glmkit.models.device.keep_freed_memory, which only the glmkit command-line process applies)
+
+(oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
+with torch 2.13 on this machine's AMD EPYC and were removed.)
+  gc           call: `glmkit call` on the C. diphtheriae chromosome (single mode), with and without freezing the
+               live objects out of the cyclic GC (call.py's gc.freeze, the CLI's exit-time freeze)
+  imports      call: the same command, with numpy and zarr imported before training (as before call deferred them)
+  zarr-gather  call's store: an element store's ~30 columns closed in one gathered round on zarr's event loop
+               vs closed one after another
+  dropout      pretrain: the gLM's Dropout (24-bit integer masks) vs torch's F.dropout, on one step's activations
+  fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PYRODIGAL = files("pyrodigal.tests") / "data"
+
+
+def best(f, repeats: int) -> float:
+    return min(f() for _ in range(repeats))
+
+
+def alternate(a, b, repeats: int) -> tuple[float, float]:
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(a())
+        tb.append(b())
+    return min(ta), min(tb)
+
+
+def report(name: str, without: float, with_: float, unit: str = "s") -> None:
+    print(f"{name:<12} without {without:8.3f} {unit}   with {with_:8.3f} {unit}   gain {without / with_:5.2f}x", flush=True)
+
+
+# -- embed -----------------------------------------------------------------------------------------------------
+
+ESM_FORWARD = """
+import sys, time, torch
+from glmkit.models.esm2 import ESM2, ESM2Config
+from glmkit.models.device import keep_freed_memory
+if "malloc" in sys.argv: keep_freed_memory()
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model = ESM2(ESM2Config(num_layers=12, embed_dim=480, attention_heads=20)).eval()
+tokens = torch.randint(4, 24, (13, 302))
+with torch.inference_mode():
+    for _ in range(2): model(tokens)
+    t = time.perf_counter()
+    for _ in range(5): model(tokens)
+print((time.perf_counter() - t) / 5)
+"""
+
+
+def esm_forward(*flags) -> float:
+    out = subprocess.run([sys.executable, "-c", ESM_FORWARD, *flags], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def malloc(repeats: int) -> None:
+    report("malloc", *alternate(lambda: esm_forward(), lambda: esm_forward("malloc"), repeats))
+
+
+# -- call ------------------------------------------------------------------------------------------------------
+
+def _genome(out: Path) -> Path:
+    fasta = out / "cdiph.fna"
+    if not fasta.exists():
+        fasta.write_bytes(gzip.decompress((PYRODIGAL / "GCF_001457455.1_NCTC11397_genomic.fna.gz").read_bytes()))
+    return fasta
+
+
+def call_time(fasta: Path, out: Path, hook: str = "") -> float:
+    code = textwrap.dedent(hook) + (f"\nimport sys\nsys.argv = ['glmkit', 'call', {str(fasta)!r}, '-o', "
+                                    f"{str(out / 'o.zarr')!r}, '-p', 'single', '-t', '2', '-q', '--force']\n"
+                                    "from glmkit.cli import main\nmain()\n")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - t
+
+
+def gc_trick(repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fasta = _genome(Path(tmp))
+        no_freeze = "import gc\ngc.freeze = lambda: None\ngc.unfreeze = lambda: None\n"
+        report("gc", *alternate(lambda: call_time(fasta, Path(tmp), no_freeze), lambda: call_time(fasta, Path(tmp)),
+                                repeats))
+
+
+def imports(repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fasta = _genome(Path(tmp))
+        report("imports", *alternate(lambda: call_time(fasta, Path(tmp), "import numpy, zarr\n"),
+                                     lambda: call_time(fasta, Path(tmp)), repeats))
+
+
+def zarr_gather(repeats: int) -> None:
+    from glmkit.call import CallOptions, run_call
+    from glmkit.io import elements as elements_module
+    from glmkit.io.elements import ElementStore, ElementStoreWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run_call([str(_genome(tmp))], str(tmp / "el.zarr"), options=CallOptions(mode="single", threads=2))
+        batch = ElementStore(tmp / "el.zarr").read()
+
+        def write(gathered: bool) -> float:
+            shutil.rmtree(tmp / "w.zarr", ignore_errors=True)
+            t = time.perf_counter()
+            writer = ElementStoreWriter(tmp / "w.zarr", {}, [])
+            writer.write(batch)
+            if gathered:
+                writer.close()
+            else:  # one column after another
+                real = elements_module.close_writers
+                elements_module.close_writers = lambda ws: [w.close() for w in ws]
+                try:
+                    writer.close()
+                finally:
+                    elements_module.close_writers = real
+            return time.perf_counter() - t
+
+        report("zarr-gather", *alternate(lambda: write(False), lambda: write(True), repeats))
+
+
+# -- pretrain --------------------------------------------------------------------------------------------------
+
+def dropout(repeats: int) -> None:
+    import torch
+
+    from glmkit.models.layers import Dropout
+
+    torch.set_num_threads(2)
+    x = torch.randn(960, 512)  # one step's activations at one dropout of the small gLM (32 rows x 30 genes)
+    ours = Dropout(0.1).train()
+
+    def timed(f) -> float:
+        for _ in range(3):
+            f()
+        t = time.perf_counter()
+        for _ in range(50):
+            f()
+        return (time.perf_counter() - t) / 50 * 1000
+
+    report("dropout", *alternate(lambda: timed(lambda: torch.nn.functional.dropout(x, 0.1, True)),
+                                 lambda: timed(lambda: ours(x)), repeats), unit="ms")
+    kept = (ours(torch.ones(4_000_000)) != 0).float().mean().item()
+    print(f"{'':<12} share kept {kept:.4f} (expected 0.9000)")
+
+
+def fused_adamw(repeats: int) -> None:
+    import torch
+
+    from glmkit.models.glm import GLM, preset
+    from glmkit.train import parameter_groups
+
+    torch.set_num_threads(2)
+    model = GLM(preset("small", input_dim=1281, label_dim=100))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+
+    def timed(fused: bool) -> float:
+        opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, fused=fused, foreach=None if fused else True)
+        for _ in range(3):
+            opt.step()
+        t = time.perf_counter()
+        for _ in range(10):
+            opt.step()
+        return (time.perf_counter() - t) / 10 * 1000
+
+    report("fused-adamw", *alternate(lambda: timed(False), lambda: timed(True), repeats), unit="ms")
+
+
+TRICKS = {"malloc": malloc, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
+          "dropout": dropout, "fused-adamw": fused_adamw}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tricks", nargs="*", metavar="TRICK", help=f"any of {', '.join(TRICKS)} [default: all]")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    unknown = [t for t in args.tricks if t not in TRICKS]
+    if unknown:
+        parser.error(f"unknown trick {unknown[0]}; choose from {', '.join(TRICKS)}")
+    args.tricks = args.tricks or list(TRICKS)
+    print(f"each trick without and with it, alternating, best of {args.repeats}")
+    for name in args.tricks:
+        TRICKS[name](args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
