@@ -19,7 +19,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
 MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "demo")  # (run models: the malloc setting pays off)
-PIPELINE = ("call", "filter", "embed", "pretrain", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
+PIPELINE = ("call", "filter", "embed", "pretrain", "import-glm", "export-glm", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
             "validate", "demo")
 
 
@@ -269,6 +269,12 @@ def device_options(func):
 @click.option("--coverage", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="MMseqs2 coverage (-c).")
 @click.option("--no-nucleotide-check", "nucleotide_check", flag_value=False, default=True,
               help="Accept FASTA records of only A, C, G, T, U, N (refused by default: a nucleotide file by mistake).")
+@click.option("--import-embeddings", help="Take the embeddings from here instead of computing them: a folder of "
+              "fair-esm extract.py .pt files, a .pkl of (id, array) pairs (the gLM's plm_embed.py), or a .npy matrix "
+              "with --import-ids. INPUTs give the sequences, matched by id.")
+@click.option("--import-ids", help="Ids of the .npy matrix's rows, one per line.")
+@click.option("--import-model", help="The model that computed the imported embeddings (recorded; later commands "
+                                     "check it), e.g. esm2_t33_650M_UR50D; give its --layer too.")
 @threads_option
 @force_option
 def embed_command(inputs, output, map_path, force, long_mode, threads, **params):
@@ -348,8 +354,13 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
 @click.option("--attention", is_flag=True, help="Also store symmetrised attention, all layers and heads, per window.")
 @click.option("--predictions", is_flag=True, help="Also mask each gene in turn and store predictions, likelihoods, labels.")
 @click.option("--window-genes", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Genes per window (windows overlap by half).")
+              help="Genes per window.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Windows per batch.")
+@click.option("--windows", type=click.Choice(["centred", "reference"]), default="centred", show_default=True,
+              help="centred: windows overlapping by half, each gene from the one it is most central in; reference: "
+                   "consecutive --window-genes sub-contigs, as the gLM's batch_data.py cuts them.")
+@click.option("--inputs", is_flag=True, help="Also store each gene's input features and labels (genes/input, "
+                                             "genes/label), to check them against other tools.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @device_options
 @threads_option
@@ -364,6 +375,44 @@ def contextualize_command(elements, embeddings, model_path, output, force, threa
 
     options = ContextOptions(threads=threads, **params)
     run_contextualize(list(elements), embeddings, model_path, output, options, force=force)
+
+
+@command("import-glm", "glmkit import-glm glm/glm.bin --norm data/norm.pkl --pca data/pca.pkl -o glm-published/")
+@click.argument("glm_bin", metavar="GLM_BIN")
+@click.option("--output", "-o", required=True, help="Model folder to write (what contextualize -m takes).")
+@click.option("--norm", help="The release's norm.pkl [default: beside GLM_BIN].")
+@click.option("--pca", help="The release's pca.pkl [default: beside GLM_BIN].")
+@click.option("--operon-predictor", help="The release's operon_predictor.pkl [default: beside GLM_BIN, if there].")
+@click.option("--embedding-model", help="ESM2 the embeddings must come from [default: esm2_t33_650M_UR50D, the "
+                                        "published gLM's].")
+@click.option("--embedding-layer", type=click.IntRange(min=0), help="Its layer [default: 33, the published gLM's].")
+@force_option
+def import_glm_command(glm_bin, output, force, **params):
+    """Turn the gLM authors' release into a glmkit model.
+
+    Reads glm.bin (weights), norm.pkl and pca.pkl (the input standardisation and
+    label PCA) and operon_predictor.pkl, with a loader that admits plain data
+    only. contextualize then runs the model with the reference's arithmetic.
+    """
+    from glmkit.import_glm import run_import_glm
+
+    run_import_glm(glm_bin, output, force=force, **params)
+
+
+@command("export-glm", "glmkit export-glm glm/ -o glm-release/")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--output", "-o", required=True, help="Folder to write glm.bin, norm.pkl, pca.pkl (and "
+                                                    "operon_predictor.pkl) into.")
+@force_option
+def export_glm_command(model_path, output, force):
+    """Write a glmkit gLM in the gLM authors' release layout.
+
+    For the reference code and its users; glmkit.json beside the files lets
+    import-glm restore exactly this model.
+    """
+    from glmkit.export_glm import run_export_glm
+
+    run_export_glm(model_path, output, force=force)
 
 
 @command("validate", "glmkit validate elements.zarr embeddings.zarr context.zarr")

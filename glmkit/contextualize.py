@@ -54,16 +54,28 @@ class ContextOptions:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 1
+    windows: str = "centred"    # or "reference": consecutive sub-contigs, as the gLM's batch_data.py cuts them
+    inputs: bool = False        # also store each gene's input features and labels
+
+
+WINDOWS = ("centred", "reference")
 
 
 def centrality(position: int, length: int) -> int:
     return min(position, length - 1 - position)
 
 
-def best_windows(n_genes: int, size: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-    """A contig's windows, and for each gene the window it is most central in and its position there."""
+def best_windows(n_genes: int, size: int, kind: str = "centred") -> tuple[list[tuple[int, int]], np.ndarray,
+                                                                          np.ndarray]:
+    """A contig's windows, and for each gene the window it is most central in and its position there.
+
+    kind "reference": consecutive windows of ``size`` genes (the last shorter), each gene in the only one that
+    holds it, as the gLM reference batches contigs."""
     from glmkit.glm_data import windows
 
+    if kind == "reference":
+        genes = np.arange(n_genes)
+        return windows(n_genes, size, 1), genes // size, genes % size
     spans = windows(n_genes, size, 1, overlap=True)
     best_score = np.full(n_genes, -1)
     window_of, position = np.zeros(n_genes, np.int64), np.zeros(n_genes, np.int64)
@@ -100,7 +112,7 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
     model = load_weights(GLM(cfg), weights, folder / "model.safetensors").to(device).eval()
-    norm = Normalization(**{k: v.numpy() for k, v in extras["normalization"].items()})
+    norm = Normalization.from_checkpoint(meta, extras["normalization"], folder)
 
     work = work_folder(output)
     records = [store_record(p) for p in (*element_paths, embedding_path)]
@@ -198,10 +210,10 @@ class _Runner:
         offsets = corpus.array("contigs/offsets")[c0:c1 + 1]
         g0, g1 = int(offsets[0]), int(offsets[-1])
         emb, strand = corpus.genes(g0, g1)
-        x = self.norm.standardize(emb.astype(np.float32))                                   # (n, dim)
+        x, labels = self.norm.transform(emb)                                                 # (n, dim), (n, 99)
         orientation = np.where(strand > 0, 0.5, -0.5).astype(np.float32)
         features_all = np.concatenate([x, orientation[:, None]], 1)
-        labels_all = np.concatenate([self.norm.labels(x), orientation[:, None]], 1)
+        labels_all = np.concatenate([labels, orientation[:, None]], 1)
         n = g1 - g0
         H, W = cfg.hidden_size, o.window_genes
         gene_emb = np.zeros((n, H), np.float32)
@@ -212,7 +224,7 @@ class _Runner:
         windows = []  # (start gene within group, length, genes settled: positions in window, their gene indices)
         for c in range(c1 - c0):
             a, b = int(offsets[c]) - g0, int(offsets[c + 1]) - g0
-            spans, window_of, position = best_windows(b - a, W)
+            spans, window_of, position = best_windows(b - a, W, o.windows)
             for w, (s, t) in enumerate(spans):
                 mine = np.flatnonzero(window_of == w)
                 windows.append((a + s, t - s, position[mine], a + mine))
@@ -250,7 +262,11 @@ class _Runner:
                   "attention": np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16),
                   "n_windows": np.array(len(windows))}
         if o.predictions:
-            result.update(predictions=predictions, likelihoods=likelihoods, labels=labels_all.astype(np.float32))
+            result.update(predictions=predictions, likelihoods=likelihoods)
+        if o.predictions or o.inputs:
+            result.update(labels=labels_all.astype(np.float32))
+        if o.inputs:
+            result.update(features=features_all.astype(np.float32))
         return result
 
 
@@ -285,7 +301,10 @@ def _write_output(output, force, corpus, groups, work: Path, records, meta, opti
         if options.predictions:
             w["genes/predictions"] = ColumnWriter(group, "genes/predictions", np.float32, 4096, (P, D))
             w["genes/likelihoods"] = ColumnWriter(group, "genes/likelihoods", np.float32, 4096, (P,))
+        if options.predictions or options.inputs:
             w["genes/label"] = ColumnWriter(group, "genes/label", np.float32, 4096, (D,))
+        if options.inputs:
+            w["genes/input"] = ColumnWriter(group, "genes/input", np.float32, 4096, (cfg.input_dim,))
         if options.attention:
             w["windows/first_gene"] = ColumnWriter(group, "windows/first_gene", np.int64)
             w["windows/n_genes"] = ColumnWriter(group, "windows/n_genes", np.int32)
@@ -311,7 +330,10 @@ def _write_output(output, force, corpus, groups, work: Path, records, meta, opti
             if options.predictions:
                 w["genes/predictions"].extend(saved["predictions"])
                 w["genes/likelihoods"].extend(saved["likelihoods"])
+            if options.predictions or options.inputs:
                 w["genes/label"].extend(saved["labels"])
+            if options.inputs:
+                w["genes/input"].extend(saved["features"])
             if options.attention:
                 sizes = cfg.num_layers * cfg.num_heads * saved["n_genes"].astype(np.int64) ** 2
                 w["windows/first_gene"].extend(saved["first_gene"])

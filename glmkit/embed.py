@@ -56,6 +56,9 @@ class EmbedOptions:
     cluster_id: float | None = None        # MMseqs2 linclust identity; embed representatives only
     coverage: float = 0.9
     nucleotide_check: bool = True          # refuse FASTA records of nucleotide letters alone
+    import_embeddings: str | None = None   # embeddings computed elsewhere (glmkit.io.imported_embeddings)
+    import_ids: str | None = None          # row ids of an imported .npy
+    import_model: str | None = None        # the model that computed them, as the user states it
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -173,11 +176,21 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         raise GlmkitUsageError("--map goes with the run that merges the shard stores, not with --shard")
     if options.shard and options.cluster_id is not None:
         raise GlmkitUsageError("--cluster-id cannot be combined with --shard: cluster first, then shard")
+    if options.import_embeddings:
+        clash = [flag for flag, given in (("--model", options.model), ("--cluster-id", options.cluster_id is not None),
+                                          ("--shard", options.shard)) if given]
+        if clash:
+            raise GlmkitUsageError(f"--import-embeddings cannot be combined with {clash[0]}")
+        if not options.import_model:
+            raise GlmkitUsageError("--import-embeddings needs --import-model: the model that computed them "
+                                   "(e.g. esm2_t33_650M_UR50D)")
+    elif options.import_ids or options.import_model:
+        raise GlmkitUsageError("--import-ids and --import-model go with --import-embeddings")
     if options.cluster_id is not None:
         from glmkit.mmseqs import require_mmseqs
 
         require_mmseqs()  # before any work
-    with claim_outputs([output, map_path], force, inputs):
+    with claim_outputs([output, map_path], force, [*inputs, *filter(None, [options.import_embeddings])]):
         return _embed(inputs, output, map_path, options, force)
 
 
@@ -228,8 +241,11 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
                  f"at {options.cluster_id:.0%} identity, {options.coverage:.0%} coverage")
     plan = _plan(stores, [representative[h] for _, h in proteins], sequences, options.shard)
 
-    loaded, model_attrs = None, None
-    if options.model is not None or plan.new:
+    loaded, model_attrs, imported = None, None, None
+    if options.import_embeddings:
+        imported, model_attrs, source_of = _imported(options, proteins, plan)
+        records.append(_import_record(options.import_embeddings))
+    elif options.model is not None or plan.new:
         if options.model is None:
             raise GlmkitUsageError(f"--model is required: {len(plan.new):,} proteins have no embedding in the "
                                    f"stores given")
@@ -239,7 +255,9 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
         if model_attrs is None:
             raise GlmkitUsageError("nothing to embed and no model given")
     for store in stores:
-        differs = [k for k in MODEL_IDENTITY if store.model.get(k) != model_attrs.get(k)]
+        # None: not known (embeddings imported from elsewhere record only what the user stated)
+        differs = [k for k in MODEL_IDENTITY if store.model.get(k) != model_attrs.get(k)
+                   and None not in (store.model.get(k), model_attrs.get(k))]
         if differs:
             what = "; ".join(f"{k} {store.model.get(k)} there, {model_attrs.get(k)} now" for k in differs)
             raise GlmkitError(f"{store.path}: embeddings were made with other settings ({what})")
@@ -273,8 +291,12 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
                 split = max(0, min(rows.stop, plan.n_copied) - rows.start)  # copied rows come first
                 if split < len(rows):
                     fresh = [plan.new[r - plan.n_copied] for r in range(rows.start + split, rows.stop)]
-                    chunk[split:] = embed_sequences(loaded.model, [sequences[h] for h in fresh], options,
-                                                    model_attrs["layer"], loaded.device, loaded.dtype, bar)
+                    if imported is not None:
+                        chunk[split:] = [imported.vector(source_of[h]) for h in fresh]
+                        bar.update(len(fresh))
+                    else:
+                        chunk[split:] = embed_sequences(loaded.model, [sequences[h] for h in fresh], options,
+                                                        model_attrs["layer"], loaded.device, loaded.dtype, bar)
                 for i, store in enumerate(stores):  # rows copied from store i: read in its own row order
                     mine = np.flatnonzero(plan.source[rows.start:rows.start + split] == i)
                     if len(mine):
@@ -318,6 +340,46 @@ def _aliases(plan: _Plan, representative: dict[str, str], stores: list[Embedding
             if o < 0 <= t:
                 aliases.setdefault(str(h), int(t))
     return aliases
+
+
+def _imported(options: EmbedOptions, proteins: list[tuple[str, str]], plan: _Plan):
+    """The imported embeddings, the model attributes the user stated, and for each hash to fill the row of the
+    imported file that holds it. Every imported id must name an input protein, and every protein without a row
+    in the stores given must have an imported embedding."""
+    from glmkit.io.imported_embeddings import ImportedEmbeddings
+
+    imported = ImportedEmbeddings(options.import_embeddings, options.layer, options.import_ids)
+    ids = {pid for pid, _ in proteins}
+    stray = next((i for i in imported.ids if i not in ids), None)
+    if stray is not None:
+        raise GlmkitError(f"{options.import_embeddings}: protein '{stray}' has no sequence in the inputs (ids must "
+                          f"match the FASTA or element store ids)")
+    source_of: dict[str, int] = {}
+    for pid, h in proteins:
+        if pid in imported.index:
+            source_of.setdefault(h, imported.index[pid])
+    wanted = set(plan.new)
+    missing = next((pid for pid, h in proteins if h in wanted and h not in source_of), None)
+    if missing is not None:
+        raise GlmkitError(f"{options.import_embeddings}: no embedding for protein '{missing}'")
+    if imported.layer is None:
+        raise GlmkitUsageError("--layer: say which layer of the model the imported embeddings are from")
+    attrs = {"name": options.import_model, "sha256": None, "source": f"imported: {options.import_embeddings}",
+             "num_layers": None, "embed_dim": int(imported.dim), "attention_heads": None,
+             "layer": int(imported.layer), "max_residues": None, "long": None, "pooling": "mean"}
+    log.info(f"embed: importing {len(imported):,} embeddings ({imported.dim} dims, {options.import_model} layer "
+             f"{imported.layer}) from {options.import_embeddings}")
+    return imported, attrs, source_of
+
+
+def _import_record(path: str) -> dict:
+    """Provenance of imported embeddings: a file's sha256; a folder of per-protein files by path and count."""
+    from glmkit.io.files import file_sha256
+
+    p = Path(path)
+    if p.is_dir():
+        return {"path": str(p.resolve()), "files": sum(1 for _ in p.glob("*.pt"))}
+    return {"path": str(p.resolve()), "sha256": file_sha256(p)}
 
 
 @dataclass

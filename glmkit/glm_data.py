@@ -216,10 +216,23 @@ def gene_ranges(first: np.ndarray, length: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Normalization:
+    """Per-feature standardisation of ESM2 embeddings and the whitened PCA of the labels.
+
+    Two arithmetics. "glmkit" (what pretrain fits): float32, standardised
+    values clipped to +-CLIP. "reference" (an imported gLM release): what the
+    gLM's batch_data.py does — embeddings cast to float16, standardised in
+    float64 without clipping, projected as scikit-learn's whitened PCA does
+    ((z - mean) @ components.T / sqrt(explained variance)), and features and
+    labels rounded to float16, which is how the reference stores them.
+    """
     feature_mean: np.ndarray      # (esm_dim,)
     feature_std: np.ndarray
     label_components: np.ndarray  # (esm_dim, label_dim - 1)
     label_scale: np.ndarray       # (label_dim - 1,)  1 / sqrt(eigenvalue): whitening
+    label_mean: np.ndarray | None = None   # (esm_dim,) the PCA's centre in standardised space; None = 0
+    arithmetic: str = "glmkit"    # or "reference"
+
+    ARITHMETICS = ("glmkit", "reference")
 
     @classmethod
     def fit(cls, blocks, components: int = 99) -> "Normalization":
@@ -253,17 +266,45 @@ class Normalization:
         eig, vectors = eig[order][:k], vectors[:, order][:, :k]
         vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(0), np.arange(k)])[None, :]
         return cls(mean.astype(np.float32), std.astype(np.float32), vectors.astype(np.float32),
-                   (1.0 / np.sqrt(np.maximum(eig, 1e-12))).astype(np.float32))
+                   (1.0 / np.sqrt(np.maximum(eig, 1e-12))).astype(np.float32), z_mean.astype(np.float32))
 
     def standardize(self, embeddings: np.ndarray) -> np.ndarray:
-        return np.clip((embeddings - self.feature_mean) / self.feature_std, -CLIP, CLIP).astype(np.float32)
+        return self.transform(embeddings)[0]
 
     def labels(self, standardized: np.ndarray) -> np.ndarray:
-        return (standardized @ self.label_components * self.label_scale).astype(np.float32)
+        """glmkit arithmetic: the labels of rows already standardised by ``standardize``."""
+        centred = standardized if self.label_mean is None else standardized - self.label_mean
+        return (centred @ self.label_components * self.label_scale).astype(np.float32)
+
+    def transform(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(standardised features (n, esm_dim), labels (n, label_dim - 1)), float32, in this normalisation's
+        arithmetic."""
+        if self.arithmetic == "reference":
+            z = (np.asarray(embeddings).astype(np.float16).astype(np.float64) - self.feature_mean) / self.feature_std
+            centred = z if self.label_mean is None else z - self.label_mean
+            labels = centred @ self.label_components.astype(np.float64) * self.label_scale.astype(np.float64)
+            return z.astype(np.float16).astype(np.float32), labels.astype(np.float16).astype(np.float32)
+        x = np.clip((embeddings - self.feature_mean) / self.feature_std, -CLIP, CLIP).astype(np.float32)
+        return x, self.labels(x)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"feature_mean": self.feature_mean, "feature_std": self.feature_std,
-                "label_components": self.label_components, "label_scale": self.label_scale}
+        found = {"feature_mean": self.feature_mean, "feature_std": self.feature_std,
+                 "label_components": self.label_components, "label_scale": self.label_scale}
+        if self.label_mean is not None:
+            found["label_mean"] = self.label_mean
+        return found
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict, tensors: dict, where) -> "Normalization":
+        """The normalisation a checkpoint carries: normalization.safetensors and config.json's "normalization"."""
+        arithmetic = meta.get("normalization", {}).get("arithmetic", "glmkit")
+        if arithmetic not in cls.ARITHMETICS:
+            raise GlmkitError(f"{where}: unknown normalisation arithmetic {arithmetic!r}")
+        names = ("feature_mean", "feature_std", "label_components", "label_scale", "label_mean")
+        unknown = sorted(set(tensors) - set(names))
+        if unknown:
+            raise GlmkitError(f"{where}: unexpected normalisation tensor {unknown[0]}")
+        return cls(**{k: v.numpy() for k, v in tensors.items()}, arithmetic=arithmetic)
 
 
 def training_rows(corpus: CorpusStore, split: Split, n_rows: int) -> np.ndarray:
@@ -355,13 +396,13 @@ def make_batch(reader: GeneReader, starts: np.ndarray, lengths: np.ndarray, rows
             where.append(b * capacity + pos + np.arange(n))
             segment_of.append(np.full(n, seg))
             pos += n
-    x = norm.standardize(np.concatenate([p[0] for p in parts]).astype(np.float32))   # (N, dim)
+    x, labels = norm.transform(np.concatenate([p[0] for p in parts]))                   # (N, dim), (N, ldim - 1)
     orientation = np.where(np.concatenate([p[1] for p in parts]) > 0, 0.5, -0.5).astype(np.float32)
     flat = np.concatenate(where)
     features = np.zeros((B * capacity, dim + 1), np.float32)
     target = np.zeros((B * capacity, ldim), np.float32)
     segments = np.zeros(B * capacity, np.int64)
     features[flat, :dim], features[flat, dim] = x, orientation
-    target[flat, :ldim - 1], target[flat, ldim - 1] = norm.labels(x), orientation
+    target[flat, :ldim - 1], target[flat, ldim - 1] = labels, orientation
     segments[flat] = np.concatenate(segment_of)
     return features.reshape(B, capacity, dim + 1), target.reshape(B, capacity, ldim), segments.reshape(B, capacity)

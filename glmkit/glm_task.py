@@ -62,7 +62,8 @@ class GLMTask:
 
     def checkpoint(self):
         arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.norm.arrays().items()}
-        return self.cfg.to_dict(), {"normalization": arrays}, self.info
+        return self.cfg.to_dict(), {"normalization": arrays}, {**self.info,
+                                                               "normalization": {"arithmetic": self.norm.arithmetic}}
 
     # -- data ------------------------------------------------------------------------------------------------
 

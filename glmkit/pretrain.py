@@ -197,7 +197,7 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
             raise GlmkitUsageError(f"--batch-size {options.batch_size}: the training split has only {n_train:,} "
                                    f"sub-contigs; use a batch of at most that many rows, or a larger corpus")
         if meta is not None:
-            norm = Normalization(**{k: v.numpy() for k, v in extras["normalization"].items()})
+            norm = Normalization.from_checkpoint(meta, extras["normalization"], checkpoint)
             cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")
         else:
             norm = _shared(lambda: fit_normalization(corpus, embedding_path, split), rank, world)
@@ -238,6 +238,8 @@ def check_embedding_model(trained_on: dict, embedding_path: str, where) -> None:
 
     ours = EmbeddingStore(embedding_path).model
     for key in ("name", "sha256", "embed_dim", "layer"):
+        if key == "sha256" and None in (trained_on.get(key), ours.get(key)):
+            continue  # imported models and embeddings know the ESM2 by name and layer only
         if trained_on.get(key) != ours.get(key):
             raise GlmkitError(f"{embedding_path}: embeddings from {ours.get('name')} ({key} {ours.get(key)}), but "
                               f"{where} was trained on {trained_on.get('name')} ({key} {trained_on.get(key)})")

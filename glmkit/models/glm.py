@@ -259,3 +259,20 @@ def reference_config(reference: dict[str, torch.Tensor]) -> GLMConfig:
                      num_predictions=reference["roberta.lm_head.dense_prob.weight"].shape[0],
                      label_dim=reference["roberta.lm_head.dense.weight"].shape[0]
                      // reference["roberta.lm_head.dense_prob.weight"].shape[0])
+
+
+def to_reference_state(model: GLM) -> dict[str, torch.Tensor]:
+    """``model``'s weights under glm.bin's names (the inverse of load_reference_state)."""
+    ours = model.state_dict()
+    state = {"roberta.roberta.embeddings.token_type_embeddings.weight": ours["token_type"][None].clone()}
+    for mine, theirs in REFERENCE_NAMES.items():
+        for kind in ("weight", "bias"):
+            state[f"{theirs}.{kind}"] = ours[f"{mine}.{kind}"]
+    for i in range(model.cfg.num_layers):
+        prefix = f"roberta.roberta.encoder.layer.{i}."
+        state[f"{prefix}attention.self.distance_embedding.weight"] = ours[
+            f"blocks.{i}.attention.distance_embedding.weight"]
+        for mine, theirs in REFERENCE_BLOCK_NAMES.items():
+            for kind in ("weight", "bias"):
+                state[f"{prefix}{theirs}.{kind}"] = ours[f"blocks.{i}.{mine}.{kind}"]
+    return state

@@ -1,0 +1,66 @@
+"""`glmkit import-glm`: the gLM authors' release (glm.bin, norm.pkl, pca.pkl, operon_predictor.pkl) as a glmkit
+model checkpoint that `contextualize` (and `operons`) use like one `pretrain` wrote.
+
+The checkpoint carries the weights, the normalisation and label PCA in the
+reference's arithmetic (see glmkit.glm_data.Normalization), the operon
+classifier when the release has one, the embedding model the release expects
+(stated by the user; the published model's by default), and each file's
+sha256 under "imported_from".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glmkit.errors import GlmkitError
+from glmkit.io.files import claim_outputs
+
+log = logging.getLogger("glmkit")
+
+
+def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str | None = None,
+                   operon_predictor: str | None = None, embedding_model: str | None = None,
+                   embedding_layer: int | None = None, force: bool = False) -> dict:
+    from glmkit.io.checkpoint import save_checkpoint
+    from glmkit.io.glm_release import PUBLISHED_EMBEDDING_MODEL, read_release
+    from glmkit.models.glm import GLM, GLMConfig, load_reference_state, reference_config
+    from glmkit.pretrain import ARCHITECTURE
+
+    inputs = [p for p in (glm_bin, norm, pca, operon_predictor) if p]
+    with claim_outputs([output], force, inputs):
+        release = read_release(glm_bin, norm, pca, operon_predictor)
+        cfg = reference_config(release.state)
+        if release.glmkit.get("config"):  # exported by glmkit: dropout and eps are not in a state dict
+            cfg = GLMConfig.from_dict(release.glmkit["config"], Path(glm_bin).parent / "glmkit.json")
+        k = release.norm.label_components.shape[1]
+        if cfg.label_dim != k + 1:
+            raise GlmkitError(f"{pca or 'pca.pkl'}: {k} components, but {glm_bin} predicts labels of "
+                              f"{cfg.label_dim} values ({k} + orientation expected)")
+        try:
+            model = load_reference_state(GLM(cfg), release.state)
+        except (KeyError, RuntimeError) as e:
+            raise GlmkitError(f"{glm_bin}: not the gLM layout ({type(e).__name__}: {str(e).splitlines()[0]})") \
+                from None
+        esm = dict(release.glmkit.get("embedding_model") or PUBLISHED_EMBEDDING_MODEL)
+        esm["embed_dim"] = cfg.input_dim - 1
+        if embedding_model:
+            esm.update(name=embedding_model, sha256=None)
+        if embedding_layer is not None:
+            esm["layer"] = embedding_layer
+        norm_arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in release.norm.arrays().items()}
+        extras = {"normalization": norm_arrays}
+        info = {"embedding_model": esm, "normalization": {"arithmetic": release.norm.arithmetic},
+                "imported_from": release.files, "step": release.glmkit.get("step")}
+        if release.classifier is not None:
+            extras["operon_classifier"] = {k: torch.from_numpy(v) for k, v in release.classifier.items()}
+            info["operon_classifier"] = {"features": "attention, layer * heads + head",
+                                         "n_features": int(release.classifier["coef"].shape[1])}
+        save_checkpoint(Path(output), ARCHITECTURE, cfg.to_dict(), model.state_dict(), extras, info)
+    log.info(f"import-glm: {output}: gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; "
+             f"{release.norm.arithmetic} normalisation; embeddings from {esm['name']} layer {esm['layer']}"
+             + ("; operon classifier" if release.classifier is not None else ""))
+    return {"config": cfg.to_dict(), "files": release.files, "classifier": release.classifier is not None}
