@@ -106,8 +106,9 @@ def _leave_it_to_rank_0(wait: float = 5.0) -> bool:
     return False
 
 
-def command(name: str, example: str, **kwargs):
-    """A subcommand with --quiet/--debug, set up logging before the body, and an example in --help."""
+def command(name: str, example: str, group=None, **kwargs):
+    """A subcommand (of ``group``, default glmkit itself) with --quiet/--debug, set up logging before the body,
+    and an example in --help."""
 
     def decorate(func):
         @click.option("--debug", is_flag=True, help="Show tracebacks and debug messages.")
@@ -126,7 +127,7 @@ def command(name: str, example: str, **kwargs):
         doc = inspect.cleandoc(func.__doc__ or "")
         wrapper.__doc__ = doc + f"\n\n\b\nExample:\n  {example}"
         kwargs.setdefault("short_help", doc.splitlines()[0].rstrip("."))
-        return cli.command(name, **kwargs)(wrapper)
+        return (group or cli).command(name, **kwargs)(wrapper)
 
     return decorate
 
@@ -454,8 +455,78 @@ def _not_yet(name: str, summary: str):
     return placeholder
 
 
+@cli.group("operons", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def operons_group():
+    """Operons from the gLM's attention: fit a classifier, predict, evaluate.
+
+    Features of each pair of neighbouring genes: the attention between them in
+    every layer and head (contextualize --attention). Baselines from gene
+    distance and strand, and a combined model, for comparison.
+    """
+
+
+def _operon_inputs(func):
+    func = click.option("--elements", "-e", "elements", multiple=True, required=True,
+                        help="The element store(s) contextualize read (gene coordinates and strands); repeatable.")(func)
+    return click.argument("context", metavar="CONTEXT")(func)
+
+
+def _known_options(func):
+    func = click.option("--annotation", help="GFF3 annotation of the same assembly (RefSeq's): carries gene names "
+                                             "to coordinates, matched to the called genes by stop codon.")(func)
+    return click.option("--known", required=True, help="Known operons: RegulonDB OperonSet.txt, or a TSV with "
+                                                       "gene_a, gene_b, label (1 same operon, 0 not).")(func)
+
+
+@command("fit", "glmkit operons fit context.zarr -e genes.zarr --known OperonSet.txt --annotation genome.gff "
+         "-o operons.safetensors", group=operons_group)
+@_operon_inputs
+@_known_options
+@click.option("--output", "-o", required=True, help="Classifier file to write (.safetensors).")
+@click.option("--features", type=click.Choice(["attention", "distance-strand", "combined"]), default="attention",
+              show_default=True, help="attention: the paper's; distance-strand: the classic baseline; combined: both.")
+@force_option
+def operons_fit_command(context, elements, known, annotation, output, features, force):
+    """Fit a logistic regression of same-operon on neighbouring gene pairs."""
+    from glmkit.operons import OperonOptions, run_fit
+
+    run_fit(context, list(elements), known, annotation, output, OperonOptions(features=features), force=force)
+
+
+@command("predict", "glmkit operons predict context.zarr -e genes.zarr -c operons.safetensors -o pairs.tsv "
+         "--gff operons.gff", group=operons_group)
+@_operon_inputs
+@click.option("--classifier", "-c", required=True, help="A classifier from `operons fit`, or a model folder "
+                                                        "holding an imported one (import-glm --operon-predictor).")
+@click.option("--output", "-o", required=True, help="TSV, one row per neighbouring pair ('-' for stdout).")
+@click.option("--gff", help="Also write operons (runs of linked genes) as GFF3.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Probability from which a pair is called same-operon.")
+@force_option
+def operons_predict_command(context, elements, classifier, output, gff, threshold, force):
+    """Call same-operon pairs and operons in any genome's context store."""
+    from glmkit.operons import OperonOptions, run_predict
+
+    run_predict(context, list(elements), classifier, output, gff, OperonOptions(threshold=threshold), force=force)
+
+
+@command("eval", "glmkit operons eval context.zarr -e genes.zarr --known OperonSet.txt --annotation genome.gff "
+         "-o operon-eval/", group=operons_group)
+@_operon_inputs
+@_known_options
+@click.option("--output", "-o", required=True, help="Folder: report.tsv, summary.json, pr.png, heads.png, "
+                                                    "head_correlation.tsv.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Cross-validation folds, grouped by contig (or blocks of consecutive pairs).")
+@force_option
+def operons_eval_command(context, elements, known, annotation, output, folds, force):
+    """Cross-validated average precision: attention vs distance-strand vs combined; best head."""
+    from glmkit.operons import OperonOptions, run_eval
+
+    run_eval(context, list(elements), known, annotation, output, OperonOptions(folds=folds), force=force)
+
+
 for _name, _summary in (
-    ("operons", "Operons from attention"),
     ("paralog-match", "Interacting paralogs"),
     ("jacobian", "Categorical-Jacobian contact maps"),
     ("dedup", "Semantic deduplication and MMseqs2 clustering"),

@@ -1,0 +1,71 @@
+"""Reading the context store that `glmkit contextualize` writes (schema glmkit.context; docs/FORMATS.md).
+
+The writer is in glmkit/contextualize.py (it streams groups of contigs into
+ColumnWriters); this is the reader every later command uses: gene tables
+whole, attention maps window by window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from glmkit.errors import GlmkitError
+from glmkit.io.store import open_store
+
+SCHEMA = "glmkit.context"
+REQUIRED = ("genes/id", "genes/contig", "genes/embedding", "contigs/name", "contigs/embedding")
+
+
+class ContextStore:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.group = open_store(path, SCHEMA, required=REQUIRED)
+        self.attrs = self.group.attrs.asdict()
+        self.config = self.attrs.get("model", {}).get("config", {})
+        self.n_genes = self.group["genes/id"].shape[0]
+
+    @property
+    def has_attention(self) -> bool:
+        return "attention" in self.group and "windows" in self.group
+
+    def gene_ids(self) -> np.ndarray:
+        return self.group["genes/id"][:].astype(object)
+
+    def gene_contigs(self) -> np.ndarray:
+        return self.group["genes/contig"][:]
+
+    def contig_names(self) -> np.ndarray:
+        return self.group["contigs/name"][:].astype(object)
+
+    def windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first gene, number of genes) of every window whose attention is stored."""
+        self.require_attention()
+        return self.group["windows/first_gene"][:], self.group["windows/n_genes"][:]
+
+    def require_attention(self) -> None:
+        if not self.has_attention:
+            raise GlmkitError(f"{self.path}: no attention maps in this context store; run contextualize with "
+                              f"--attention")
+
+    def attention(self, windows: np.ndarray, block: int = 256) -> Iterator[tuple[int, np.ndarray]]:
+        """(window, maps (layers, heads, n, n) float16) for the given window numbers in increasing order, read in
+        blocks of about ``block`` consecutive windows (one range read each)."""
+        self.require_attention()
+        layers, heads = int(self.config["num_layers"]), int(self.config["num_heads"])
+        offsets = self.group["attention/offsets"]
+        sizes = self.group["windows/n_genes"]
+        data = self.group["attention/data"]
+        windows = np.unique(np.asarray(windows, dtype=np.int64))
+        for s in range(0, len(windows), block):
+            part = windows[s:s + block]
+            lo, hi = int(part[0]), int(part[-1]) + 1
+            off = offsets[lo:hi + 1]
+            n = sizes[lo:hi]
+            flat = data[int(off[0]):int(off[-1])]
+            for w in part:
+                k = int(w) - lo
+                a, b = int(off[k] - off[0]), int(off[k + 1] - off[0])
+                yield int(w), flat[a:b].reshape(layers, heads, int(n[k]), int(n[k]))
