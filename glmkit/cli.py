@@ -526,8 +526,39 @@ def operons_eval_command(context, elements, known, annotation, output, folds, fo
     run_eval(context, list(elements), known, annotation, output, OperonOptions(folds=folds), force=force)
 
 
+@command("paralog-match", "glmkit paralog-match queries.faa candidates.faa -e embeddings.zarr -m glm/ "
+         "-o matches.tsv --truth pairs.tsv")
+@click.argument("queries", metavar="QUERIES")
+@click.argument("candidates", metavar="CANDIDATES")
+@click.option("--embeddings", "-e", required=True, help="Embedding store holding the queries and candidates.")
+@click.option("--model", "-m", "model_path", required=True, help="A gLM (pretrain output or import-glm folder).")
+@click.option("--output", "-o", required=True, help="TSV of the top candidates per query ('-' for stdout).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Candidates kept per query.")
+@click.option("--truth", help="TSV with query, partner columns: score exact- and cluster-correct matches.")
+@click.option("--report", help="With --truth: write the scores and the random baseline as JSON here.")
+@click.option("--cluster-id", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="MMseqs2 identity of the candidate clusters for cluster-correct (0: skip, no MMseqs2 needed).")
+@click.option("--draws", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Random-prediction draws of the baseline.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
+@force_option
+def paralog_match_command(queries, candidates, embeddings, model_path, output, truth, report, force, **params):
+    """Rank candidate partners of each query by the gLM's masked predictions.
+
+    QUERIES, CANDIDATES: protein FASTA files or element stores, embedded in the
+    store given. Each query sits between two masked genes; candidates are ranked
+    by their distance to the most likely prediction on either side.
+    """
+    from glmkit.paralog_match import ParalogOptions, run_paralog_match
+
+    if report and not truth:
+        raise click.BadParameter("goes with --truth", param_hint="--report")
+    run_paralog_match([queries], [candidates], embeddings, model_path, output, truth, report,
+                      ParalogOptions(**params), force=force)
+
+
 for _name, _summary in (
-    ("paralog-match", "Interacting paralogs"),
     ("jacobian", "Categorical-Jacobian contact maps"),
     ("dedup", "Semantic deduplication and MMseqs2 clustering"),
 ):

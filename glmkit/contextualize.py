@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from glmkit.errors import GlmkitError
-from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
+from glmkit.io.checkpoint import checkpoint_folder
 from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
 from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, store_record
 from glmkit.log import plural, progress
@@ -97,22 +97,19 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
 
 
 def _contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions, force: bool) -> dict:
-    from glmkit.glm_data import Normalization
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
-    from glmkit.models.glm import GLM, GLMConfig
-    from glmkit.pretrain import ARCHITECTURE, check_embedding_model
+    from glmkit.models.glm_loading import load_glm
+    from glmkit.pretrain import check_embedding_model
 
-    folder = checkpoint_folder(model_path)
-    meta, weights, extras, _ = load_checkpoint(model_path, ARCHITECTURE)
-    cfg = GLMConfig.from_dict(meta.get("config"), folder / "config.json")
+    loaded = load_glm(model_path)
+    folder, meta, cfg, norm = loaded.folder, loaded.meta, loaded.cfg, loaded.norm
     layer = cfg.num_layers if options.layer is None else options.layer
     if not 0 <= layer <= cfg.num_layers:
         raise GlmkitError(f"--layer {layer}: the model has layers 0 to {cfg.num_layers}")
     check_embedding_model(meta.get("embedding_model", {}), embedding_path, folder)
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
-    model = load_weights(GLM(cfg), weights, folder / "model.safetensors").to(device).eval()
-    norm = Normalization.from_checkpoint(meta, extras["normalization"], folder)
+    model = loaded.model.to(device)
 
     work = work_folder(output)
     records = [store_record(p) for p in (*element_paths, embedding_path)]

@@ -390,8 +390,6 @@ class _Loaded:
 
 
 def _load(options: EmbedOptions):
-    import torch
-
     from glmkit.models.device import resolve_device, resolve_precision
     from glmkit.models.esm2 import load_esm2
 

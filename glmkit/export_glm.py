@@ -18,17 +18,15 @@ log = logging.getLogger("glmkit")
 
 
 def run_export_glm(model_path: str, output: str, force: bool = False) -> dict:
-    from glmkit.glm_data import Normalization
-    from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
+    from glmkit.io.checkpoint import load_checkpoint
     from glmkit.io.glm_release import write_release
-    from glmkit.models.glm import GLM, GLMConfig, to_reference_state
+    from glmkit.models.glm import to_reference_state
+    from glmkit.models.glm_loading import load_glm
     from glmkit.pretrain import ARCHITECTURE
 
-    folder = checkpoint_folder(model_path)
-    meta, weights, extras, _ = load_checkpoint(model_path, ARCHITECTURE)
-    cfg = GLMConfig.from_dict(meta.get("config"), folder / "config.json")
-    model = load_weights(GLM(cfg), weights, folder / "model.safetensors")
-    norm = Normalization.from_checkpoint(meta, extras["normalization"], folder)
+    loaded = load_glm(model_path)
+    folder, cfg, model, norm = loaded.folder, loaded.cfg, loaded.model, loaded.norm
+    meta = loaded.meta
     classifier = None
     if (folder / "operon_classifier.safetensors").exists():
         _, _, more, _ = load_checkpoint(model_path, ARCHITECTURE, extras=("operon_classifier",))

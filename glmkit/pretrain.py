@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,7 +153,6 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
 
 def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions, resume: bool, force: bool,
               rank: int, world: int, device_spec: str) -> dict:
-    import torch
 
     from glmkit.glm_data import Normalization, choose_split, fit_normalization
     from glmkit.glm_task import GLMRecipe, GLMTask

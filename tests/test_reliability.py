@@ -9,7 +9,6 @@ cleanup at all. The rerun must equal an uninterrupted run.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
