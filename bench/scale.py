@@ -86,7 +86,8 @@ def build(n: int, out: Path) -> tuple[Path, Path]:
                                   np.array(counts, dtype=np.int64)))
     writer.close()
     order = rng.permutation(n)  # the embedding store's rows in an order unrelated to the corpus
-    model = {"name": "random_1280", "sha256": "0" * 64, "embed_dim": DIM, "layer": 1, "max_residues": 1022,
+    # the ESM2 that extends the store below (its checksum is not known here: null matches it)
+    model = {"name": "esm_t1_1280", "sha256": None, "embed_dim": DIM, "layer": 1, "max_residues": 1022,
              "long": "truncate", "pooling": "mean", "num_layers": 1, "attention_heads": 1, "source": "random"}
     store = ResumableEmbeddingWriter(embeddings, {}, [], np.array(hashes, dtype="S64")[order], [40] * n, DIM,
                                      "float16", model, 1024)

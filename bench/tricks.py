@@ -34,8 +34,6 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 PYRODIGAL = files("pyrodigal.tests") / "data"
 

@@ -194,7 +194,7 @@ def _score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options: 
         exact.append(int((top == partner).sum()))
         if cluster is not None:
             clustered.append(int((cluster[top] == cluster[partner]).sum()))
-    base = {"draws": options.draws, "exact_mean": float(np.mean(exact)),
+    base = {"draws": options.draws, "exact_per_draw": exact, "exact_mean": float(np.mean(exact)),
             "exact_low": float(np.percentile(exact, 2.5)), "exact_high": float(np.percentile(exact, 97.5))}
     if cluster is not None:
         base.update(cluster_mean=float(np.mean(clustered)), cluster_low=float(np.percentile(clustered, 2.5)),

@@ -1,0 +1,76 @@
+"""The planted-grammar corpus: what write_corpus plants is there, and a small gLM trained on it recovers it
+while the same model re-initialised does not (the fast version of bench/glm_learning.py --synthetic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run
+from glmkit.io.elements import ElementStore
+from glmkit.io.embeddings import EmbeddingStore, sequence_hash
+from glmkit.synthetic import SyntheticSpec, evaluate, reinitialised, write_corpus
+
+SMALL = SyntheticSpec(train_genomes=30, test_genomes=6, genes_per_genome=200, families=150, operon_templates=25,
+                      subfamilies=8, paralog_pairs=6, dim=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    return out, write_corpus(out, SMALL)
+
+
+def test_the_planted_grammar_is_in_the_stores(corpus):
+    out, summary = corpus
+    store = EmbeddingStore(out / "embeddings.zarr")
+    pairs = [line.split("\t") for line in (out / "test.pairs.tsv").read_text().splitlines()[1:]]
+    genes = {}
+    for batch in ElementStore(out / "test.zarr").batches():
+        e = batch.elements
+        for i in range(len(e["id"])):
+            genes[e["id"][i]] = (int(e["strand"][i]), int(e["start"][i]), int(e["end"][i]), e["aa"][i])
+    assert len(genes) == SMALL.test_genomes * SMALL.genes_per_genome
+    same = [(genes[a], genes[b]) for a, b, y in pairs if y == "1"]
+    other = [(genes[a], genes[b]) for a, b, y in pairs if y == "0"]
+    assert all(x[0] == y[0] for x, y in same)                       # operons lie on one strand
+    gap = lambda pair: pair[1][1] - pair[0][2] - 1  # noqa: E731
+    inside, outside = np.median([gap(p) for p in same]), np.median([gap(p) for p in other])
+    assert inside < 40 < outside                                    # short gaps inside operons ...
+    assert min(gap(p) for p in other) < max(gap(p) for p in same)  # ... but the distributions overlap
+    truth = [line.split("\t") for line in next((out / "partners").glob("*.tsv")).read_text().splitlines()[1:]]
+    assert len(truth) == SMALL.paralog_pairs
+    assert all(genes[q][0] == genes[p][0] for q, p in truth)       # partners sit side by side on one strand
+    assert all(abs(int(q.rsplit("_", 1)[1]) - int(p.rsplit("_", 1)[1])) == 1 for q, p in truth)
+    assert store.model["embed_dim"] == SMALL.dim and len(store) == summary["proteins"] == summary["genes"]
+
+
+def test_homologs_are_close_in_embedding_and_in_sequence():
+    from glmkit.synthetic import _Planter
+
+    planter = _Planter(SMALL)
+    one, two, other = planter.embedding(5), planter.embedding(5), planter.embedding(6)
+    assert np.linalg.norm(one - two) < 0.6 * np.linalg.norm(one - other)
+    a, b = planter.protein(5), planter.protein(5)
+    identity = np.mean(np.frombuffer(a, np.uint8) == np.frombuffer(b, np.uint8))
+    assert 0.6 < identity < 0.9   # MMseqs2 at 50 % puts family members together
+
+
+@pytest.mark.slow
+def test_a_small_glm_learns_the_grammar_and_an_untrained_one_does_not(corpus, tmp_path):
+    out, _ = corpus
+    r = run("pretrain", out / "train.zarr", "-e", out / "embeddings.zarr", "-o", tmp_path / "glm", "--preset",
+            "tiny", "--hidden-size", 128, "--num-heads", 4, "--max-steps", 500, "--batch-size", 32, "--lr", 3e-3,
+            "--warmup-steps", 25, "--val-every", 250, "-q", "-t", 2)
+    assert r.exit_code == 0, r.stderr
+    trained = evaluate(out, tmp_path / "glm", tmp_path / "eval", threads=2, draws=300)
+    control = evaluate(out, reinitialised(tmp_path / "glm", tmp_path / "fresh"), tmp_path / "eval-fresh", threads=2,
+                       draws=300)
+    for result, learnt in ((trained, True), (control, False)):
+        acc, ops, par = result["pseudo_accuracy"], result["operons"], result["paralogs"]
+        best_baseline = max(acc["mean_label"], acc["neighbour_copy"])
+        # thresholds for 500 steps of a 2-layer model (the bench's 20-minute small model is held to the issue's)
+        assert (acc["model"] >= 3 * best_baseline) == learnt, acc
+        assert (ops["attention"] > ops["distance-strand"]) == learnt, ops
+        assert (par["exact_correct"] > par["random_high"]) == learnt, par
+        assert ops["combined"] >= max(ops["attention"], ops["distance-strand"]) - 0.05, ops
