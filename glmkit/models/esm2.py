@@ -10,8 +10,6 @@ head computed. tests/test_esm2.py checks it against fair-esm's own model.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -189,24 +187,6 @@ def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
     return LoadedModel(model, name or path.stem, str(path.resolve()), file_sha256(path))
 
 
-def _hf_weight_files(path: Path) -> list[Path]:
-    """The weight files of a Hugging Face folder: one safetensors or .bin file, or the shards its index lists."""
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if (path / single).exists():
-            return [path / single]
-        if (path / index).exists():
-            try:
-                shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
-            except (OSError, ValueError, KeyError, AttributeError) as e:
-                raise GlmkitError(f"{path / index}: unreadable shard index ({type(e).__name__}: {e})") from None
-            missing = [s for s in shards if not (path / s).exists()]
-            if missing:
-                raise GlmkitError(f"{path / index}: lists {missing[0]}, which is not in the folder")
-            return [path / s for s in shards]
-    raise GlmkitError(f"{path}: no model.safetensors or pytorch_model.bin (nor a sharded index of either)")
-
-
 def _hf_name(key: str) -> str:
     """Parameter names as transformers 4 writes them: transformers 5 saves LayerNorms as gamma/beta."""
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
@@ -215,10 +195,9 @@ def _hf_name(key: str) -> str:
 def load_hf_folder(path: Path) -> LoadedModel:
     """A Hugging Face EsmModel / EsmForMaskedLM folder as transformers 4.x or 5.x saves it: config.json plus
     model.safetensors or pytorch_model.bin, whole or in shards."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise GlmkitError(f"{path}: no readable config.json; expected a Hugging Face ESM model folder") from e
+    from glmkit.models.hf_folder import read_config
+
+    config = read_config(path, "ESM model")
     if config.get("model_type") != "esm" or config.get("position_embedding_type", "rotary") != "rotary":
         raise GlmkitError(f"{path}: config.json is not an ESM2 model (model_type={config.get('model_type')!r})")
     cfg = ESM2Config(num_layers=config["num_hidden_layers"], embed_dim=config["hidden_size"],
@@ -226,25 +205,17 @@ def load_hf_folder(path: Path) -> LoadedModel:
                      layer_norm_eps=config.get("layer_norm_eps", 1e-12))
     if config.get("intermediate_size", 4 * cfg.embed_dim) != 4 * cfg.embed_dim or config.get("emb_layer_norm_before"):
         raise GlmkitError(f"{path}: unsupported ESM variant (intermediate_size or emb_layer_norm_before differ from ESM2)")
-    files = _hf_weight_files(path)
-    hf: dict[str, torch.Tensor] = {}
-    for weights in files:
-        try:
-            if weights.suffix == ".safetensors":
-                from safetensors.torch import load_file
+    from glmkit.models.hf_folder import read_weights
 
-                part = load_file(weights)
-            else:
-                part = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise GlmkitError(f"{weights}: unreadable weights ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-        hf.update((_hf_name(k), v) for k, v in part.items())
+    files, weights = read_weights(path)
+    hf = {_hf_name(k): v for k, v in weights.items()}
     try:
         state = remap_state(cfg, hf, HF_NAMES)
     except KeyError as e:
         raise GlmkitError(f"{path}: missing ESM2 weight {e.args[0]}") from None
-    digest = file_sha256(files[0]) if len(files) == 1 else hashlib.sha256(
-        "".join(file_sha256(f) for f in files).encode()).hexdigest()
+    from glmkit.models.hf_folder import weights_sha256
+
+    digest = weights_sha256(files)
     return LoadedModel(_assign(ESM2(cfg), state, str(path)), path.name, str(path.resolve()), digest)
 
 

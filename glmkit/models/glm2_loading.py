@@ -1,0 +1,76 @@
+"""Published gLM2 checkpoints (tattabio/gLM2_150M, gLM2_650M): a Hugging Face folder into glmkit's GLM2.
+
+config.json gives dim, depth, heads, vocab_size, swiglu_multiple_of,
+ffn_dim_multiplier (must be null: the published models have none) and
+norm_eps; the weights carry the names of ../shared/DESIGN.md, mapped here to
+glmkit/models/glm2.py's. A tensor missing, extra or of another shape than the
+configuration makes it is refused with one line naming it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from glmkit.errors import GlmkitError
+from glmkit.models.glm2 import GLM2, GLM2Config
+
+# published name -> glmkit's (regular expressions over the whole key)
+PUBLISHED_NAMES = (
+    (r"glm2\.tok_embeddings\.", "tok_embeddings."),
+    (r"glm2\.encoder\.layers\.(\d+)\.", r"layers.\1."),
+    (r"lm_head\.norm\.", "head_norm."),
+    (r"lm_head\.proj_output\.", "head."),
+)
+
+
+def glmkit_name(published: str) -> str:
+    for pattern, ours in PUBLISHED_NAMES:
+        if re.match(pattern, published):
+            return re.sub(pattern, ours, published, count=1)
+    return published
+
+
+def published_name(ours: str) -> str:
+    for pattern, theirs in (("tok_embeddings.", "glm2.tok_embeddings."), ("head_norm.", "lm_head.norm."),
+                            ("head.", "lm_head.proj_output.")):
+        if ours.startswith(pattern):
+            return theirs + ours[len(pattern):]
+    return re.sub(r"^layers\.(\d+)\.", r"glm2.encoder.layers.\1.", ours)
+
+
+def load_glm2_folder(path: str | Path) -> tuple[GLM2, str]:
+    """(the model in eval mode, the weights' sha256)."""
+    from glmkit.models.hf_folder import read_config, read_weights, weights_sha256
+
+    path = Path(path)
+    config = read_config(path, "gLM2")
+    try:
+        cfg = GLM2Config(dim=int(config["dim"]), depth=int(config["depth"]), heads=int(config["heads"]),
+                         vocab_size=int(config.get("vocab_size", 37)),
+                         swiglu_multiple_of=int(config.get("swiglu_multiple_of", 256)),
+                         norm_eps=float(config.get("norm_eps", 1e-5)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise GlmkitError(f"{path / 'config.json'}: not a gLM2 configuration (no valid {e})") from None
+    if config.get("ffn_dim_multiplier") is not None:
+        raise GlmkitError(f"{path / 'config.json'}: ffn_dim_multiplier {config['ffn_dim_multiplier']} is not supported "
+                          f"(the published gLM2 models have none)")
+    if cfg.dim % cfg.heads:
+        raise GlmkitError(f"{path / 'config.json'}: dim {cfg.dim} is not a multiple of heads {cfg.heads}")
+    files, published = read_weights(path)
+    weights = {glmkit_name(k): v for k, v in published.items()}
+    model = GLM2(cfg)
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in weights:
+            raise GlmkitError(f"{path}: no tensor {published_name(name)} (not a gLM2 checkpoint, or an incomplete one)")
+        if tuple(weights[name].shape) != tuple(tensor.shape):
+            raise GlmkitError(f"{path}: tensor {published_name(name)} has shape {tuple(weights[name].shape)}; "
+                              f"config.json makes it {tuple(tensor.shape)}")
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise GlmkitError(f"{path}: unexpected tensor {extra[0]} (not a gLM2 checkpoint?)")
+    model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()})
+    return model.eval(), weights_sha256(files)
