@@ -205,3 +205,25 @@ def test_ecoli_regulondb_labels_match_the_operon_set(tmp_path):
         checked += 1
     assert checked > 20
     assert 1400 < report["positive"] < 2200 and report["labelled"] > 3500
+
+
+def test_predict_with_the_classifier_of_an_imported_release(ctx, tmp_path):
+    """The published operon_predictor.pkl, through import-glm, is what `operons predict -c MODEL` applies:
+    scikit-learn's own predict_proba on the same features."""
+    import pickle
+
+    from sklearn.linear_model import LogisticRegression
+
+    store = ContextStore(ctx / "ctx.zarr")
+    L, H = store.config["num_layers"], store.config["num_heads"]
+    assert run("export-glm", ctx / "glm", "-o", tmp_path / "rel", "-q").exit_code == 0
+    rng = np.random.default_rng(0)
+    clf = LogisticRegression().fit(rng.normal(size=(80, L * H)) * 0.05, rng.integers(0, 2, 80))
+    (tmp_path / "rel" / "operon_predictor.pkl").write_bytes(pickle.dumps(clf))
+    assert run("import-glm", tmp_path / "rel" / "glm.bin", "-o", tmp_path / "imported", "-q").exit_code == 0
+    r = run("operons", "predict", ctx / "ctx.zarr", "-e", ctx / "el.zarr", "-c", tmp_path / "imported", "-o",
+            tmp_path / "p.tsv", "-q")
+    assert r.exit_code == 0, r.stderr
+    features = attention_features(store, neighbour_pairs(store, [str(ctx / "el.zarr")])).astype(np.float64)
+    got = np.array([float(x.split("\t")[5]) for x in (tmp_path / "p.tsv").read_text().splitlines()[1:]])
+    np.testing.assert_allclose(got, clf.predict_proba(features)[:, 1], atol=1e-6)
