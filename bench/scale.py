@@ -112,11 +112,14 @@ def measured(cmd: list) -> tuple[float, float]:
 
 
 def training_speed(log: Path, skip: int = 10) -> tuple[float, float]:
+    """Genes/s of training steps and the share of that time waiting for data, from log.tsv: the first ``skip``
+    rows (allocation, caches) and the last (it includes the final validation, which grows with the corpus's
+    validation split) left out."""
     rows = [line.split("\t") for line in log.read_text().splitlines()]
     col = {name: i for i, name in enumerate(rows[0])}
-    seconds = np.diff([0.0] + [float(r[col["seconds"]]) for r in rows[1:]])[skip:]
-    genes = np.array([float(r[col["genes_per_s"]]) for r in rows[1:]])[skip:] * seconds
-    wait = np.array([float(r[col["data_wait"]]) for r in rows[1:]])[skip:] * seconds
+    seconds = np.diff([0.0] + [float(r[col["seconds"]]) for r in rows[1:]])[skip:-1]
+    genes = np.array([float(r[col["genes_per_s"]]) for r in rows[1:]])[skip:-1] * seconds
+    wait = np.array([float(r[col["data_wait"]]) for r in rows[1:]])[skip:-1] * seconds
     return genes.sum() / seconds.sum(), wait.sum() / seconds.sum()
 
 

@@ -10,8 +10,6 @@ the workload it serves:
                300 residues) in a child process with and without glibc keeping freed buffers
                (glmkit.models.device.keep_freed_memory, which only the glmkit command-line process applies)
 
-(oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
-with torch 2.13 on this machine's AMD EPYC and were removed.)
   gc           call: `glmkit call` on the C. diphtheriae chromosome (single mode), with and without freezing the
                live objects out of the cyclic GC (call.py's gc.freeze, the CLI's exit-time freeze)
   imports      call: the same command, with numpy and zarr imported before training (as before call deferred them)
@@ -19,6 +17,8 @@ with torch 2.13 on this machine's AMD EPYC and were removed.)
                vs closed one after another
   dropout      pretrain: the gLM's Dropout (24-bit integer masks) vs torch's F.dropout, on one step's activations
   fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
+(oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
+with torch 2.13 on this machine's AMD EPYC and were removed.)
 """
 
 from __future__ import annotations

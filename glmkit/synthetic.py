@@ -45,16 +45,16 @@ AMINO = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY", np.uint8)
 
 @dataclass
 class SyntheticSpec:
-    train_genomes: int = 60
+    train_genomes: int = 80
     test_genomes: int = 12
-    genes_per_genome: int = 500
-    families: int = 600            # solitary + operon families (partner families come on top)
-    operon_templates: int = 80
+    genes_per_genome: int = 300
+    families: int = 300            # solitary + operon families (partner families come on top)
+    operon_templates: int = 40
     operon_presence: float = 0.6
     loss: float = 0.08
     insertion: float = 0.04
     partner_systems: int = 2
-    subfamilies: int = 24
+    subfamilies: int = 12
     paralog_pairs: int = 8         # per genome
     dim: int = 1280
     noise: float = 0.5
