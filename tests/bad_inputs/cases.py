@@ -47,13 +47,16 @@ def build_base(base: Path) -> Path:
     make_fair_esm_checkpoint(base / "esm.pt")
     make_fair_esm_checkpoint(base / "other_esm.pt", seed=3)
     steps = [
-        ("call", base / "contigs.fna", "-o", base / "el.zarr"),
+        ("call", base / "contigs.fna", "-o", base / "el.zarr", "-a", base / "proteins.faa"),
         ("embed", base / "el.zarr", "-o", base / "emb.zarr", "-m", base / "esm.pt", "--map", base / "map.tsv"),
         ("embed", base / "el.zarr", "-o", base / "other_emb.zarr", "-m", base / "other_esm.pt"),
         ("pretrain", base / "el.zarr", "-e", base / "emb.zarr", "-o", base / "glm", "--preset", "tiny",
          "--max-steps", "2", "--batch-size", "2", "--threads", "1"),
         ("contextualize", base / "el.zarr", "-e", base / "emb.zarr", "-m", base / "glm", "-o", base / "ctx.zarr",
          "--threads", "1"),
+        ("contextualize", base / "el.zarr", "-e", base / "emb.zarr", "-m", base / "glm", "-o",
+         base / "ctx_attention.zarr", "--attention", "--threads", "1"),
+        ("export-glm", base / "glm", "-o", base / "release"),
     ]
     for args in steps:
         result = run(*args, "-q")
@@ -505,8 +508,124 @@ def bad_offsets(store: Path) -> Path:
     return store
 
 
+class _RunsCode:
+    """A pickle payload that would run a shell command when loaded (it must be refused, never run)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _pickled(path: Path, obj) -> Path:
+    import pickle
+
+    path.write_bytes(pickle.dumps(obj))
+    return path
+
+
+def _import_export_cases() -> list[Case]:
+    def imp(d, b, **replace):
+        rel = copy(b, "release", d)
+        for name, make in replace.items():
+            make(rel / f"{name.replace('_', '.')}")
+        return ["import-glm", rel / "glm.bin", "-o", d / "model"]
+
+    def norm_of_8(path):
+        import numpy as np
+
+        _pickled(path, {"mean": np.zeros(8), "std": np.ones(8)})
+
+    return [
+        Case("import-glm-pca-runs-code", lambda d, b: imp(d, b, pca_pkl=lambda p: _pickled(p, _RunsCode(d / "ran"))),
+             ("pca.pkl", "refused to load", "posix.system")),
+        Case("import-glm-norm-of-other-dims", lambda d, b: imp(d, b, norm_pkl=norm_of_8), ("norm.pkl", "8 dimensions")),
+        Case("import-glm-pca-missing", lambda d, b: imp(d, b, pca_pkl=lambda p: p.unlink()), ("pca.pkl", "no such file")),
+        Case("import-glm-pca-not-a-pca", lambda d, b: imp(d, b, pca_pkl=lambda p: _pickled(p, [1, 2])),
+             ("pca.pkl", "expected a scikit-learn PCA")),
+        Case("import-glm-junk-weights", lambda d, b: imp(d, b, glm_bin=lambda p: write(p, b"junk")),
+             ("glm.bin", "not a readable PyTorch state dict")),
+        Case("import-glm-truncated-pickle", lambda d, b: imp(d, b, norm_pkl=lambda p: truncate_file(p)),
+             ("norm.pkl", "not a readable pickle")),
+        Case("export-glm-not-a-checkpoint", lambda d, b: ["export-glm", (d / "m").mkdir() or d / "m", "-o", d / "r"],
+             ("not a glmkit checkpoint",)),
+    ]
+
+
+def _operon_cases() -> list[Case]:
+    def pairs(d, rows):
+        return write(d / "known.tsv", "gene_a\tgene_b\tlabel\n" + "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
+
+    def fit(d, b, ctx="ctx_attention.zarr", known=None):
+        return ["operons", "fit", copy(b, ctx, d), "-e", copy(b, "el.zarr", d), "--known",
+                known or pairs(d, [("contig_1_1", "contig_1_2", 1), ("contig_1_2", "contig_1_3", 0)]),
+                "-o", d / "c.safetensors"]
+
+    def classifier(d, n):
+        import numpy as np
+
+        sys.path.insert(0, str(HERE.parent.parent))
+        from glmkit.io.operon_model import write_classifier
+
+        write_classifier(d / "wrong.safetensors", "attention", np.zeros(n), np.zeros(1), 19, 10)
+        return d / "wrong.safetensors"
+
+    def predict(d, b, clf):
+        return ["operons", "predict", copy(b, "ctx_attention.zarr", d), "-e", copy(b, "el.zarr", d), "-c", clf,
+                "-o", d / "pairs.tsv"]
+
+    return [
+        Case("operons-context-without-attention", lambda d, b: fit(d, b, ctx="ctx.zarr"),
+             ("ctx.zarr", "no attention maps", "--attention")),
+        Case("operons-known-genes-absent", lambda d, b: fit(d, b, known=pairs(d, [("x_1", "x_2", 1), ("y_1", "y_2", 0)])),
+             ("known.tsv", "no neighbouring gene pair")),
+        Case("operons-known-not-a-table", lambda d, b: fit(d, b, known=write(d / "known.txt", "a\tb\n")),
+             ("known.txt", "neither RegulonDB OperonSet")),
+        Case("operons-known-label-not-binary", lambda d, b: fit(d, b, known=pairs(d, [("contig_1_1", "contig_1_2", 2)])),
+             ("known.tsv", "label '2' is not 0 or 1")),
+        Case("operons-classifier-of-other-heads", lambda d, b: predict(d, b, classifier(d, 190)),
+             ("wrong.safetensors", "a classifier of 190 features")),
+        Case("operons-classifier-junk", lambda d, b: predict(d, b, write(d / "junk.safetensors", b"junk")),
+             ("junk.safetensors", "not an operon classifier")),
+        Case("operons-model-without-classifier", lambda d, b: predict(d, b, copy(b, "glm", d)),
+             ("has no operon classifier",)),
+    ]
+
+
+def _paralog_cases() -> list[Case]:
+    def records(b):
+        text = (b / "proteins.faa").read_text()
+        return [">" + r for r in text.split(">")[1:]]
+
+    def match(d, b, queries=None, emb="emb.zarr", extra=()):
+        recs = records(b)
+        q = queries or write(d / "q.faa", "".join(recs[:4]))
+        c = write(d / "c.faa", "".join(recs[4:12]))
+        return ["paralog-match", q, c, "-e", copy(b, emb, d), "-m", copy(b, "glm", d), "-o", d / "m.tsv", *extra]
+
+    def truth(d, b, partner):
+        first = records(b)[0][1:].split()[0]
+        return ("--truth", write(d / "truth.tsv", f"query\tpartner\n{first}\t{partner}\n"), "--cluster-id", "0")
+
+    return [
+        Case("paralog-match-embeddings-of-another-model", lambda d, b: match(d, b, emb="other_emb.zarr"),
+             ("other_emb.zarr", "embeddings from")),
+        Case("paralog-match-query-not-embedded",
+             lambda d, b: match(d, b, queries=write(d / "q.faa", ">stranger\nMKVLAAGIVGLLLAAQ\n")),
+             ("no embedding for query protein 'stranger'",)),
+        Case("paralog-match-truth-unknown-partner", lambda d, b: match(d, b, extra=truth(d, b, "nobody")),
+             ("truth.tsv", "partner 'nobody'")),
+        Case("paralog-match-report-without-truth", lambda d, b: match(d, b, extra=("--report", d / "r.json")),
+             ("--report", "goes with --truth"), status=2),
+    ]
+
+
 CASES: list[Case] = [*_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
-                     *_contextualize_cases(), *_validate_cases()]
+                     *_contextualize_cases(), *_validate_cases(), *_import_export_cases(), *_operon_cases(),
+                     *_paralog_cases()]
 
 
 def main() -> None:
