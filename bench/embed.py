@@ -52,6 +52,13 @@ def proteome(out: Path, every: int) -> tuple[Path, int]:
 
 
 def timed(cmd) -> float:
+    """Wall time of a command; a glmkit output's leftovers (a killed run's work folder, which --force would
+    resume from) are removed first, so that every timed run embeds every protein."""
+    if "-o" in cmd:
+        store = Path(cmd[cmd.index("-o") + 1])
+        shutil.rmtree(store, ignore_errors=True)
+        for leftover in store.parent.glob(f".{store.name}.*"):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
     t = time.perf_counter()
     subprocess.run([str(c) for c in cmd], check=True, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
