@@ -294,10 +294,15 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 
 @command("pretrain", "glmkit pretrain corpus.zarr -e embeddings.zarr -o glm/ --preset small --max-steps 20000")
 @click.argument("elements", nargs=-1, required=True, metavar="ELEMENTS...")
-@click.option("--embeddings", "-e", required=True, help="Embedding store covering the genes of ELEMENTS.")
+@click.option("--arch", type=click.Choice(["glm", "glm2"]), default="glm", show_default=True,
+              help="glm: the gLM over ESM2 gene embeddings; glm2: gLM2 over amino-acid and nucleotide tokens.")
+@click.option("--embeddings", "-e", help="Embedding store covering the genes of ELEMENTS (the gLM only).")
 @click.option("--output", "-o", required=True, help="Folder: checkpoint/, log.tsv, curves.png.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True,
-              help="paper: 19 layers, hidden 1280, 10 heads.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny", "150M", "650M"]), default="small",
+              show_default=True, help="gLM: paper (19 layers, hidden 1280, 10 heads), small, tiny; gLM2: 650M (33 "
+                                      "layers, dim 1280, 20 heads), 150M (30, 640, 10), small, tiny.")
+@click.option("--context", type=click.IntRange(min=3), default=4096, show_default=True,
+              help="gLM2: tokens per chunk (contigs are cut at element boundaries) and per packed row.")
 @click.option("--num-layers", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--hidden-size", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--num-heads", type=click.IntRange(min=1), help="Override the preset.")
@@ -314,12 +319,15 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
                    "no decay or clipping); see docs/usage.md.")
 @click.option("--corpus", help="Corpus store to build or reuse [default: OUTPUT/corpus.zarr]; share one between "
                                "runs on the same inputs.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Peak learning rate of AdamW (the paper's 1e-4).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate of AdamW [default: gLM 1e-4 (the paper's), gLM2 1e-3].")
+@click.option("--weight-decay", type=click.FloatRange(min=0),
+              help="AdamW weight decay on matrices [default: gLM 0.01, gLM2 0.1 (the OMG paper's)].")
 @click.option("--warmup-steps", type=click.IntRange(min=0),
               help="Linear warm-up steps [default: the paper's 5,000, at most a tenth of --max-steps].")
-@click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.15, show_default=True,
-              help="Share of each sub-contig's genes masked per step (at least one).")
+@click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True),
+              help="gLM: share of each sub-contig's genes masked per step (at least one) [default: 0.15]; gLM2: "
+                   "chance of each residue token to be masked [default: 0.30].")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
               help="Share of contigs held out for validation.")
 @click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True,
@@ -335,10 +343,14 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @threads_option
 @force_option
 def pretrain_command(elements, embeddings, output, resume, force, threads, **params):
-    """Train the gLM (masked gene modelling) on element and embedding stores.
+    """Train the gLM (masked gene modelling) or gLM2 (masked token modelling).
 
-    Sub-contigs of 15-30 genes are cut from each contig; validation contigs are
-    held out whole. Multi-GPU or multi-node: launch the same command with torchrun.
+    gLM: sub-contigs of 15-30 genes are cut from each contig of ELEMENTS, with
+    their ESM2 embeddings (--embeddings). gLM2 (--arch glm2): each contig becomes
+    <cls> then, per element, its strand token and its amino acids (CDS) or
+    nucleotides (IGS), cut into chunks of --context tokens. Validation contigs
+    are held out whole. Multi-GPU or multi-node: launch the same command with
+    torchrun.
     """
     from glmkit.pretrain import PretrainOptions, run_pretrain
 

@@ -118,6 +118,21 @@ class PackedStream:
         return self.state.epoch + self.state.window / max(1, self.n_windows)
 
 
+def table_rows(array, items: np.ndarray, gap: int = 4096) -> np.ndarray:
+    """array[items] for sorted or unsorted item indices, read as a few contiguous slices (items of a step come
+    from one or two windows, which may lie far apart in the store)."""
+    if not len(items):
+        return np.zeros(0, dtype=array.dtype)
+    order = np.argsort(items, kind="stable")
+    sorted_items = items[order]
+    out = np.empty(len(items), dtype=array.dtype)
+    breaks = np.flatnonzero(np.diff(sorted_items) > gap) + 1
+    for run in np.split(np.arange(len(items)), breaks):
+        lo, hi = int(sorted_items[run[0]]), int(sorted_items[run[-1]]) + 1
+        out[order[run]] = array[lo:hi][sorted_items[run] - lo]
+    return out
+
+
 def rank_share(rows: list, rank: int, world: int) -> list:
     """This process's rows of a step: rank, rank + world, ..."""
     return rows[rank::world]
@@ -172,3 +187,64 @@ class Prefetcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+class PackedTask:
+    """The data half of a training task (glmkit/train.py) whose items are packed into rows: the gLM's
+    sub-contigs of genes, gLM2's chunks of tokens.
+
+    A subclass sets, before use: ``split`` (glmkit.glm_data.Split: held-out contigs), ``seed``, ``capacity``
+    (row length), ``_keys`` (the contigs' split keys), ``_lengths`` and ``_item_contig`` (per item: its length and
+    its contig), ``n_items``, ``name`` (for messages); and defines ``reader()`` (what ``_batch`` reads items with)
+    and ``_batch(rows, global_rows, step, reader)`` -> a micro-batch dict with "count" and "units".
+    """
+
+    window = 1024           # items per shuffle window
+    VALIDATION_STREAM = -1  # the "step" of validation masks: fixed for the whole run
+
+    def _window(self, validation: bool):
+        def read(start: int, stop: int):
+            contig = self._item_contig[start:stop]
+            lo = int(contig.min())
+            held_out = self.split.validation(self._keys[lo:int(contig.max()) + 1])[contig - lo]
+            return self._lengths[start:stop], held_out if validation else ~held_out
+        return read
+
+    def stream(self, validation: bool, state: StreamState | None = None) -> PackedStream:
+        return PackedStream(self.n_items, self._window(validation), self.capacity, self.window, self.seed,
+                            shuffle=not validation, repeat=not validation, state=state)
+
+    def train_steps(self, state, rank: int, world: int, rows_per_rank: int, accumulate: int, first_step: int = 0):
+        """Per step: this process's micro-batches, the stream state after the step, epochs so far, units."""
+        from glmkit.errors import GlmkitError
+
+        stream = self.stream(False, StreamState(*state) if state else None)
+        reader = self.reader()
+        step = first_step
+        while True:
+            rows = stream.take(rows_per_rank * world)
+            if len(rows) < rows_per_rank * world:
+                raise GlmkitError(f"{self.name}: nothing to train on in the training split")
+            index = np.arange(step * len(rows), (step + 1) * len(rows))  # global row numbers, for the masks
+            mine, mine_index = rank_share(rows, rank, world), rank_share(index, rank, world)
+            size = rows_per_rank // accumulate
+            micro = [self._batch(mine[k:k + size], mine_index[k:k + size], step, reader)
+                     for k in range(0, rows_per_rank, size)]
+            step += 1
+            yield micro, stream.state.as_list(), stream.fraction(), sum(b.pop("units") for b in micro)
+
+    def validation(self, rank: int, world: int, rows_per_batch: int):
+        stream = self.stream(True)
+        reader = self.reader()
+        offset = 0
+        while True:
+            rows = stream.take(rows_per_batch * world)
+            if not rows:
+                return
+            index = np.arange(offset, offset + len(rows))
+            offset += len(rows)
+            mine, mine_index = rank_share(rows, rank, world), rank_share(index, rank, world)
+            if mine:
+                batch = self._batch(mine, np.asarray(mine_index), self.VALIDATION_STREAM, reader)
+                batch.pop("units")
+                yield batch

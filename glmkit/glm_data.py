@@ -178,16 +178,18 @@ class Split:
         return split_draw(keys, self.seed) < self.cut
 
 
-def choose_split(corpus: CorpusStore, fraction: float, seed: int) -> tuple[Split, int, int]:
-    """The split for ``fraction`` of contigs, and the numbers of training and validation sub-contigs.
+def choose_split(corpus, fraction: float, seed: int, items: str = "subcontigs") -> tuple[Split, int, int]:
+    """The split for ``fraction`` of contigs, and the numbers of training and validation items (the gLM's
+    sub-contigs; ``items="chunks"``: gLM2's chunks of a token corpus store).
 
-    One streaming pass over the sub-contig table. A tiny corpus where no contig
+    One streaming pass over the item table. A tiny corpus where no contig
     draws below ``fraction`` still holds out the contig with the lowest draw, if
     more than one contig has sub-contigs.
     """
-    keys, sub_contig = corpus.array("contigs/key"), corpus.array("subcontigs/contig")
+    keys, sub_contig = corpus.array("contigs/key"), corpus.array(f"{items}/contig")
+    total = sub_contig.shape[0]
     n_val, lowest, lowest_subs, first, several = 0, np.inf, 0, None, False
-    for start in range(0, corpus.n_subcontigs, 1 << 20):
+    for start in range(0, total, 1 << 20):
         contig = sub_contig[start:start + (1 << 20)]
         lo = int(contig.min())
         draw = split_draw(keys[lo:int(contig.max()) + 1], seed)[contig - lo]
@@ -199,7 +201,6 @@ def choose_split(corpus: CorpusStore, fraction: float, seed: int) -> tuple[Split
             lowest_subs += int((draw == low).sum())
         first = int(contig[0]) if first is None else first
         several = several or bool((contig != first).any())
-    total = corpus.n_subcontigs
     if fraction > 0 and not n_val and several:
         return Split(seed, float(np.nextafter(lowest, 1.0))), total - lowest_subs, lowest_subs
     return Split(seed, fraction), total - n_val, n_val

@@ -26,14 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glmkit.data import PackedStream, StreamState, rank_share
+from glmkit.data import PackedTask, table_rows
 from glmkit.glm_data import CLIP, GeneReader, Normalization, Split, make_batch
 from glmkit.io.corpus import CorpusStore
 from glmkit.models.glm import GLM, GLMConfig
 
 CE_WEIGHT = 1e-4
-WINDOW = 1024  # sub-contigs per shuffle window (about 30,000 genes)
-VALIDATION_STREAM = -1  # the "step" of validation masks: fixed for the whole run
 
 
 @dataclass
@@ -42,7 +40,7 @@ class GLMRecipe:
     mask_fraction: float = 0.15
 
 
-class GLMTask:
+class GLMTask(PackedTask):
     architecture, unit = "gLM", "genes"
     metrics = ("val_pseudo_accuracy",)
     validation_sums = ("count", "loss_sum", "correct", "scored")
@@ -51,9 +49,10 @@ class GLMTask:
                  seed: int, capacity: int, info: dict):
         self.corpus, self.split, self.norm, self.cfg = corpus, split, norm, cfg
         self.recipe, self.seed, self.capacity, self.info = recipe, seed, capacity, info
+        self.name, self.n_items = corpus.path, corpus.n_subcontigs
         self._keys = corpus.array("contigs/key")
         self._starts, self._lengths = corpus.array("subcontigs/start"), corpus.array("subcontigs/length")
-        self._sub_contig = corpus.array("subcontigs/contig")
+        self._item_contig = corpus.array("subcontigs/contig")
 
     # -- model and checkpoint -------------------------------------------------------------------------------
 
@@ -65,19 +64,10 @@ class GLMTask:
         return self.cfg.to_dict(), {"normalization": arrays}, {**self.info,
                                                                "normalization": {"arithmetic": self.norm.arithmetic}}
 
-    # -- data ------------------------------------------------------------------------------------------------
+    # -- data (the rest of the data path is PackedTask's) ----------------------------------------------------
 
-    def _window(self, validation: bool):
-        def read(start: int, stop: int):
-            contig = self._sub_contig[start:stop]
-            lo = int(contig.min())
-            held_out = self.split.validation(self._keys[lo:int(contig.max()) + 1])[contig - lo]
-            return self._lengths[start:stop], held_out if validation else ~held_out
-        return read
-
-    def stream(self, validation: bool, state: StreamState | None = None) -> PackedStream:
-        return PackedStream(self.corpus.n_subcontigs, self._window(validation), self.capacity, WINDOW, self.seed,
-                            shuffle=not validation, repeat=not validation, state=state)
+    def reader(self) -> GeneReader:
+        return GeneReader(self.corpus)
 
     def _masks(self, segments: np.ndarray, step: int, rows: np.ndarray) -> np.ndarray:
         """(B, L) bool, a function of (seed, step, global row): the same whatever the number of processes."""
@@ -97,10 +87,9 @@ class GLMTask:
 
     def _batch(self, rows: list[np.ndarray], global_rows: np.ndarray, step: int, reader: GeneReader) -> dict:
         items = np.concatenate(rows)
-        lo, hi = int(items.min()), int(items.max()) + 1  # within one or two windows: one small read
-        starts, lengths = self._starts[lo:hi], self._lengths[lo:hi]
-        features, labels, segments = make_batch(reader, starts, lengths, [r - lo for r in rows], self.norm,
-                                                self.capacity)
+        starts, lengths = table_rows(self._starts, items), table_rows(self._lengths, items)
+        local = np.split(np.arange(len(items)), np.cumsum([len(r) for r in rows])[:-1])
+        features, labels, segments = make_batch(reader, starts, lengths, local, self.norm, self.capacity)
         masked = self._masks(segments, step, global_rows)
         features[masked] = -1.0
         if self.recipe.name == "reference":
@@ -108,41 +97,8 @@ class GLMTask:
             count = sum(len(r) for r in rows) * self.capacity  # every position of 30-gene rows, one per sub-contig
         else:
             count = int(masked.sum())
-        return {"features": features, "labels": labels, "segments": segments, "masked": masked, "count": count}
-
-    def train_steps(self, state, rank: int, world: int, rows_per_rank: int, accumulate: int, first_step: int = 0):
-        """Per step: this process's micro-batches, the stream state after the step, epochs so far, genes."""
-        from glmkit.errors import GlmkitError
-
-        stream = self.stream(False, StreamState(*state) if state else None)
-        reader = GeneReader(self.corpus)
-        step = first_step
-        while True:
-            rows = stream.take(rows_per_rank * world)
-            if len(rows) < rows_per_rank * world:
-                raise GlmkitError(f"{self.corpus.path}: no training sub-contigs to draw from")
-            index = np.arange(step * len(rows), (step + 1) * len(rows))  # global row numbers, for the masks
-            mine, mine_index = rank_share(rows, rank, world), rank_share(index, rank, world)
-            size = rows_per_rank // accumulate
-            micro = [self._batch(mine[k:k + size], mine_index[k:k + size], step, reader)
-                     for k in range(0, rows_per_rank, size)]
-            units = sum(int((b["segments"] > 0).sum()) for b in micro)
-            step += 1
-            yield micro, stream.state.as_list(), stream.fraction(), units
-
-    def validation(self, rank: int, world: int, rows_per_batch: int):
-        stream = self.stream(True)
-        reader = GeneReader(self.corpus)
-        offset = 0
-        while True:
-            rows = stream.take(rows_per_batch * world)
-            if not rows:
-                return
-            index = np.arange(offset, offset + len(rows))
-            offset += len(rows)
-            mine, mine_index = rank_share(rows, rank, world), rank_share(index, rank, world)
-            if mine:
-                yield self._batch(mine, np.asarray(mine_index), VALIDATION_STREAM, reader)
+        return {"features": features, "labels": labels, "segments": segments, "masked": masked, "count": count,
+                "units": int((segments > 0).sum())}
 
     # -- loss and metrics --------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
     from glmkit.io.checkpoint import save_checkpoint
     from glmkit.io.glm_release import PUBLISHED_EMBEDDING_MODEL, read_release
     from glmkit.models.glm import GLM, GLMConfig, load_reference_state, reference_config
-    from glmkit.pretrain import ARCHITECTURE
+    from glmkit.pretrain import ARCHITECTURES
 
     inputs = [p for p in (glm_bin, norm, pca, operon_predictor) if p]
     with claim_outputs([output], force, inputs):
@@ -59,7 +59,7 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
             extras["operon_classifier"] = {k: torch.from_numpy(v) for k, v in release.classifier.items()}
             info["operon_classifier"] = {"features": "attention, layer * heads + head",
                                          "n_features": int(release.classifier["coef"].shape[1])}
-        save_checkpoint(Path(output), ARCHITECTURE, cfg.to_dict(), model.state_dict(), extras, info)
+        save_checkpoint(Path(output), ARCHITECTURES["glm"], cfg.to_dict(), model.state_dict(), extras, info)
     log.info(f"import-glm: {output}: gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; "
              f"{release.norm.arithmetic} normalisation; embeddings from {esm['name']} layer {esm['layer']}"
              + ("; operon classifier" if release.classifier is not None else ""))

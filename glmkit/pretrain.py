@@ -17,22 +17,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.files import atomic_outputs, claim_outputs, remove
 
 log = logging.getLogger("glmkit")
-ARCHITECTURE = "gLM"
 PAPER_WARMUP = 5_000
 # options that, changed on --resume, would train another model or draw other data: refused, naming the option
-RESUME_MUST_MATCH = ("batch_size", "accumulate", "seed", "preset", "num_layers", "hidden_size", "num_heads", "dropout",
+RESUME_MUST_MATCH = ("arch", "context", "batch_size", "accumulate", "seed", "preset", "num_layers", "hidden_size", "num_heads", "dropout",
                      "subcontig_genes", "min_subcontig_genes", "val_fraction", "mask_fraction", "recipe")
+
+
+ARCHITECTURES = {"glm": "gLM", "glm2": "gLM2"}
+PRESETS = {"glm": ("paper", "small", "tiny"), "glm2": ("650M", "150M", "small", "tiny")}
+# what differs between the two models' recipes (None in PretrainOptions: the architecture's value from here)
+ARCH_DEFAULTS = {
+    "glm": {"mask_fraction": 0.15, "lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.999), "schedule": "linear"},
+    # the OMG paper: 30 % masking, AdamW betas (0.9, 0.95), weight decay 0.1, cosine decay to 10 %
+    "glm2": {"mask_fraction": 0.30, "lr": 1e-3, "weight_decay": 0.1, "betas": (0.9, 0.95), "schedule": "cosine"},
+}
 
 
 @dataclass
 class PretrainOptions:
+    arch: str = "glm"               # or "glm2"
     preset: str = "small"
     num_layers: int | None = None
     hidden_size: int | None = None
@@ -41,11 +51,12 @@ class PretrainOptions:
     max_steps: int = 10_000
     batch_size: int = 32            # rows of packed sub-contigs per optimiser step, over all processes
     accumulate: int = 1             # micro-steps per optimiser step (batch_size / accumulate rows each)
-    lr: float = 1e-4
+    lr: float | None = None           # None: ARCH_DEFAULTS
     warmup_steps: int | None = None  # None: the paper's 5,000, at most a tenth of max_steps
-    weight_decay: float = 0.01
+    weight_decay: float | None = None
     grad_clip: float = 1.0
-    mask_fraction: float = 0.15
+    mask_fraction: float | None = None
+    context: int = 4096             # gLM2: tokens per chunk and per row
     val_fraction: float = 0.05
     val_every: int = 500
     checkpoint_every: int = 1_000
@@ -68,14 +79,28 @@ def warmup_steps(options: PretrainOptions) -> int:
     return min(PAPER_WARMUP, max(1, options.max_steps // 10))
 
 
+def resolved(o: PretrainOptions) -> PretrainOptions:
+    """The options with the architecture's defaults filled in, checked: what a checkpoint records."""
+    if o.arch not in ARCHITECTURES:
+        raise GlmkitUsageError(f"--arch {o.arch}: expected {' or '.join(ARCHITECTURES)}")
+    if o.preset not in PRESETS[o.arch]:
+        raise GlmkitUsageError(f"--preset {o.preset} is not a {ARCHITECTURES[o.arch]} preset: expected one of "
+                               f"{', '.join(PRESETS[o.arch])}")
+    if o.arch == "glm2" and (o.dropout is not None or o.recipe != "glmkit"):
+        raise GlmkitUsageError("--dropout and --recipe are options of the gLM (--arch glm); gLM2 has neither")
+    defaults = ARCH_DEFAULTS[o.arch]
+    return replace(o, **{k: defaults[k] for k in ("mask_fraction", "lr", "weight_decay") if getattr(o, k) is None})
+
+
 def loop_options(o: PretrainOptions):
     from glmkit.train import LoopOptions
 
     reference = o.recipe == "reference"
+    defaults = ARCH_DEFAULTS[o.arch]
     return LoopOptions(max_steps=o.max_steps, max_minutes=o.max_minutes, batch_size=o.batch_size,
                        accumulate=o.accumulate, lr=o.lr, warmup_steps=warmup_steps(o),
-                       schedule="constant" if reference else "linear",
-                       weight_decay=0.0 if reference else o.weight_decay, betas=(0.9, 0.999),
+                       schedule="constant" if reference else defaults["schedule"],
+                       weight_decay=0.0 if reference else o.weight_decay, betas=defaults["betas"],
                        eps=1e-6 if reference else 1e-8, grad_clip=None if reference else o.grad_clip,
                        val_every=o.val_every, checkpoint_every=o.checkpoint_every, log_every=o.log_every,
                        seed=o.seed, device=o.device, precision=o.precision, threads=o.threads)
@@ -84,6 +109,14 @@ def loop_options(o: PretrainOptions):
 def _model_config(o: PretrainOptions, **shapes):
     from glmkit.models.glm import preset
 
+    if o.arch == "glm2":
+        from glmkit.models.glm2 import glm2_preset
+
+        cfg = glm2_preset(o.preset, depth=o.num_layers, dim=o.hidden_size, heads=o.num_heads)
+        if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
+            raise GlmkitUsageError(f"--hidden-size {cfg.dim} must be a multiple of --num-heads {cfg.heads} with an "
+                                   f"even quotient (rotary positions rotate pairs of dimensions)")
+        return cfg
     return preset(o.preset, num_layers=o.num_layers, hidden_size=o.hidden_size, num_heads=o.num_heads,
                   dropout=o.dropout, **shapes)
 
@@ -102,24 +135,45 @@ def check_resumable(meta: dict, options: PretrainOptions, world: int, where: Pat
 
 
 def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, rank: int, world: int):
-    """The corpus store, built (rank 0, under its lock) unless one built from these very inputs is there."""
-    from glmkit.glm_data import build_corpus, corpus_matches, corpus_parameters
-    from glmkit.io.corpus import CorpusStore
+    """The corpus store (gLM: genes with embeddings; gLM2: tokens), built (rank 0, under its lock) unless one built
+    from these very inputs is there."""
+    if options.arch == "glm2":
+        from glmkit.glm2_data import build_token_corpus, token_corpus_matches, token_corpus_parameters
+        from glmkit.io.token_corpus import TokenCorpusStore as Store
 
+        def parameters():
+            return token_corpus_parameters(element_paths, options.context)
+        matches = token_corpus_matches
+
+        def build(tmp):
+            build_token_corpus(element_paths, tmp, options.context)
+    else:
+        from glmkit.glm_data import build_corpus, corpus_matches, corpus_parameters
+        from glmkit.io.corpus import CorpusStore as Store
+
+        def parameters():
+            return corpus_parameters(element_paths, embedding_path, options.subcontig_genes,
+                                     options.min_subcontig_genes)
+        matches = corpus_matches
+
+        def build(tmp):
+            build_corpus(element_paths, embedding_path, tmp, options.subcontig_genes, options.min_subcontig_genes)
     path = Path(options.corpus) if options.corpus else out / "corpus.zarr"
     if rank == 0:
-        parameters = corpus_parameters(element_paths, embedding_path, options.subcontig_genes,
-                                       options.min_subcontig_genes)
-        if not corpus_matches(path, parameters):
+        if not matches(path, parameters()):
             if path.exists():
                 log.info(f"pretrain: {path} was built from other inputs: rebuilding it")
             path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_outputs([str(path)], force=True, inputs=[*element_paths, embedding_path]) as (tmp,):
-                build_corpus(element_paths, embedding_path, tmp, options.subcontig_genes, options.min_subcontig_genes)
+            with atomic_outputs([str(path)], force=True, inputs=_inputs(element_paths, embedding_path)) as (tmp,):
+                build(tmp)
         else:
             log.info(f"pretrain: reusing the corpus store {path}")
     _barrier(world)
-    return CorpusStore(path)
+    return Store(path)
+
+
+def _inputs(element_paths, embedding_path) -> list:
+    return [*element_paths, *([embedding_path] if embedding_path else [])]
 
 
 def _barrier(world: int) -> None:
@@ -135,10 +189,16 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
 
     if options.recipe not in ("glmkit", "reference"):
         raise GlmkitUsageError(f"--recipe {options.recipe}: expected glmkit or reference")
+    options = resolved(options)
+    if options.arch == "glm" and not embedding_path:
+        raise GlmkitUsageError("--embeddings is required for the gLM (--arch glm): it reads ESM2 embeddings")
+    if options.arch == "glm2" and embedding_path:
+        raise GlmkitUsageError("--embeddings is for the gLM: gLM2 (--arch glm2) reads the element stores' "
+                               "sequences")
     _model_config(options)  # shapes the model cannot have are usage errors, before any work
     rank, world, device_spec = distributed(options.device)
     # one run per output folder: rank 0 holds its lock (existing folders are judged below: --resume/--force)
-    claim = claim_outputs([output], force=True, inputs=[*element_paths, embedding_path]) if rank == 0 \
+    claim = claim_outputs([output], force=True, inputs=_inputs(element_paths, embedding_path)) if rank == 0 \
         else contextlib.nullcontext()
     with claim:
         out = Path(output)
@@ -154,11 +214,9 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
 def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions, resume: bool, force: bool,
               rank: int, world: int, device_spec: str) -> dict:
 
-    from glmkit.glm_data import Normalization, choose_split, fit_normalization
-    from glmkit.glm_task import GLMRecipe, GLMTask
+    from glmkit.glm_data import choose_split
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
-    from glmkit.models.glm import GLMConfig
     from glmkit.train import Trainer, plot_training_curves, read_log
 
     device = resolve_device(device_spec)
@@ -182,41 +240,71 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
     _barrier(world)
 
     with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
-        meta = state = weights = None
+        meta = state = weights = extras = None
+        architecture = ARCHITECTURES[options.arch]
         if resume:
-            meta, weights, extras, state = load_checkpoint(checkpoint, ARCHITECTURE, training=True)
+            meta, weights, extras, state = load_checkpoint(checkpoint, architecture, training=True,
+                                                           extras=("normalization",) if options.arch == "glm" else ())
             check_resumable(meta, options, world, checkpoint)
             _check_same_inputs(meta, element_paths, embedding_path, options, checkpoint)
         corpus = _corpus(element_paths, embedding_path, out, options, rank, world)
-        split, n_train, n_val = choose_split(corpus, options.val_fraction, options.seed)
+        items = "chunks" if options.arch == "glm2" else "sub-contigs"
+        split, n_train, n_val = choose_split(corpus, options.val_fraction, options.seed,
+                                             "chunks" if options.arch == "glm2" else "subcontigs")
         if not n_train:
-            raise GlmkitError("no training sub-contigs left after holding out the validation contigs")
-        if n_train < options.batch_size:  # a step would hold the same sub-contigs several times over
+            raise GlmkitError(f"no training {items} left after holding out the validation contigs")
+        if n_train < options.batch_size:  # a step would hold the same items several times over
             raise GlmkitUsageError(f"--batch-size {options.batch_size}: the training split has only {n_train:,} "
-                                   f"sub-contigs; use a batch of at most that many rows, or a larger corpus")
-        if meta is not None:
-            norm = Normalization.from_checkpoint(meta, extras["normalization"], checkpoint)
-            cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")
-        else:
-            norm = _shared(lambda: fit_normalization(corpus, embedding_path, split), rank, world)
-            dim = corpus.embedding.shape[1]
-            cfg = _model_config(options, input_dim=dim + 1, label_dim=norm.label_components.shape[1] + 1,
-                                max_position_embeddings=max(512, options.subcontig_genes))
-        info = {"embedding_model": corpus.attrs["embedding_model"], "options": asdict(options),
-                "corpus": corpus.attrs["parameters"]}
-        task = GLMTask(corpus, split, norm, cfg, GLMRecipe(options.recipe, options.mask_fraction), options.seed,
-                       options.subcontig_genes, info)
+                                   f"{items}; use a batch of at most that many rows, or a larger corpus")
+        make = _glm2_task if options.arch == "glm2" else _glm_task
+        task, described, curve = make(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world)
         log_rows = read_log(out / "log.tsv", int(state["step"])) if state is not None and rank == 0 else []
         trainer = Trainer(task, loop_options(options), out, rank, world, device, amp, state, weights, log_rows)
-        log.info(f"pretrain: {n_train:,} training / {n_val:,} validation sub-contigs; gLM {cfg.num_layers} layers, "
-                 f"hidden {cfg.hidden_size}, {cfg.num_heads} heads; {world} process(es) on {device}, "
-                 f"{str(amp).removeprefix('torch.')}; recipe {options.recipe}"
+        log.info(f"pretrain: {n_train:,} training / {n_val:,} validation {items}; {described}; {world} process(es) "
+                 f"on {device}, {str(amp).removeprefix('torch.')}"
                  + (f"; resuming at step {trainer.step}" if resume else ""))
         try:
             return trainer.train()
         finally:
             if rank == 0 and (out / "log.tsv").exists():
-                plot_training_curves(out / "log.tsv", out / "curves.png", "val_pseudo_accuracy", "gLM")
+                plot_training_curves(out / "log.tsv", out / "curves.png", curve, architecture)
+
+
+def _glm_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
+    """The gLM task: its normalisation fitted on the training proteins (or the checkpoint's)."""
+    from glmkit.glm_data import Normalization, fit_normalization
+    from glmkit.glm_task import GLMRecipe, GLMTask
+    from glmkit.models.glm import GLMConfig
+
+    if meta is not None:
+        norm = Normalization.from_checkpoint(meta, extras["normalization"], checkpoint)
+        cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")
+    else:
+        norm = _shared(lambda: fit_normalization(corpus, embedding_path, split), rank, world)
+        dim = corpus.embedding.shape[1]
+        cfg = _model_config(options, input_dim=dim + 1, label_dim=norm.label_components.shape[1] + 1,
+                            max_position_embeddings=max(512, options.subcontig_genes))
+    info = {"embedding_model": corpus.attrs["embedding_model"], "options": asdict(options),
+            "corpus": corpus.attrs["parameters"]}
+    task = GLMTask(corpus, split, norm, cfg, GLMRecipe(options.recipe, options.mask_fraction), options.seed,
+                   options.subcontig_genes, info)
+    return task, (f"gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; recipe "
+                  f"{options.recipe}"), "val_pseudo_accuracy"
+
+
+def _glm2_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
+    """The gLM2 task, with the training split's token frequencies for the unigram baseline."""
+    from glmkit.glm2_data import training_token_counts
+    from glmkit.glm2_task import GLM2Task
+    from glmkit.models.glm2 import GLM2Config
+
+    cfg = GLM2Config.from_dict(meta.get("config"), checkpoint / "config.json") if meta is not None \
+        else _model_config(options)
+    info = {"options": asdict(options), "corpus": corpus.attrs["parameters"]}
+    task = GLM2Task(corpus, split, cfg, options.mask_fraction, options.seed, options.context, info,
+                    training_token_counts(corpus, split))
+    return task, (f"gLM2 {cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads, context {options.context}"), \
+        "val_aa_accuracy"
 
 
 def _shared(compute, rank: int, world: int):
@@ -247,6 +335,13 @@ def _check_same_inputs(meta: dict, element_paths, embedding_path, options: Pretr
     """Before anything is built: a resumed run must read the very corpus its checkpoint was trained on."""
     from glmkit.glm_data import corpus_parameters
 
+    if options.arch == "glm2":
+        from glmkit.glm2_data import token_corpus_parameters
+
+        if meta.get("corpus") != token_corpus_parameters(element_paths, options.context):
+            raise GlmkitError(f"{where}: the element stores differ from those this checkpoint was trained on; "
+                              f"resume with the same inputs")
+        return
     check_embedding_model(meta.get("embedding_model", {}), embedding_path, where)
     if meta.get("corpus") and meta["corpus"] != corpus_parameters(element_paths, embedding_path,
                                                                    options.subcontig_genes,

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run
 from glmkit.io.elements import ElementStore
-from glmkit.io.embeddings import EmbeddingStore, sequence_hash
+from glmkit.io.embeddings import EmbeddingStore
 from glmkit.synthetic import SyntheticSpec, evaluate, reinitialised, write_corpus
 
 SMALL = SyntheticSpec(train_genomes=30, test_genomes=6, genes_per_genome=200, families=150, operon_templates=25,

@@ -90,18 +90,21 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False, ext
     return meta, weights, loaded, state
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> torch.nn.Module:
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path,
+                 shown=lambda name: name, configuration: str = "the configuration") -> torch.nn.Module:
     """``model.load_state_dict(weights)``, or one line naming the first tensor that is missing, extra or of
-    another shape than the model's configuration makes it."""
+    another shape than the model's configuration makes it. ``shown`` gives a tensor's name as the file has it
+    (published checkpoints name them otherwise than glmkit's models)."""
     expected = model.state_dict()
     for name, tensor in expected.items():
         if name not in weights:
-            raise GlmkitError(f"{where}: no tensor {name} (not a checkpoint of this model?)")
+            raise GlmkitError(f"{where}: no tensor {shown(name)} (not a checkpoint of this model, or an incomplete "
+                              f"one)")
         if tuple(weights[name].shape) != tuple(tensor.shape):
-            raise GlmkitError(f"{where}: tensor {name} has shape {tuple(weights[name].shape)}, the configuration "
-                              f"makes it {tuple(tensor.shape)}")
+            raise GlmkitError(f"{where}: tensor {shown(name)} has shape {tuple(weights[name].shape)}; "
+                              f"{configuration} makes it {tuple(tensor.shape)}")
     extra = sorted(set(weights) - set(expected))
     if extra:
         raise GlmkitError(f"{where}: unexpected tensor {extra[0]} (not a checkpoint of this model?)")
-    model.load_state_dict(weights)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     return model

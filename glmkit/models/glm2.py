@@ -38,6 +38,26 @@ class GLM2Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values, where) -> "GLM2Config":
+        """The config recorded in a checkpoint's config.json; one line naming the file if it is not one."""
+        from dataclasses import fields
+
+        from glmkit.errors import GlmkitError
+
+        known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or set(values) - known:
+            extra = sorted(set(values) - known) if isinstance(values, dict) else []
+            raise GlmkitError(f"{where}: not a gLM2 configuration" + (f" (unknown key {extra[0]})" if extra else ""))
+        for key, value in values.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise GlmkitError(f"{where}: gLM2 configuration {key} = {value!r} is not a valid number")
+        cfg = cls(**values)
+        if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
+            raise GlmkitError(f"{where}: gLM2 configuration dim {cfg.dim} is not an even multiple of heads "
+                              f"{cfg.heads}")
+        return cfg
+
 
 PRESETS = {
     "650M": GLM2Config(dim=1280, depth=33, heads=20),
@@ -106,10 +126,12 @@ class GLM2(nn.Module):
             x = block(x, cos, sin, allowed[:, None])
         return x
 
-    def forward(self, tokens, segments):
-        """Logits (B, L, vocab) and hidden states (B, L, D)."""
+    def forward(self, tokens, segments, only=None):
+        """Logits (B, L, vocab) and hidden states (B, L, D); with ``only`` (B, L) bool, the logits of those
+        positions alone (N, vocab): training needs the masked tokens' (the head over every position costs more
+        than a layer of the small models)."""
         hidden = self.encode(tokens, segments)
-        return self.head(self.head_norm(hidden)), hidden
+        return self.head(self.head_norm(hidden if only is None else hidden[only])), hidden
 
 
 def chunk_positions(segments: torch.Tensor) -> torch.Tensor:

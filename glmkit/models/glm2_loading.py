@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from glmkit.errors import GlmkitError
 from glmkit.models.glm2 import GLM2, GLM2Config
 
@@ -43,6 +41,7 @@ def published_name(ours: str) -> str:
 
 def load_glm2_folder(path: str | Path) -> tuple[GLM2, str]:
     """(the model in eval mode, the weights' sha256)."""
+    from glmkit.io.checkpoint import load_weights
     from glmkit.models.hf_folder import read_config, read_weights, weights_sha256
 
     path = Path(path)
@@ -60,17 +59,6 @@ def load_glm2_folder(path: str | Path) -> tuple[GLM2, str]:
     if cfg.dim % cfg.heads:
         raise GlmkitError(f"{path / 'config.json'}: dim {cfg.dim} is not a multiple of heads {cfg.heads}")
     files, published = read_weights(path)
-    weights = {glmkit_name(k): v for k, v in published.items()}
-    model = GLM2(cfg)
-    expected = model.state_dict()
-    for name, tensor in expected.items():
-        if name not in weights:
-            raise GlmkitError(f"{path}: no tensor {published_name(name)} (not a gLM2 checkpoint, or an incomplete one)")
-        if tuple(weights[name].shape) != tuple(tensor.shape):
-            raise GlmkitError(f"{path}: tensor {published_name(name)} has shape {tuple(weights[name].shape)}; "
-                              f"config.json makes it {tuple(tensor.shape)}")
-    extra = sorted(set(weights) - set(expected))
-    if extra:
-        raise GlmkitError(f"{path}: unexpected tensor {extra[0]} (not a gLM2 checkpoint?)")
-    model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()})
+    model = load_weights(GLM2(cfg), {glmkit_name(k): v for k, v in published.items()}, path, published_name,
+                         "config.json")
     return model.eval(), weights_sha256(files)

@@ -1,0 +1,108 @@
+"""gLM2 as a task of the training loop (glmkit/train.py): its data, masking, loss and metrics.
+
+Masked-token modelling over packed chunks of contig tokens (glmkit/glm2_data.py):
+30 % of residue tokens (amino acids and nucleotides; never `<cls>`, strand
+tokens, `<unk>` or padding) are chosen per step, each independently; of those
+80 % become `<mask>`, 10 % a random residue of the same modality, 10 % stay
+(BERT's rule: the gLM2 authors published no training code, and the OMG paper
+states the 30 % rate only). The loss is the cross-entropy of the chosen
+tokens, summed over every process and micro-step and divided by their number.
+
+Validation masks the same share of the held-out contigs' residue tokens, all
+as `<mask>` (a clean measure), fixed for the whole run, and reports per
+modality (amino acids, nucleotides): accuracy of the most likely token,
+perplexity, and the perplexity of the unigram baseline — each token's
+frequency among the training split's tokens of its modality — on the very
+same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glmkit.data import PackedTask, table_rows
+from glmkit.glm2_data import MODALITIES, TokenReader, mask_tokens, pack_batch, unigram_log_probs
+from glmkit.glm_data import Split
+from glmkit.io.token_corpus import TokenCorpusStore
+from glmkit.models.glm2 import GLM2, GLM2Config
+
+
+class GLM2Task(PackedTask):
+    architecture, unit = "gLM2", "tokens"
+    metrics = tuple(f"val_{m}_{k}" for k in ("accuracy", "perplexity", "unigram_perplexity") for m in MODALITIES)
+    validation_sums = ("count", "loss_sum", *(f"{m}_{k}" for m in MODALITIES
+                                                for k in ("n", "correct", "nll", "unigram_nll")))
+
+    def __init__(self, corpus: TokenCorpusStore, split: Split, cfg: GLM2Config, mask_fraction: float, seed: int,
+                 capacity: int, info: dict, train_token_counts: np.ndarray):
+        self.corpus, self.split, self.cfg, self.mask_fraction = corpus, split, cfg, mask_fraction
+        self.seed, self.capacity, self.info = seed, capacity, info
+        self.name, self.n_items = corpus.path, corpus.n_chunks
+        self._keys = corpus.array("contigs/key")
+        self._starts, self._lengths = corpus.array("chunks/start"), corpus.array("chunks/length")
+        self._item_contig = corpus.array("chunks/contig")
+        self.unigram = torch.from_numpy(unigram_log_probs(train_token_counts))
+
+    # -- model and checkpoint -------------------------------------------------------------------------------
+
+    def build_model(self) -> GLM2:
+        return GLM2(self.cfg)
+
+    def checkpoint(self):
+        return self.cfg.to_dict(), {}, self.info
+
+    # -- data (the rest of the data path is PackedTask's) ----------------------------------------------------
+
+    def reader(self) -> TokenReader:
+        return TokenReader(self.corpus)
+
+    def _batch(self, rows: list[np.ndarray], global_rows: np.ndarray, step: int, reader: TokenReader) -> dict:
+        items = np.concatenate(rows)
+        starts, lengths = table_rows(self._starts, items), table_rows(self._lengths, items)
+        local = np.split(np.arange(len(items)), np.cumsum([len(r) for r in rows])[:-1])
+        targets, segments = pack_batch(reader, starts, lengths, local, self.capacity)
+        inputs, chosen = np.empty_like(targets), np.zeros(targets.shape, dtype=bool)
+        for b, row in enumerate(np.asarray(global_rows).tolist()):  # a function of (seed, step, global row)
+            rng = np.random.default_rng([self.seed, step + 1, row])
+            inputs[b], chosen[b] = mask_tokens(targets[b], rng, self.mask_fraction,
+                                               corrupt=step != self.VALIDATION_STREAM)
+        return {"tokens": inputs, "segments": segments, "targets": targets, "masked": chosen,
+                "count": int(chosen.sum()), "units": int((segments > 0).sum())}
+
+    # -- loss and metrics --------------------------------------------------------------------------------------
+
+    def _logits(self, model, batch):
+        m = batch["masked"]
+        logits, _ = model(batch["tokens"], batch["segments"], only=m)         # (N, vocab): the chosen tokens only
+        return logits.float(), batch["targets"][m]                            # (N, vocab), (N,)
+
+    def loss(self, model, batch):
+        logits, targets = self._logits(model, batch)
+        return F.cross_entropy(logits, targets, reduction="sum"), batch["count"]
+
+    def evaluate(self, model, batch) -> dict:
+        logits, targets = self._logits(model, batch)
+        nll = F.cross_entropy(logits, targets, reduction="none").double()
+        correct = logits.argmax(-1) == targets
+        unigram = -self.unigram.to(targets.device)[targets]
+        sums = {"count": batch["count"], "loss_sum": float(nll.sum())}
+        for name, ids in MODALITIES.items():
+            mine = torch.from_numpy(ids).to(targets.device)[targets]
+            sums.update({f"{name}_n": int(mine.sum()), f"{name}_correct": int((correct & mine).sum()),
+                         f"{name}_nll": float(nll[mine].sum()), f"{name}_unigram_nll": float(unigram[mine].sum())})
+        return sums
+
+    def summarize(self, sums: dict) -> dict:
+        if not sums.get("count"):
+            return {}
+        found = {"val_loss": sums["loss_sum"] / sums["count"]}
+        for name in MODALITIES:
+            n = sums[f"{name}_n"]
+            found[f"val_{name}_accuracy"] = sums[f"{name}_correct"] / n if n else math.nan
+            found[f"val_{name}_perplexity"] = math.exp(sums[f"{name}_nll"] / n) if n else math.nan
+            found[f"val_{name}_unigram_perplexity"] = math.exp(sums[f"{name}_unigram_nll"] / n) if n else math.nan
+        return found
