@@ -93,6 +93,27 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(corpus, tmp_pa
 
 
 @needs_torchrun
+def test_glm2_two_processes_equal_one_process(corpus, tmp_path):
+    """gLM2 is a task of the same loop: 2 processes x 2 rows of packed chunks = 1 process x 4 rows."""
+    def args(out):
+        a = _args(corpus, out, "--arch", "glm2", "--context", "256")
+        del a[a.index("-e"):a.index("-e") + 2]
+        return a
+    one = run(*args(tmp_path / "one"), "-q")
+    assert one.exit_code == 0, one.stderr
+    two = torchrun(args(tmp_path / "two"), tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=0, msg=k)
+    assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
+    for x, y in zip(_log(tmp_path / "one")[1:], _log(tmp_path / "two")[1:]):
+        assert float(x[3]) == pytest.approx(float(y[3]), rel=1e-4)
+        if x[4]:
+            assert float(x[4]) == pytest.approx(float(y[4]), rel=1e-4) and x[5] == y[5]
+
+
+@needs_torchrun
 def test_two_processes_killed_and_resumed_equal_an_uninterrupted_run(corpus, tmp_path):
     """Dropout on, 2 processes, both SIGKILLed during step 5: --resume restores every rank's generators and the
     data stream's position; final weights bit-identical, log equal but for throughput."""

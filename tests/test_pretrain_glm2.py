@@ -1,0 +1,115 @@
+"""glmkit pretrain --arch glm2: outputs, the recipe's settings, exact resume, refusals, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEST_DATA, assert_one_line_error, build_store, cds, run
+from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.pretrain import PretrainOptions, loop_options, resolved, run_pretrain
+
+
+@pytest.fixture(scope="module")
+def elements(tmp_path_factory):
+    d = tmp_path_factory.mktemp("glm2")
+    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    return d / "el.zarr"
+
+
+def options(**kw):
+    base = dict(arch="glm2", preset="tiny", context=256, max_steps=6, batch_size=4, warmup_steps=2, val_every=3,
+                checkpoint_every=3, log_every=1, lr=3e-3, val_fraction=0.2, threads=1)
+    return PretrainOptions(**{**base, **kw})
+
+
+def test_trains_and_writes_checkpoint_log_and_curves(tmp_path, elements):
+    result = run_pretrain([str(elements)], None, str(tmp_path / "m"), options(max_steps=12))
+    assert result["step"] == 12 and 0 <= result["val_aa_accuracy"] <= 1
+    out = tmp_path / "m"
+    assert {p.name for p in out.iterdir()} == {"checkpoint", "corpus.zarr", "log.tsv", "curves.png"}
+    assert {p.name for p in (out / "checkpoint").iterdir()} == {"config.json", "model.safetensors",
+                                                                "training_state.pt"}
+    meta = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert meta["architecture"] == "gLM2" and meta["config"]["dim"] == 32 and meta["options"]["mask_fraction"] == 0.3
+    rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
+    assert rows[0] == ["step", "epoch", "lr", "train_loss", "val_loss", "val_aa_accuracy", "val_nt_accuracy",
+                       "val_aa_perplexity", "val_nt_perplexity", "val_aa_unigram_perplexity",
+                       "val_nt_unigram_perplexity", "seconds", "tokens_per_s", "data_wait"]
+    losses = [float(r[3]) for r in rows[1:]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) < np.log(37) + 0.2  # it learns something
+    assert run("validate", out / "corpus.zarr", "-q").exit_code == 0
+
+
+def test_the_omg_recipe():
+    o = resolved(options(lr=None))
+    loop = loop_options(o)
+    assert (o.mask_fraction, o.lr, o.weight_decay) == (0.3, 1e-3, 0.1)
+    assert loop.betas == (0.9, 0.95) and loop.schedule == "cosine" and loop.grad_clip == 1.0
+    glm = loop_options(resolved(PretrainOptions()))
+    assert glm.betas == (0.9, 0.999) and glm.schedule == "linear" and glm.weight_decay == 0.01
+
+
+def test_resume_continues_exactly(tmp_path, elements, monkeypatch):
+    """Killed (in-process) after the step-3 checkpoint: --resume gives the same weights and log."""
+    els = [str(elements)]
+    run_pretrain(els, None, str(tmp_path / "straight"), options())
+    import glmkit.train as train_module
+
+    original = train_module.Trainer.save
+
+    def save_then_die(self, state):
+        original(self, state)
+        if self.step == 3:
+            raise KeyboardInterrupt("killed after the step-3 checkpoint")
+
+    monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(els, None, str(tmp_path / "resumed"), options())
+    monkeypatch.undo()
+    run_pretrain(els, None, str(tmp_path / "resumed"), options(), resume=True)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = [[line.split("\t")[:-3] for line in (tmp_path / d / "log.tsv").read_text().splitlines()]
+            for d in ("straight", "resumed")]
+    assert logs[0] == logs[1] and len(logs[0]) == 7
+
+
+def test_resume_refuses_another_context_or_architecture(tmp_path, elements, esm_checkpoint):
+    run_pretrain([str(elements)], None, str(tmp_path / "m"), options(max_steps=3))
+    with pytest.raises(GlmkitUsageError, match="--context 128 differs from the 256 of the checkpoint"):
+        run_pretrain([str(elements)], None, str(tmp_path / "m"), options(max_steps=6, context=128), resume=True)
+    # a gLM2 checkpoint is not a gLM one, and the reverse
+    assert run("embed", elements, "-o", tmp_path / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    with pytest.raises(GlmkitError, match="a gLM2 checkpoint; expected gLM"):
+        run_pretrain([str(elements)], str(tmp_path / "emb.zarr"), str(tmp_path / "m"),
+                     PretrainOptions(preset="tiny", max_steps=6, batch_size=4, val_fraction=0.2), resume=True)
+
+
+def test_cli_errors(tmp_path, elements):
+    base = ["pretrain", elements, "--arch", "glm2", "-o", tmp_path / "m", "--preset", "tiny", "--context", "256"]
+    assert_one_line_error(run(*base, "-e", elements), "--embeddings is for the gLM", status=2)
+    assert_one_line_error(run(*base[:-4], "--preset", "paper"), "--preset paper is not a gLM2 preset", status=2)
+    assert_one_line_error(run(*base, "--dropout", "0.1"), "--dropout and --recipe are options of the gLM", status=2)
+    assert_one_line_error(run("pretrain", elements, "-o", tmp_path / "g"), "--embeddings is required", status=2)
+    assert_one_line_error(run(*base, "--hidden-size", "36", "--num-heads", "4"), "with an even quotient", status=2)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "g").exists()
+
+
+def test_elements_longer_than_the_context_are_cut_and_trained_on(tmp_path):
+    """A 900-residue protein and a 500-residue one with --context 256: each is cut into pieces of 254 residues,
+    each piece a chunk of its own; training runs on them."""
+    store = build_store(tmp_path / "el.zarr", [(f"c{i}", 9000, [cds(aa=b"M" + b"ACDEFGHIKL" * 90),
+                                                                 cds(aa=b"MKV" * 166)]) for i in range(6)])
+    result = run_pretrain([str(store)], None, str(tmp_path / "m"), options(max_steps=2, val_every=2))
+    assert result["step"] == 2
+    from glmkit.io.token_corpus import TokenCorpusStore
+
+    corpus = TokenCorpusStore(tmp_path / "m" / "corpus.zarr")
+    assert corpus.array("chunks/length")[:].max() == 256 and corpus.attrs["summary"]["elements_cut"] == 12
