@@ -1,9 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark: `glmkit pretrain` itself vs the gLM's reference model, on real sub-contig lengths, and against the
-machine's own matrix-multiply limit.
+machine's own matrix-multiply limit; with --arch glm2, gLM2 training vs gLM2's published forward.
 
     python bench/pretrain.py [--preset small] [--steps 40] [--batch 32] [--threads 2] [--repeats 2]
                              [--precision-steps 300]
+    python bench/pretrain.py --arch glm2 [--preset small] [--context 4096] [--steps 12] [--batch 4]
+
+gLM2 (--arch glm2): the element store of the same genomes after the OMG rules
+(`glmkit filter`); `glmkit pretrain --arch glm2` (the command, chunks packed
+into rows of --context) against bench/glm2_reference.py, a transcription of
+the published gLM2ForMaskedLM forward (each chunk its own row, padded to the
+batch's longest, key-padding mask, its own rotary cache), trained with
+AdamW on the very chunks and corrupted tokens glmkit's stream dealt in the
+same steps; tokens/s of real tokens for both, and the largest logit
+difference with the same weights.
 
 1. Corpus (bench/realistic_corpus.py): genes called in real genomes, cut into
    sub-contigs by `glmkit filter --glm-subcontigs`; random 1,280-wide
@@ -36,7 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realistic_corpus import build, subcontig_lengths  # noqa: E402
+from realistic_corpus import build, build_omg, subcontig_lengths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pretrain"
@@ -63,10 +73,10 @@ def run_glmkit(subcontigs, embeddings, out, args, *extra) -> list[dict]:
     return [dict(zip(rows[0], r)) for r in rows[1:]]
 
 
-def timed(log: list[dict]) -> tuple[float, float]:
-    """(genes/s, share of time waiting for data) over the steps after SKIP, from per-step log rows."""
+def timed(log: list[dict], unit: str = "genes") -> tuple[float, float]:
+    """(units/s, share of time waiting for data) over the steps after SKIP, from per-step log rows."""
     seconds = np.diff([0.0] + [float(r["seconds"]) for r in log])[SKIP:]   # each step's wall time
-    genes = np.array([float(r["genes_per_s"]) for r in log])[SKIP:] * seconds
+    genes = np.array([float(r[f"{unit}_per_s"]) for r in log])[SKIP:] * seconds
     wait = np.array([float(r["data_wait"]) for r in log])[SKIP:] * seconds
     return genes.sum() / seconds.sum(), wait.sum() / seconds.sum()
 
@@ -113,15 +123,21 @@ def step_flops_per_gene(cfg, length: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=("glm", "glm2"), default="glm")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--context", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.arch == "glm2":
+        args.steps, args.batch = args.steps or 12, args.batch or 4
+        return main_glm2(args)
+    args.steps, args.batch = args.steps or 40, args.batch or 32
     from glmkit.models.glm import GLM, load_reference_state, preset
 
     subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
@@ -182,6 +198,128 @@ def main() -> int:
           f"{speed16:,.0f} genes/s ({speed16 / speed32:.2f}x); train loss: largest step difference "
           f"{np.abs(a - b).max():.3f}, last tenth mean fp32 {a[tail].mean():.4f} vs bf16 {b[tail].mean():.4f} "
           f"({abs(a[tail].mean() - b[tail].mean()) / a[tail].mean():.2%} apart)")
+    return 0
+
+
+# -- gLM2 ------------------------------------------------------------------------------------------------------
+
+def glmkit_glm2(elements, args) -> list[dict]:
+    out = OUT / "glm2"
+    cmd = [sys.executable, "-m", "glmkit", "pretrain", elements, "--arch", "glm2", "-o", out, "--force", "-q",
+           "--preset", args.preset, "--context", args.context, "--batch-size", args.batch, "--threads", args.threads,
+           "--max-steps", args.steps, "--log-every", 1, "--val-every", 10 ** 9, "--checkpoint-every", 10 ** 9,
+           "--val-fraction", 0, "--seed", args.seed, "--corpus", OUT / "glm2_corpus.zarr"]
+    subprocess.run([str(c) for c in cmd], check=True)
+    rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+def glm2_steps(args):
+    """The micro-batches glmkit's stream deals (one process): packed rows of corrupted tokens."""
+    from glmkit.glm2_data import training_token_counts
+    from glmkit.glm2_task import GLM2Task
+    from glmkit.glm_data import choose_split
+    from glmkit.io.token_corpus import TokenCorpusStore
+    from glmkit.models.glm2 import glm2_preset
+
+    corpus = TokenCorpusStore(OUT / "glm2_corpus.zarr")
+    split, _, _ = choose_split(corpus, 0.0, args.seed, "chunks")
+    task = GLM2Task(corpus, split, glm2_preset(args.preset), 0.3, args.seed, args.context, {},
+                    training_token_counts(corpus, split))
+    steps = task.train_steps(None, 0, 1, args.batch, 1)
+    return corpus, [next(steps)[0][0] for _ in range(args.steps)]
+
+
+def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A packed batch as the published model takes it: each chunk its own row, padded to the longest; labels -100
+    where nothing is predicted. Returns (input_ids, attention_mask, labels)."""
+    from glmkit.models.glm2_tokens import PAD
+
+    chunks = []
+    for b in range(len(batch["segments"])):
+        for seg in range(1, int(batch["segments"][b].max()) + 1):
+            at = batch["segments"][b] == seg
+            chunks.append((batch["tokens"][b][at], np.where(batch["masked"][b][at], batch["targets"][b][at], -100)))
+    longest = max(len(c[0]) for c in chunks)
+    ids = torch.full((len(chunks), longest), PAD, dtype=torch.long)
+    labels = torch.full((len(chunks), longest), -100, dtype=torch.long)
+    mask = torch.zeros((len(chunks), longest), dtype=torch.long)
+    for i, (t, lab) in enumerate(chunks):
+        ids[i, :len(t)], labels[i, :len(t)], mask[i, :len(t)] = torch.from_numpy(t), torch.from_numpy(lab), 1
+    return ids, mask, labels
+
+
+def reference_glm2(cfg, state, steps, threads) -> tuple[float, list[int]]:
+    """Tokens/s of the published forward trained on the same steps (after SKIP), and the rows it needed."""
+    from glm2_reference import GLM2ForMaskedLM
+
+    torch.set_num_threads(threads)
+    model = GLM2ForMaskedLM(cfg)
+    model.load_state_dict(state)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    model.train()
+    tokens, seconds, rows = 0, 0.0, []
+    for k, batch in enumerate(steps):
+        ids, mask, labels = unpack(batch)
+        rows.append(int(ids.numel()))
+        start = time.perf_counter()
+        loss, _ = model(ids, mask, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if k >= SKIP:
+            seconds += time.perf_counter() - start
+            tokens += int(mask.sum())
+    return tokens / seconds, rows
+
+
+def main_glm2(args) -> int:
+    from glmkit.models.glm2 import GLM2, glm2_preset
+    from glmkit.models.glm2_loading import published_name
+
+    elements = build_omg(ROOT / "bench" / "out" / "corpus")
+    cfg = glm2_preset(args.preset)
+    ours, theirs, waits = [], [], []
+    for _ in range(args.repeats):  # interleaved, best of each
+        log = glmkit_glm2(elements, args)
+        speed, wait = timed(log, "tokens")
+        ours.append(speed)
+        waits.append(wait)
+        corpus, steps = glm2_steps(args)
+        torch.manual_seed(args.seed)
+        model = GLM2(cfg)
+        state = {published_name(k): v for k, v in model.state_dict().items()}
+        speed, padded = reference_glm2(cfg, state, steps, args.threads)
+        theirs.append(speed)
+    # the same weights: glmkit's packed rows against the published forward's padded rows, on real tokens
+    from glm2_reference import GLM2ForMaskedLM
+
+    reference = GLM2ForMaskedLM(cfg)
+    reference.load_state_dict(state)
+    batch = steps[0]
+    with torch.no_grad():
+        packed, _ = model.eval()(torch.from_numpy(batch["tokens"]), torch.from_numpy(batch["segments"]))
+        ids, mask, _ = unpack(batch)
+        _, padded_logits = reference.eval()(ids, mask)
+    ours_real = torch.cat([packed[b][torch.from_numpy(batch["segments"][b] == s)]
+                           for b in range(len(batch["segments"]))
+                           for s in range(1, int(batch["segments"][b].max()) + 1)])
+    diff = float((ours_real - padded_logits[mask.bool()]).abs().max())
+    lengths = corpus.array("chunks/length")[:]
+    real = sum(int((b["segments"] > 0).sum()) for b in steps)
+    print(f"corpus: {corpus.n_contigs:,} contigs of real genomes after the OMG rules, {len(lengths):,} chunks of "
+          f"at most {args.context} tokens (mean {lengths.mean():,.0f}, {np.mean(lengths < args.context):.0%} shorter); "
+          f"gLM2 {args.preset} ({cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads), {args.batch} packed rows a "
+          f"step, {args.steps} steps ({SKIP} untimed), CPU, {args.threads} threads, best of {args.repeats}")
+    print(f"padding: glmkit's packed rows hold {real / (len(steps) * args.batch * args.context):.0%} real tokens; "
+          f"the published forward's padded rows {real / sum(padded):.0%}")
+    print(f"{'':<52}{'tokens/s':>10}")
+    print(f"{'published gLM2 forward, padded rows (step)':<52}{max(theirs):>10.0f}   runs: "
+          f"{', '.join(f'{r:.0f}' for r in theirs)}")
+    print(f"{'glmkit pretrain --arch glm2 (the command)':<52}{max(ours):>10.0f}   runs: "
+          f"{', '.join(f'{r:.0f}' for r in ours)}; waiting for data {min(waits):.1%} of the time")
+    print(f"ratio {max(ours) / max(theirs):.2f}x; logits with the same weights differ by at most {diff:.1e}")
     return 0
 
 

@@ -90,6 +90,17 @@ def build(out: Path) -> tuple[Path, Path]:
     return subcontigs, embeddings
 
 
+def build_omg(out: Path) -> Path:
+    """The same genomes' element store after the OMG corpus rules (`glmkit filter`, no gLM sub-contigs): what
+    gLM2 trains on."""
+    build(out)
+    omg = out / "omg.zarr"
+    if not omg.exists():
+        subprocess.run([sys.executable, "-m", "glmkit", "filter", out / "elements.zarr", "-o", omg, "-q", "--force"],
+                       check=True)
+    return omg
+
+
 def subcontig_lengths(subcontigs: Path) -> np.ndarray:
     """Genes per sub-contig of a filter --glm-subcontigs store."""
     from glmkit.io.elements import CDS, ElementStore

@@ -360,8 +360,9 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
 
 @command("contextualize", "glmkit contextualize corpus.zarr -e embeddings.zarr -m glm/ -o context.zarr --attention")
 @click.argument("elements", nargs=-1, required=True, metavar="ELEMENTS...")
-@click.option("--embeddings", "-e", required=True, help="Embedding store covering the genes of ELEMENTS.")
-@click.option("--model", "-m", "model_path", required=True, help="glmkit pretrain output folder (or its checkpoint/).")
+@click.option("--embeddings", "-e", help="Embedding store covering the genes of ELEMENTS (gLM models only).")
+@click.option("--model", "-m", "model_path", required=True,
+              help="glmkit pretrain output folder (or its checkpoint/), gLM or gLM2; or a published gLM2 folder.")
 @click.option("--output", "-o", required=True, help="Context store to write.")
 @click.option("--layer", type=click.IntRange(min=0), help="Layer of the gene embeddings [default: the last].")
 @click.option("--attention", is_flag=True, help="Also store symmetrised attention, all layers and heads, per window.")
@@ -374,15 +375,19 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
                    "consecutive --window-genes sub-contigs, as the gLM's batch_data.py cuts them.")
 @click.option("--inputs", is_flag=True, help="Also store each gene's input features and labels (genes/input, "
                                              "genes/label), to check them against other tools.")
+@click.option("--context", type=click.IntRange(min=3), default=4096, show_default=True,
+              help="gLM2: tokens per chunk (contigs are cut at element boundaries) and per row.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @device_options
 @threads_option
 @force_option
 def contextualize_command(elements, embeddings, model_path, output, force, threads, **params):
-    """Contextualised gene and contig embeddings (and attention) from a trained gLM.
+    """Contextualised gene and contig embeddings (and attention) from a trained gLM or gLM2.
 
-    Genes are read in windows of 30 overlapping by half; each gene keeps the
-    window in which it is most central. Contig embedding = mean of its genes.
+    gLM: genes are read in windows of 30 overlapping by half; each gene keeps
+    the window in which it is most central. gLM2: each contig's tokens, cut
+    into chunks of --context; an element's embedding is the mean over its
+    residues. Contig embedding = mean of its genes (gLM) or elements (gLM2).
     """
     from glmkit.contextualize import ContextOptions, run_contextualize
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glmkit.errors import GlmkitError
+from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.checkpoint import checkpoint_folder
 from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
 from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, store_record
@@ -56,6 +56,7 @@ class ContextOptions:
     threads: int = 1
     windows: str = "centred"    # or "reference": consecutive sub-contigs, as the gLM's batch_data.py cuts them
     inputs: bool = False        # also store each gene's input features and labels
+    context: int = 4096         # gLM2: tokens per chunk and per row
 
 
 WINDOWS = ("centred", "reference")
@@ -91,30 +92,29 @@ def best_windows(n_genes: int, size: int, kind: str = "centred") -> tuple[list[t
 
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
-    inputs = [*element_paths, embedding_path, checkpoint_folder(model_path)]
+    from glmkit.contextualize_glm2 import GLM2Job
+    from glmkit.models.glm2_loading import architecture_of
+
+    job_class = GLM2Job if architecture_of(model_path) == "gLM2" else GLMJob
+    job_class.check(options, embedding_path)
+    inputs = [*element_paths, *([embedding_path] if embedding_path else []), checkpoint_folder(model_path)]
     with claim_outputs([output], force, inputs):  # held to the end
-        return _contextualize(element_paths, embedding_path, model_path, output, options, force)
+        return _contextualize(job_class, element_paths, embedding_path, model_path, output, options, force)
 
 
-def _contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions, force: bool) -> dict:
+def _contextualize(job_class, element_paths, embedding_path, model_path, output, options: ContextOptions,
+                   force: bool) -> dict:
+    """The driver every model shares: the work folder and its plan, groups of contigs computed and saved one by
+    one (the unit of resume), then the output written from them. ``job_class`` is what differs by model."""
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
-    from glmkit.models.glm_loading import load_glm
-    from glmkit.pretrain import check_embedding_model
 
-    loaded = load_glm(model_path)
-    folder, meta, cfg, norm = loaded.folder, loaded.meta, loaded.cfg, loaded.norm
-    layer = cfg.num_layers if options.layer is None else options.layer
-    if not 0 <= layer <= cfg.num_layers:
-        raise GlmkitError(f"--layer {layer}: the model has layers 0 to {cfg.num_layers}")
-    check_embedding_model(meta.get("embedding_model", {}), embedding_path, folder)
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
-    model = loaded.model.to(device)
-
+    job = job_class.load(model_path, embedding_path, options, device, amp)
     work = work_folder(output)
-    records = [store_record(p) for p in (*element_paths, embedding_path)]
+    records = [store_record(p) for p in (*element_paths, *([embedding_path] if embedding_path else []))]
     # the plan: inputs, the model's files (their checksums), options
-    plan = hashlib.sha256(json.dumps([records, meta.get("files"), asdict(options), layer,
+    plan = hashlib.sha256(json.dumps([records, job.meta.get("files"), asdict(options), job.layer,
                                       GROUP_WINDOWS]).encode()).hexdigest()
     if (work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan:
         log.info(f"contextualize: resuming from {work} ({len(list(work.glob('group-*.npz')))} groups done)")
@@ -124,20 +124,19 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
         (work / "plan.txt").write_text(plan)
     try:
         with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
-            corpus = _corpus(work, element_paths, embedding_path, options.window_genes)
-            runner = _Runner(model, norm, cfg, layer, options, device, amp)
-            groups = _groups(corpus, options.window_genes)
-            with progress(total=corpus.n_genes, desc="contextualize", unit="genes") as bar:
-                for k, (c0, c1, g0, g1) in enumerate(groups):
+            corpus = job.corpus(work, element_paths)
+            groups = job.groups(corpus)
+            with progress(total=groups[-1][3] - groups[0][2] if groups else 0, desc="contextualize",
+                          unit=job.unit) as bar:
+                for k, group in enumerate(groups):
                     path = work / f"group-{k:06d}.npz"
                     if _saved(path) is None:
-                        result = runner.group(corpus, c0, c1)
+                        result = job.group(corpus, group)
                         temp = path.with_suffix(".partial.npz")
                         np.savez(temp, **result)
                         os.replace(temp, path)  # a group file exists only once complete
-                    bar.update(g1 - g0)
-            summary = _write_output(output, force, corpus, groups, work, records, meta, options, layer, cfg,
-                                    str(model_path))
+                    bar.update(group[3] - group[2])
+            summary = job.write(output, force, corpus, groups, work, records, str(model_path), _saved)
     except BaseException as e:
         done = len(list(work.glob("group-*.npz")))
         if not done:  # nothing finished: nothing to resume from
@@ -147,10 +146,54 @@ def _contextualize(element_paths, embedding_path, model_path, output, options: C
                 from None
         raise
     remove(work)
-    log.info(f"contextualize: {plural(summary['genes'], 'gene')} in {plural(summary['contigs'], 'contig')}, "
-             f"{plural(summary['windows'], 'window')}"
-             + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if options.predictions else ""))
+    log.info(f"contextualize: {job.describe(summary)}")
     return summary
+
+
+class GLMJob:
+    """What contextualize does for gLM models: windows of genes, gene and contig embeddings, attention, predictions."""
+    unit = "genes"
+
+    def __init__(self, loaded, embedding_path, options: ContextOptions, device, amp):
+        self.meta, self.cfg, self.o, self.embedding_path = loaded.meta, loaded.cfg, options, embedding_path
+        self.layer = self.cfg.num_layers if options.layer is None else options.layer
+        if not 0 <= self.layer <= self.cfg.num_layers:
+            raise GlmkitError(f"--layer {self.layer}: the model has layers 0 to {self.cfg.num_layers}")
+        self.runner = _Runner(loaded.model.to(device), loaded.norm, self.cfg, self.layer, options, device, amp)
+
+    @classmethod
+    def load(cls, model_path, embedding_path, options, device, amp) -> "GLMJob":
+        from glmkit.models.glm_loading import load_glm
+        from glmkit.pretrain import check_embedding_model
+
+        loaded = load_glm(model_path)
+        check_embedding_model(loaded.meta.get("embedding_model", {}), embedding_path, loaded.folder)
+        return cls(loaded, embedding_path, options, device, amp)
+
+    @staticmethod
+    def check(options: ContextOptions, embedding_path) -> None:
+        if not embedding_path:
+            raise GlmkitUsageError("--embeddings is required for gLM models (the ESM2 embeddings of the genes)")
+        if options.context != ContextOptions.context:
+            raise GlmkitUsageError("--context is an option of gLM2 models, not of the gLM")
+
+    def corpus(self, work: Path, element_paths):
+        return _corpus(work, element_paths, self.embedding_path, self.o.window_genes)
+
+    def groups(self, corpus):
+        return _groups(corpus, self.o.window_genes)
+
+    def group(self, corpus, group) -> dict:
+        return self.runner.group(corpus, group[0], group[1])
+
+    def write(self, output, force, corpus, groups, work, records, model_path, saved) -> dict:
+        return _write_output(output, force, corpus, groups, work, records, self.meta, self.o, self.layer, self.cfg,
+                             model_path)
+
+    def describe(self, summary: dict) -> str:
+        return (f"{plural(summary['genes'], 'gene')} in {plural(summary['contigs'], 'contig')}, "
+                f"{plural(summary['windows'], 'window')}"
+                + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if self.o.predictions else ""))
 
 
 def _corpus(work: Path, element_paths, embedding_path, window_genes: int):

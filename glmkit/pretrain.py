@@ -95,6 +95,7 @@ def resolved(o: PretrainOptions) -> PretrainOptions:
 def loop_options(o: PretrainOptions):
     from glmkit.train import LoopOptions
 
+    o = resolved(o)
     reference = o.recipe == "reference"
     defaults = ARCH_DEFAULTS[o.arch]
     return LoopOptions(max_steps=o.max_steps, max_minutes=o.max_minutes, batch_size=o.batch_size,

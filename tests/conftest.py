@@ -163,3 +163,65 @@ def fair_esm_mean(model, alphabet, sequences: list[str], max_residues: int = 102
     with torch.no_grad():
         reps = model(tokens, repr_layers=[layer])["representations"][layer]
     return np.stack([reps[i, 1:min(len(s), max_residues) + 1].mean(0).numpy() for i, s in enumerate(sequences)])
+
+
+# -- small random-weight gLM2 folders in the published layout -------------------------------------------------
+
+def published_glm2_folder(path, cfg, shard: str | None = None, drop: str | None = None, **config_overrides):
+    """A folder in the published layout, written by transformers' own save_pretrained. gLM2's modeling code is
+    remote code that cannot be downloaded here, so the module tree is declared here with the published names
+    (glm2.tok_embeddings, glm2.encoder.layers.N.attention.wqkv, ..., lm_head.norm, lm_head.proj_output); the
+    files, their names, sharding and config.json are transformers'."""
+    import torch
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from glmkit.models.layers import swiglu_hidden
+
+    class Config(PretrainedConfig):
+        model_type = "glm2-test"
+
+    class Layer(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.attention = nn.Module()
+            self.attention.wqkv = nn.Linear(c.dim, 3 * c.dim, bias=False)
+            self.attention.wo = nn.Linear(c.dim, c.dim, bias=False)
+            hidden = swiglu_hidden(c.dim, c.swiglu_multiple_of)
+            self.feed_forward = nn.Module()
+            self.feed_forward.w1 = nn.Linear(c.dim, hidden, bias=False)
+            self.feed_forward.w2 = nn.Linear(hidden, c.dim, bias=False)
+            self.feed_forward.w3 = nn.Linear(c.dim, hidden, bias=False)
+            self.attention_norm = nn.Module()
+            self.attention_norm.weight = nn.Parameter(torch.rand(c.dim))
+            self.ffn_norm = nn.Module()
+            self.ffn_norm.weight = nn.Parameter(torch.rand(c.dim))
+
+    class Published(PreTrainedModel):
+        config_class = Config
+
+        def __init__(self, c):
+            super().__init__(c)
+            self.glm2 = nn.Module()
+            self.glm2.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
+            self.glm2.encoder = nn.Module()
+            self.glm2.encoder.layers = nn.ModuleList(Layer(c) for _ in range(c.depth))
+            self.lm_head = nn.Module()
+            self.lm_head.norm = nn.Module()
+            self.lm_head.norm.weight = nn.Parameter(torch.rand(c.dim))
+            self.lm_head.proj_output = nn.Linear(c.dim, c.vocab_size, bias=False)
+
+    values = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "vocab_size": cfg.vocab_size,
+              "swiglu_multiple_of": cfg.swiglu_multiple_of, "ffn_dim_multiplier": None, "norm_eps": cfg.norm_eps}
+    torch.manual_seed(3)
+    model = Published(Config(**values))
+    if drop:
+        del model.glm2.encoder.layers[-1].feed_forward.w3
+    model.save_pretrained(path, **({"max_shard_size": shard} if shard else {}))
+    if config_overrides:
+        import json
+
+        config = json.loads((path / "config.json").read_text())
+        config.update(config_overrides)
+        (path / "config.json").write_text(json.dumps(config))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import torch
 
+from conftest import published_glm2_folder
+
 from glmkit.models.glm2 import GLM2, GLM2Config, chunk_positions
 from glmkit.models.glm2_tokens import CLS, ID, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
 from glmkit.models.layers import swiglu_hidden
@@ -112,68 +114,11 @@ def test_tokens():
     assert np.all(element_tokens(b"acgt", 1, False)[1:] == [ID["a"], ID["c"], ID["g"], ID["t"]])
 
 
-def _published_folder(path, cfg: GLM2Config, shard: str | None = None, drop: str | None = None, **config_overrides):
-    """A folder in the published layout, written by transformers' own save_pretrained. gLM2's modeling code is
-    remote code that cannot be downloaded here, so the module tree is declared here with the published names
-    (glm2.tok_embeddings, glm2.encoder.layers.N.attention.wqkv, ..., lm_head.norm, lm_head.proj_output); the
-    files, their names, sharding and config.json are transformers'."""
-    from torch import nn
-    from transformers import PretrainedConfig, PreTrainedModel
-
-    class Config(PretrainedConfig):
-        model_type = "glm2-test"
-
-    class Layer(nn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.attention = nn.Module()
-            self.attention.wqkv = nn.Linear(c.dim, 3 * c.dim, bias=False)
-            self.attention.wo = nn.Linear(c.dim, c.dim, bias=False)
-            hidden = swiglu_hidden(c.dim, c.swiglu_multiple_of)
-            self.feed_forward = nn.Module()
-            self.feed_forward.w1 = nn.Linear(c.dim, hidden, bias=False)
-            self.feed_forward.w2 = nn.Linear(hidden, c.dim, bias=False)
-            self.feed_forward.w3 = nn.Linear(c.dim, hidden, bias=False)
-            self.attention_norm = nn.Module()
-            self.attention_norm.weight = nn.Parameter(torch.rand(c.dim))
-            self.ffn_norm = nn.Module()
-            self.ffn_norm.weight = nn.Parameter(torch.rand(c.dim))
-
-    class Published(PreTrainedModel):
-        config_class = Config
-
-        def __init__(self, c):
-            super().__init__(c)
-            self.glm2 = nn.Module()
-            self.glm2.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
-            self.glm2.encoder = nn.Module()
-            self.glm2.encoder.layers = nn.ModuleList(Layer(c) for _ in range(c.depth))
-            self.lm_head = nn.Module()
-            self.lm_head.norm = nn.Module()
-            self.lm_head.norm.weight = nn.Parameter(torch.rand(c.dim))
-            self.lm_head.proj_output = nn.Linear(c.dim, c.vocab_size, bias=False)
-
-    values = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "vocab_size": cfg.vocab_size,
-              "swiglu_multiple_of": cfg.swiglu_multiple_of, "ffn_dim_multiplier": None, "norm_eps": cfg.norm_eps}
-    torch.manual_seed(3)
-    model = Published(Config(**values))
-    if drop:
-        del model.glm2.encoder.layers[-1].feed_forward.w3
-    model.save_pretrained(path, **({"max_shard_size": shard} if shard else {}))
-    if config_overrides:
-        import json
-
-        config = json.loads((path / "config.json").read_text())
-        config.update(config_overrides)
-        (path / "config.json").write_text(json.dumps(config))
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def test_published_folders_load_by_name_whole_or_sharded(tmp_path):
     from glmkit.models.glm2_loading import load_glm2_folder, published_name
 
     for name, shard in (("whole", None), ("sharded", "20KB")):
-        written = _published_folder(tmp_path / name, CFG, shard)
+        written = published_glm2_folder(tmp_path / name, CFG, shard)
         if shard:
             assert (tmp_path / name / "model.safetensors.index.json").exists()
         model, digest = load_glm2_folder(tmp_path / name)
@@ -190,10 +135,10 @@ def test_published_folders_of_another_shape_or_incomplete_are_refused(tmp_path):
     from glmkit.errors import GlmkitError
     from glmkit.models.glm2_loading import load_glm2_folder
 
-    _published_folder(tmp_path / "wide", CFG, dim=48)
+    published_glm2_folder(tmp_path / "wide", CFG, dim=48)
     with pytest.raises(GlmkitError, match=r"glm2\.tok_embeddings\.weight has shape \(37, 24\); config\.json makes "
                                           r"it \(37, 48\)"):
         load_glm2_folder(tmp_path / "wide")
-    _published_folder(tmp_path / "partial", CFG, drop="w3")
+    published_glm2_folder(tmp_path / "partial", CFG, drop="w3")
     with pytest.raises(GlmkitError, match=r"no tensor glm2\.encoder\.layers\.1\.feed_forward\.w3\.weight"):
         load_glm2_folder(tmp_path / "partial")

@@ -80,6 +80,7 @@ def test_token_corpus_store(tmp_path):
     assert chunks == ["<cls><+>MKV<+>acgt<unk>", "<cls><->MAAAAAAAAA", "<cls><->AAA", "<cls><+>MW", "<cls><+>ac"]
     assert corpus.array("contigs/offsets")[:].tolist() == [0, 4, 5]
     assert corpus.array("chunks/contig")[:].tolist() == [0, 0, 0, 0, 1]
+    assert corpus.array("contigs/elements")[:].tolist() == [0, 4, 5]
     assert corpus.array("elements/id")[:].tolist() == ["c1_1", "c1_igs1", "c1_2", "c1_3", "c2_igs0"]
     pieces = corpus.array("elements/pieces")[:]
     p_start, p_len = corpus.array("pieces/start")[:], corpus.array("pieces/length")[:]

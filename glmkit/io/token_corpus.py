@@ -5,6 +5,7 @@ Layout (Zarr v3, schema glmkit.glm2-corpus version 1; docs/FORMATS.md is authori
     contigs/name        string (C)       contig name in its element store
     contigs/key         uint64 (C)       first 8 bytes of sha256(source contig name): the unit of the split
     contigs/offsets     int64 (C + 1)    chunks of contig i: rows offsets[i]:offsets[i+1] of chunks/
+    contigs/elements    int64 (C + 1)    elements of contig i: rows elements[i]:elements[i+1] of elements/
     contigs/token_counts int64 (C, 37)   occurrences of each token id in the contig's chunks (unigram baselines)
     chunks/start        int64 (K)        first token of each chunk in tokens
     chunks/length       int32 (K)        its tokens (<cls> included), at most the context
@@ -51,13 +52,15 @@ class TokenCorpusWriter:
         g = self.group
         self.columns = {name: ColumnWriter(g, name, dtype, TOKEN_CHUNK if name == "tokens" else None)
                         for name, dtype in (("contigs/name", str), ("contigs/key", np.uint64),
-                                            ("contigs/offsets", np.int64), ("chunks/start", np.int64),
+                                            ("contigs/offsets", np.int64), ("contigs/elements", np.int64),
+                                            ("chunks/start", np.int64),
                                             ("chunks/length", np.int32), ("chunks/contig", np.int64),
                                             ("tokens", np.uint8), ("elements/id", str), ("elements/type", np.uint8),
                                             ("elements/contig", np.int64), ("elements/pieces", np.int64),
                                             ("pieces/start", np.int64), ("pieces/length", np.int32))}
         self.columns["contigs/token_counts"] = ColumnWriter(g, "contigs/token_counts", np.int64, row_shape=(VOCAB_SIZE,))
         self.columns["contigs/offsets"].extend([0])
+        self.columns["contigs/elements"].extend([0])
         self.columns["elements/pieces"].extend([0])
         self.n_contigs = self.n_chunks = self.n_tokens = self.n_elements = self.n_pieces = 0
 
@@ -76,7 +79,9 @@ class TokenCorpusWriter:
         c["tokens"].extend(tokens)
         c["elements/id"].extend(element_ids)
         c["elements/type"].extend(element_types)
-        c["elements/contig"].extend(self.n_contigs + np.asarray(element_contigs, dtype=np.int64))
+        element_contigs = np.asarray(element_contigs, dtype=np.int64)
+        c["contigs/elements"].extend(self.n_elements + np.cumsum(np.bincount(element_contigs, minlength=len(names))))
+        c["elements/contig"].extend(self.n_contigs + element_contigs)
         c["elements/pieces"].extend(self.n_pieces + np.cumsum(piece_counts))
         c["pieces/start"].extend(self.n_tokens + np.asarray(piece_starts, dtype=np.int64))
         c["pieces/length"].extend(piece_lengths)
@@ -94,7 +99,7 @@ class TokenCorpusWriter:
 class TokenCorpusStore:
     """A finished token corpus store. Tables are read by range; ``tokens(a, b)`` is one sequential read."""
 
-    REQUIRED = ("contigs/name", "contigs/key", "contigs/offsets", "contigs/token_counts", "chunks/start", "chunks/length", "chunks/contig",
+    REQUIRED = ("contigs/name", "contigs/key", "contigs/offsets", "contigs/elements", "contigs/token_counts", "chunks/start", "chunks/length", "chunks/contig",
                 "tokens", "elements/id", "elements/type", "elements/contig", "elements/pieces", "pieces/start",
                 "pieces/length")
 

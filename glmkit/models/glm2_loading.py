@@ -10,6 +10,7 @@ configuration makes it is refused with one line naming it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from glmkit.errors import GlmkitError
@@ -62,3 +63,46 @@ def load_glm2_folder(path: str | Path) -> tuple[GLM2, str]:
     model = load_weights(GLM2(cfg), {glmkit_name(k): v for k, v in published.items()}, path, published_name,
                          "config.json")
     return model.eval(), weights_sha256(files)
+
+
+@dataclass
+class LoadedGLM2:
+    model: GLM2            # eval mode, on CPU
+    cfg: GLM2Config
+    meta: dict             # a glmkit checkpoint's config.json; for a published folder: architecture, config, files
+    folder: Path
+
+
+def load_glm2(model_path: str | Path) -> LoadedGLM2:
+    """A gLM2 from a glmkit checkpoint (`pretrain --arch glm2`) or a published Hugging Face folder."""
+    from glmkit.io.checkpoint import SCHEMA, checkpoint_folder, load_checkpoint, load_weights
+
+    folder = checkpoint_folder(model_path)
+    if _config(folder).get("schema") == SCHEMA:
+        meta, weights, _, _ = load_checkpoint(folder, "gLM2", extras=())
+        cfg = GLM2Config.from_dict(meta.get("config"), folder / "config.json")
+        model = load_weights(GLM2(cfg), weights, folder / "model.safetensors").eval()
+        return LoadedGLM2(model, cfg, meta, folder)
+    model, sha = load_glm2_folder(folder)
+    return LoadedGLM2(model, model.cfg, {"architecture": "gLM2", "config": model.cfg.to_dict(),
+                                         "files": {"weights": sha}, "published": True}, folder)
+
+
+def architecture_of(model_path: str | Path) -> str:
+    """"gLM2" for a gLM2 checkpoint or published gLM2 folder, else "gLM" (whose loader says what is wrong)."""
+    from glmkit.io.checkpoint import SCHEMA, checkpoint_folder
+
+    config = _config(checkpoint_folder(model_path))
+    if config.get("schema") == SCHEMA:
+        return config.get("architecture", "gLM")
+    return "gLM2" if {"dim", "depth", "heads"} <= set(config) else "gLM"
+
+
+def _config(folder: Path) -> dict:
+    import json
+
+    try:
+        found = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
