@@ -17,6 +17,8 @@ the workload it serves:
                vs closed one after another
   dropout      pretrain: the gLM's Dropout (24-bit integer masks) vs torch's F.dropout, on one step's activations
   fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
+  glm2-mask    pretrain --arch glm2: attention (forward and backward, one layer of the small gLM2) with its mask
+               broadcast over heads, (B, 1, L, L), vs expanded to every head as the published forward does
 (oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
 with torch 2.13 on this machine's AMD EPYC and were removed.)
 """
@@ -192,8 +194,28 @@ def fused_adamw(repeats: int) -> None:
     report("fused-adamw", *alternate(lambda: timed(False), lambda: timed(True), repeats), unit="ms")
 
 
+def glm2_mask(repeats: int) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(2)
+    B, H, L, hd = 3, 8, 1024, 32  # one layer of the small gLM2 on 3 rows of 1,024 tokens, two of them padded
+    q, k, v = (torch.randn(B, H, L, hd, requires_grad=True) for _ in range(3))
+    real = torch.ones(B, L, dtype=torch.bool)
+    real[1, 700:], real[2, 300:] = False, False
+    expanded = real[:, None, None, :].expand(B, H, L, L)      # the published forward's mask, one per head
+    broadcast = (real[:, None, :] & real[:, :, None] | torch.eye(L, dtype=torch.bool))[:, None]   # glmkit's
+
+    def timed(mask) -> float:
+        t = time.perf_counter()
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask).sum().backward()
+        return (time.perf_counter() - t) * 1000
+
+    report("glm2-mask", *alternate(lambda: timed(expanded), lambda: timed(broadcast), repeats), unit="ms")
+
+
 TRICKS = {"malloc": malloc, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
-          "dropout": dropout, "fused-adamw": fused_adamw}
+          "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask}
 
 
 def main() -> int:

@@ -249,6 +249,19 @@ class Trainer:
         loss_count = torch.zeros((), dtype=torch.float64, device=self.device)
         units, window_start, waited_before = 0, time.perf_counter(), 0.0
         last_good, state_after, fraction = self.step, self.stream_state, 0.0
+        validated_at = logged_at = self.step
+
+        def log_window() -> None:  # one log row for the steps since the last (a collective: every process calls it)
+            nonlocal units, window_start, waited_before, logged_at
+            totals = _all_reduce(torch.stack([loss_sum, torch.tensor(float(units), dtype=torch.float64,
+                                                                     device=self.device)])).tolist()
+            elapsed = time.perf_counter() - window_start
+            waited = prefetch.waited - waited_before
+            self._log(fraction, totals[0] / max(1.0, float(loss_count)), time.perf_counter() - started,
+                      totals[1] / elapsed, waited / elapsed)
+            loss_sum.zero_(), loss_count.zero_()
+            units, window_start, waited_before, logged_at = 0, time.perf_counter(), prefetch.waited, self.step
+
         try:
             with progress(total=o.max_steps, initial=self.step, desc="pretrain",
                           unit="steps", enabled=self.rank == 0) as bar, stop.deferred():
@@ -259,6 +272,11 @@ class Trainer:
                             raise GlmkitError(f"loss became NaN or infinite before step {self.step}; the last good "
                                               f"checkpoint (step {last_good}) is in {self.out / 'checkpoint'}; "
                                               f"lower --lr or check the inputs")
+                        if time_up and self.step:  # the run ends here: its last row validated and logged
+                            if validated_at != self.step:
+                                self.last_val, validated_at = self.validate(), self.step
+                            if logged_at != self.step:
+                                log_window()
                         if signalled or time_up:
                             if self.step != last_good:
                                 self.save(state_after)
@@ -300,16 +318,9 @@ class Trainer:
                     bar.update(1)
                     last = self.step == o.max_steps
                     if self.step % o.val_every == 0 or last:
-                        self.last_val = self.validate()
+                        self.last_val, validated_at = self.validate(), self.step
                     if self.step % o.log_every == 0 or last:
-                        totals = _all_reduce(torch.stack([loss_sum, torch.tensor(float(units), dtype=torch.float64,
-                                                                                 device=self.device)])).tolist()
-                        elapsed = time.perf_counter() - window_start
-                        waited = prefetch.waited - waited_before
-                        self._log(fraction, totals[0] / max(1.0, float(loss_count)),
-                                  time.perf_counter() - started, totals[1] / elapsed, waited / elapsed)
-                        loss_sum.zero_(), loss_count.zero_()
-                        units, window_start, waited_before = 0, time.perf_counter(), prefetch.waited
+                        log_window()
                     if self.step % o.checkpoint_every == 0 or last:
                         if self._flags(bad, started)[2]:
                             raise GlmkitError(f"loss became NaN or infinite before step {self.step}; the last good "

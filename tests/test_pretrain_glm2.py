@@ -113,3 +113,17 @@ def test_elements_longer_than_the_context_are_cut_and_trained_on(tmp_path):
 
     corpus = TokenCorpusStore(tmp_path / "m" / "corpus.zarr")
     assert corpus.array("chunks/length")[:].max() == 256 and corpus.attrs["summary"]["elements_cut"] == 12
+
+
+def test_max_minutes_ends_with_a_validated_logged_checkpoint(tmp_path, elements):
+    """--max-minutes stops the run between steps; its last step is validated, logged and checkpointed, whatever
+    --val-every and --log-every say."""
+    result = run_pretrain([str(elements)], None, str(tmp_path / "m"),
+                          options(max_steps=10_000, max_minutes=0.02, val_every=10_000, log_every=10_000,
+                                  checkpoint_every=10_000))
+    step = result["step"]
+    assert 0 < step < 10_000 and result["val_aa_perplexity"] > 0
+    rows = [line.split("\t") for line in (tmp_path / "m" / "log.tsv").read_text().splitlines()]
+    assert len(rows) == 2 and int(rows[1][0]) == step and rows[1][4] != ""
+    meta = json.loads((tmp_path / "m" / "checkpoint" / "config.json").read_text())
+    assert meta["step"] == step
