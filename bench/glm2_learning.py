@@ -46,6 +46,7 @@ def main() -> int:
     if not ECOLI.exists():
         print(f"note: {ECOLI} is missing: the corpus holds the pyrodigal wheel's genomes only")
     elements = build_omg(ROOT / "bench" / "out" / "corpus")
+    OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / "model"
     cmd = [sys.executable, "-m", "glmkit", "pretrain", elements, "--arch", "glm2", "-o", out, "--force", "-q",
            "--preset", args.preset, "--context", args.context, "--batch-size", args.batch, "--lr", args.lr,
@@ -54,7 +55,7 @@ def main() -> int:
            "--threads", args.threads, "--seed", args.seed]
     subprocess.run([str(c) for c in cmd], check=True)
     rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
-    head, rows = rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    rows = [dict(zip(rows[0], r)) for r in rows[1:]]
     validated = [r for r in rows if r["val_loss"]]
     first, last = validated[0], validated[-1]
     print(f"gLM2 {args.preset}, context {args.context}, batch {args.batch} rows, lr {args.lr}, {args.minutes} min on "

@@ -18,7 +18,7 @@ from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
-MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "demo")  # (run models: the malloc setting pays off)
+MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "jacobian", "demo")  # (run models: the malloc setting pays off)
 PIPELINE = ("call", "filter", "embed", "pretrain", "import-glm", "export-glm", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
             "validate", "demo")
 
@@ -433,6 +433,42 @@ def export_glm_command(model_path, output, force):
     run_export_glm(model_path, output, force=force)
 
 
+@command("jacobian", "glmkit jacobian moda_modc.fasta -m esm2_t33_650M_UR50D -o contacts.npy --device cuda")
+@click.argument("input_path", metavar="INPUT")
+@click.option("--model", "-m", "model_spec", required=True,
+              help="ESM2 (fair-esm name, .pt file or Hugging Face folder, with its LM head), or gLM2 (a glmkit "
+                   "pretrain --arch glm2 folder or a published gLM2 folder).")
+@click.option("--output", "-o", required=True, help="Contact map: .npy (the matrix) or .zarr (with what each row is).")
+@click.option("--region", help="With an element store as INPUT: CONTIG or CONTIG:FIRST-LAST (element numbers, "
+                                "1-based).")
+@click.option("--fast", is_flag=True, help="Substitute <mask> at each position instead of every token.")
+@click.option("--tsv", help="Top contacts [default: OUTPUT with .tsv].")
+@click.option("--png", help="Picture of the map [default: OUTPUT with .png].")
+@click.option("--top", type=click.IntRange(min=1), default=100, show_default=True, help="Rows of the TSV.")
+@click.option("--min-separation", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Within one element, leave pairs closer than this out of the TSV.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Mutant sequences per forward pass.")
+@click.option("--block", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Positions per saved block (a rerun after a crash resumes from finished blocks).")
+@device_options
+@threads_option
+@force_option
+def jacobian_command(input_path, model_spec, output, force, threads, **params):
+    """Contact maps from a language model's categorical Jacobian (ESM2 or gLM2).
+
+    INPUT is a FASTA file whose records are read in order as one sequence
+    (proteins, or DNA for gLM2: e.g. two interacting proteins), or an element
+    store with --region. Every position is substituted by every amino acid (and
+    nucleotide, for gLM2); the logit changes, centred, normed and corrected
+    (APC), give the map. Memory stays bounded; the work folder holds the
+    Jacobian on disk.
+    """
+    from glmkit.jacobian import JacobianOptions, run_jacobian
+
+    run_jacobian(input_path, model_spec, output, JacobianOptions(threads=threads, **params), force=force)
+
+
 @command("validate", "glmkit validate elements.zarr embeddings.zarr context.zarr")
 @click.argument("stores", nargs=-1, required=True, metavar="STORE...")
 def validate_command(stores):
@@ -576,7 +612,6 @@ def paralog_match_command(queries, candidates, embeddings, model_path, output, t
 
 
 for _name, _summary in (
-    ("jacobian", "Categorical-Jacobian contact maps"),
     ("dedup", "Semantic deduplication and MMseqs2 clustering"),
 ):
     _not_yet(_name, _summary)

@@ -56,7 +56,7 @@ class Pairs:
     ids: np.ndarray          # (genes,) object: every gene id of the context store
     a: np.ndarray            # (pairs,) int64: index of the first gene (the second is a + 1)
     contig: np.ndarray       # (pairs,) object: contig name
-    source: np.ndarray       # (pairs,) object: the assembly's sequence name (coordinates are on it)
+    source: np.ndarray       # (genes,) object: the assembly's sequence name (coordinates are on it)
     strand: np.ndarray       # (genes,) int8
     start: np.ndarray        # (genes,) int64
     end: np.ndarray          # (genes,) int64
@@ -100,7 +100,7 @@ def neighbour_pairs(context, element_paths: Sequence[str]) -> Pairs:
     contig_of_gene = context.gene_contigs()
     a = np.flatnonzero(contig_of_gene[:-1] == contig_of_gene[1:])
     names = context.contig_names()
-    return Pairs(ids, a, names[contig_of_gene[a]], source[a], strand, start, end)
+    return Pairs(ids, a, names[contig_of_gene[a]], source, strand, start, end)
 
 
 def attention_features(context, pairs: Pairs) -> np.ndarray:
@@ -161,7 +161,7 @@ def pair_labels(pairs: Pairs, known_path: str, annotation_path: str | None) -> t
     annotated = np.zeros(len(pairs.ids), bool)
     if annotation_path:
         called = {(src, int(s), int(e if s > 0 else b)): g for g, (src, s, b, e) in
-                  enumerate(zip(_gene_sources(pairs), pairs.strand, pairs.start, pairs.end))}
+                  enumerate(zip(pairs.source, pairs.strand, pairs.start, pairs.end))}
         unmatched_cds = 0
         for cds in read_annotation(annotation_path):
             g = called.get((cds.seqid, cds.strand, cds.stop))
@@ -221,13 +221,6 @@ def pair_labels(pairs: Pairs, known_path: str, annotation_path: str | None) -> t
         raise GlmkitError(f"{known_path}: the labelled pairs are all of one class ({report['positive']} positive "
                           f"of {report['labelled']}); a classifier needs both")
     return y, report
-
-
-def _gene_sources(pairs: Pairs) -> np.ndarray:
-    """Per gene, its source sequence name (pairs store it per pair; genes of single-gene contigs get theirs too)."""
-    out = np.empty(len(pairs.ids), object)
-    out[pairs.a], out[pairs.a + 1] = pairs.source, pairs.source
-    return out
 
 
 # -- fitting and cross-validation ---------------------------------------------------------------------------------
@@ -352,7 +345,7 @@ def _write_operon_gff(fh, pairs: Pairs, p: np.ndarray, call: np.ndarray) -> int:
             k += 1
         genes = np.arange(pairs.a[first], pairs.a[k] + 2)
         n += 1
-        records.append(GffRecord(str(pairs.source[first]), "glmkit", "operon", int(pairs.start[genes].min()),
+        records.append(GffRecord(str(pairs.source[genes[0]]), "glmkit", "operon", int(pairs.start[genes].min()),
                                  int(pairs.end[genes].max()), float(np.min(p[first:k + 1])),
                                  _strand_of(pairs.strand[genes]), ".",
                                  {"ID": f"operon_{n}", "genes": ",".join(map(str, pairs.ids[genes])),

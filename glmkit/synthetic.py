@@ -93,9 +93,9 @@ class _Planter:
         self.partner = [[(base + 2 * (p * s.subfamilies + j), base + 2 * (p * s.subfamilies + j) + 1)
                          for j in range(s.subfamilies)] for p in range(s.partner_systems)]
 
-    def _solitary(self, operon: int = -1) -> Gene:
+    def _solitary(self) -> Gene:
         r = self.rng
-        return Gene(int(r.choice(self.solitary)), int(r.choice([-1, 1])), self._length(), operon)
+        return Gene(int(r.choice(self.solitary)), int(r.choice([-1, 1])), self._length(), -1)  # no operon
 
     def gap(self, inside: bool) -> int:
         """bp from the previous gene's end: short inside an operon, wide between transcription units."""

@@ -31,7 +31,7 @@ def test_each_command_help_has_an_example():
 
 
 def test_unavailable_commands_say_so():
-    r = run("jacobian", "--anything")
+    r = run("dedup", "--anything")
     assert r.exit_code == 2 and "not yet available" in r.stderr
 
 

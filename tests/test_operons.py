@@ -189,7 +189,7 @@ def test_ecoli_regulondb_labels_match_the_operon_set(tmp_path):
     genes = _genes(tmp_path)
     ids = np.array([g[0] for g in genes], object)
     pairs = Pairs(ids, np.arange(len(genes) - 1), np.array(["NC_000913.3"] * (len(genes) - 1), object),
-                  np.array(["NC_000913.3"] * (len(genes) - 1), object), np.array([g[4] for g in genes], np.int8),
+                  np.array(["NC_000913.3"] * len(genes), object), np.array([g[4] for g in genes], np.int8),
                   np.array([g[2] for g in genes]), np.array([g[3] for g in genes]))
     y, report = pair_labels(pairs, str(SHARED_DATA / "regulondb_9.3_OperonSet.txt"),
                             str(SHARED_DATA / "ecoli_k12_mg1655.gff.gz"))

@@ -48,6 +48,7 @@ SCHEMAS = {
     "glmkit.context": 2,
     "glmkit.glm-corpus": 1,
     "glmkit.glm2-corpus": 1,
+    "glmkit.contacts": 1,
 }
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
@@ -56,6 +57,7 @@ SCHEMA_TITLES = {
     "glmkit.context": "a context store (from `glmkit contextualize`)",
     "glmkit.glm-corpus": "a gLM corpus store (built by `glmkit pretrain`)",
     "glmkit.glm2-corpus": "a gLM2 token corpus store (built by `glmkit pretrain --arch glm2`)",
+    "glmkit.contacts": "a contact map (from `glmkit jacobian`)",
 }
 
 ROW_CHUNK = 1 << 16      # rows per chunk of a column

@@ -3,8 +3,9 @@
 Same arithmetic as fair-esm's ESM2 (pre-LayerNorm transformer, rotary
 positions, exact-erf GELU, token-dropout scaling, final LayerNorm), written for
 speed at inference: one fused q/k/v projection, `scaled_dot_product_attention`
-instead of explicit softmax(QK^T)V, no averaged attention weights and no LM
-head computed. tests/test_esm2.py checks it against fair-esm's own model.
+instead of explicit softmax(QK^T)V, no averaged attention weights. The LM head
+(`logits`, for `glmkit jacobian`) is loaded when the checkpoint has one.
+tests/test_esm2.py checks it against fair-esm's own model.
 """
 
 from __future__ import annotations
@@ -82,10 +83,24 @@ class Layer(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.ffn_norm(x))))  # exact (erf) GELU, as ESM
 
 
+class LMHead(nn.Module):
+    """fair-esm's RobertaLMHead: dense, GELU, LayerNorm, then the token embedding matrix (tied) plus a bias."""
+
+    def __init__(self, cfg: ESM2Config):
+        super().__init__()
+        self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.layer_norm(F.gelu(self.dense(x))), embedding) + self.bias   # (B, T, vocab)
+
+
 class ESM2(nn.Module):
     def __init__(self, cfg: ESM2Config):
         super().__init__()
         self.cfg = cfg
+        self.lm_head: LMHead | None = None  # set by the loaders when the checkpoint has one
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
@@ -111,6 +126,12 @@ class ESM2(nn.Module):
             x = block(x, cos, sin, keep)
         return self.final_norm(x) if layer == self.cfg.num_layers else x
 
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, vocab): the masked-language-model head over the last layer."""
+        if self.lm_head is None:
+            raise GlmkitError("this ESM2 checkpoint has no language-model head (an embeddings-only model?)")
+        return self.lm_head(self.forward(tokens), self.embed_tokens.weight)
+
 
 # -- loading -------------------------------------------------------------------------------------------------
 
@@ -123,6 +144,8 @@ class LoadedModel:
 
 
 def _assign(model: ESM2, state: dict[str, torch.Tensor], source: str) -> ESM2:
+    if any(k.startswith("lm_head.") for k in state):
+        model.lm_head = LMHead(model.cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
         raise GlmkitError(f"{source}: checkpoint lacks {len(missing)} ESM2 weights (e.g. {missing[0]}); not an ESM2?")
@@ -138,6 +161,8 @@ FAIR_ESM_NAMES = {
                   "ffn_norm": "final_layer_norm"},
     "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "strip": r"^(encoder\.sentence_encoder\.|encoder\.)",
+    "lm_head": {"dense.weight": "dense.weight", "dense.bias": "dense.bias", "layer_norm.weight": "layer_norm.weight",
+                "layer_norm.bias": "layer_norm.bias", "bias": "bias"},
 }
 HF_NAMES = {
     "top": {"embed_tokens": "embeddings.word_embeddings", "final_norm": "encoder.emb_layer_norm_after"},
@@ -146,6 +171,8 @@ HF_NAMES = {
                   "fc2": "output.dense", "ffn_norm": "LayerNorm"},
     "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
     "strip": r"^esm\.",
+    "lm_head": {"dense.weight": "dense.weight", "dense.bias": "dense.bias", "layer_norm.weight": "layer_norm.weight",
+                "layer_norm.bias": "layer_norm.bias", "bias": "bias"},
 }
 
 
@@ -162,6 +189,9 @@ def remap_state(cfg: ESM2Config, theirs: dict[str, torch.Tensor], names: dict) -
             for ours, name in names["per_layer"].items():
                 state[f"{p}{ours}.{kind}"] = theirs[f"{q}{name}.{kind}"]
             state[f"{p}qkv.{kind}"] = torch.cat([theirs[f"{q}{name}.{kind}"] for name in names["qkv"]])
+    head = {f"lm_head.{ours}": theirs.get(f"lm_head.{name}") for ours, name in names["lm_head"].items()}
+    if all(v is not None for v in head.values()):  # embeddings-only checkpoints have none
+        state.update(head)
     return state
 
 

@@ -229,19 +229,23 @@ REFERENCE_BLOCK_NAMES = {
 }
 
 
+def reference_name_pairs(num_layers: int):
+    """(glmkit's name, glm.bin's name) of every tensor but the token-type embedding (a row there, a vector here)."""
+    for ours, theirs in REFERENCE_NAMES.items():
+        for kind in ("weight", "bias"):
+            yield f"{ours}.{kind}", f"{theirs}.{kind}"
+    for i in range(num_layers):
+        prefix = f"roberta.roberta.encoder.layer.{i}."
+        yield f"blocks.{i}.attention.distance_embedding.weight", f"{prefix}attention.self.distance_embedding.weight"
+        for ours, theirs in REFERENCE_BLOCK_NAMES.items():
+            for kind in ("weight", "bias"):
+                yield f"blocks.{i}.{ours}.{kind}", f"{prefix}{theirs}.{kind}"
+
+
 def load_reference_state(model: GLM, reference: dict[str, torch.Tensor]) -> GLM:
     """Load a state dict laid out like the published glm.bin into ``model`` (unused keys are ignored)."""
     state = {"token_type": reference["roberta.roberta.embeddings.token_type_embeddings.weight"][0]}
-    for ours, theirs in REFERENCE_NAMES.items():
-        for kind in ("weight", "bias"):
-            state[f"{ours}.{kind}"] = reference[f"{theirs}.{kind}"]
-    for i in range(model.cfg.num_layers):
-        prefix = f"roberta.roberta.encoder.layer.{i}."
-        state[f"blocks.{i}.attention.distance_embedding.weight"] = reference[
-            f"{prefix}attention.self.distance_embedding.weight"]
-        for ours, theirs in REFERENCE_BLOCK_NAMES.items():
-            for kind in ("weight", "bias"):
-                state[f"blocks.{i}.{ours}.{kind}"] = reference[f"{prefix}{theirs}.{kind}"]
+    state.update({ours: reference[theirs] for ours, theirs in reference_name_pairs(model.cfg.num_layers)})
     model.load_state_dict(state)
     return model
 
@@ -265,14 +269,5 @@ def to_reference_state(model: GLM) -> dict[str, torch.Tensor]:
     """``model``'s weights under glm.bin's names (the inverse of load_reference_state)."""
     ours = model.state_dict()
     state = {"roberta.roberta.embeddings.token_type_embeddings.weight": ours["token_type"][None].clone()}
-    for mine, theirs in REFERENCE_NAMES.items():
-        for kind in ("weight", "bias"):
-            state[f"{theirs}.{kind}"] = ours[f"{mine}.{kind}"]
-    for i in range(model.cfg.num_layers):
-        prefix = f"roberta.roberta.encoder.layer.{i}."
-        state[f"{prefix}attention.self.distance_embedding.weight"] = ours[
-            f"blocks.{i}.attention.distance_embedding.weight"]
-        for mine, theirs in REFERENCE_BLOCK_NAMES.items():
-            for kind in ("weight", "bias"):
-                state[f"{prefix}{theirs}.{kind}"] = ours[f"blocks.{i}.{mine}.{kind}"]
+    state.update({theirs: ours[mine] for mine, theirs in reference_name_pairs(model.cfg.num_layers)})
     return state

@@ -57,6 +57,8 @@ def build_base(base: Path) -> Path:
         ("contextualize", base / "el.zarr", "-e", base / "emb.zarr", "-m", base / "glm", "-o",
          base / "ctx_attention.zarr", "--attention", "--threads", "1"),
         ("export-glm", base / "glm", "-o", base / "release"),
+        ("pretrain", base / "el.zarr", "--arch", "glm2", "-o", base / "glm2", "--preset", "tiny", "--context", "256",
+         "--max-steps", "2", "--batch-size", "2", "--threads", "1"),
     ]
     for args in steps:
         result = run(*args, "-q")
@@ -189,7 +191,7 @@ def edit_checkpoint_config(folder: Path, **changes) -> Path:
 def resized(weights: dict) -> dict:
     import torch
 
-    name = next(k for k in weights if k.endswith("intermediate.weight"))
+    name = next((k for k in weights if k.endswith("intermediate.weight")), "tok_embeddings.weight")  # gLM, gLM2
     weights[name] = torch.zeros(weights[name].shape[0] + 1, weights[name].shape[1])
     return weights
 
@@ -441,6 +443,59 @@ def _pretrain_cases() -> list[Case]:
     return c
 
 
+def published_glm2(path: Path, **changes) -> Path:
+    """A random-weight gLM2 folder in the published layout (transformers' save_pretrained), bent by ``changes``:
+    drop="w3" removes a tensor; other keys overwrite config.json."""
+    sys.path.insert(0, str(HERE.parent))
+    from conftest import published_glm2_folder
+
+    from glmkit.models.glm2 import GLM2Config
+
+    published_glm2_folder(path, GLM2Config(dim=24, depth=2, heads=4, swiglu_multiple_of=16), **changes)
+    return path
+
+
+def _glm2_cases() -> list[Case]:
+    def pretrain(d, b, el=None, extra=(), out="m"):
+        return ["pretrain", el or copy(b, "el.zarr", d), "--arch", "glm2", "-o", d / out, "--preset", "tiny",
+                "--context", "256", "--max-steps", "2", "--batch-size", "2", "--threads", "1", *extra]
+
+    def ctx(d, b, model=None, extra=()):
+        return ["contextualize", copy(b, "el.zarr", d), "-m", model or copy(b, "glm2", d), "-o", d / "out.zarr",
+                "--context", "256", "--threads", "1", *extra]
+
+    c = _store_input_cases("pretrain-glm2", lambda d, b, store: pretrain(d, b, el=store))
+    c += [
+        Case("pretrain-glm2-resume-a-glm", lambda d, b: (copy(b, "glm", d, "m"), pretrain(d, b, extra=("--resume",)))[1],
+             ("checkpoint", "a gLM checkpoint; expected gLM2")),
+        Case("pretrain-glm2-with-embeddings", lambda d, b: pretrain(d, b, extra=("-e", copy(b, "emb.zarr", d))),
+             ("--embeddings is for the gLM",), status=2),
+        Case("pretrain-glm2-glm-preset", lambda d, b: ["pretrain", copy(b, "el.zarr", d), "--arch", "glm2", "-o",
+                                                       d / "m", "--preset", "paper"],
+             ("--preset paper is not a gLM2 preset",), status=2),
+        Case("pretrain-glm-without-embeddings", lambda d, b: ["pretrain", copy(b, "el.zarr", d), "-o", d / "m"],
+             ("--embeddings is required",), status=2),
+        Case("pretrain-glm2-context-too-short", lambda d, b: pretrain(d, b, extra=("--context", "2")),
+             ("--context",), status=2),
+        Case("contextualize-glm2-with-embeddings", lambda d, b: ctx(d, b, extra=("-e", copy(b, "emb.zarr", d))),
+             ("--embeddings is for gLM models",), status=2),
+        Case("contextualize-glm-without-embeddings", lambda d, b: ctx(d, b, model=copy(b, "glm", d))[:-4],
+             ("--embeddings is required for gLM models",), status=2),
+        Case("contextualize-glm2-attention", lambda d, b: ctx(d, b, extra=("--attention",)),
+             ("--attention is an option of gLM models",), status=2),
+        Case("contextualize-glm2-folder-missing-tensor", lambda d, b: ctx(d, b, model=published_glm2(
+            d / "gLM2_150M", drop="w3")), ("gLM2_150M", "no tensor glm2.encoder.layers.1.feed_forward.w3.weight")),
+        Case("contextualize-glm2-folder-other-shape", lambda d, b: ctx(d, b, model=published_glm2(
+            d / "gLM2_150M", dim=48)), ("gLM2_150M", "glm2.tok_embeddings.weight has shape (37, 24)",
+                                        "config.json makes it (37, 48)")),
+        Case("contextualize-glm2-layer-out-of-range", lambda d, b: ctx(d, b, extra=("--layer", "9")),
+             ("--layer 9", "layers 0 to 2")),
+        Case("contextualize-glm2-checkpoint-wrong-shape", lambda d, b: ctx(d, b, model=rewrite_checkpoint(
+            copy(b, "glm2", d), resized)), ("model.safetensors", "has shape")),
+    ]
+    return c
+
+
 def _contextualize_cases() -> list[Case]:
     def ctx(d, b, el=None, emb=None, model=None, extra=()):
         return ["contextualize", el or copy(b, "el.zarr", d), "-e", emb or copy(b, "emb.zarr", d), "-m",
@@ -624,8 +679,8 @@ def _paralog_cases() -> list[Case]:
 
 
 CASES: list[Case] = [*_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
-                     *_contextualize_cases(), *_validate_cases(), *_import_export_cases(), *_operon_cases(),
-                     *_paralog_cases()]
+                     *_contextualize_cases(), *_glm2_cases(), *_validate_cases(), *_import_export_cases(),
+                     *_operon_cases(), *_paralog_cases()]
 
 
 def main() -> None:

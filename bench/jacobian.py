@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Benchmark: `glmkit jacobian` vs the published notebooks' algorithm, on the 2ONK ModA/ModC pair, in one run.
+
+    python bench/jacobian.py [--residues 120] [--threads 2] [--full]
+
+Model: an ESM2 of esm2_t6_8M's shape (6 layers, 320 wide, 20 heads), random
+weights, written by fair-esm's own ESM2 class in fair-esm's file layout (no
+weights can be downloaded here). Input: the first --residues residues of each
+chain of ../shared/data/moda_modc_2onk.fasta (PDB 2ONK chains A and C: the
+paper's interacting pair), concatenated. The reference
+(bench/jacobian_reference.py) is the notebooks' algorithm: fair-esm's model,
+one position at a time, its 20 mutants in one batch, the whole tensor kept.
+glmkit is the command itself. Each runs in a child process; the script prints
+wall time and peak RSS (the kernel's ru_maxrss) of both, their ratio, and the
+largest difference between the two contact maps. --full also runs glmkit
+alone on the whole 492-residue pair (the reference would take ~40 minutes).
+Random weights cannot show real contacts: this measures speed, memory and
+agreement, not biology.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "jacobian"
+PAIR = ROOT.parent / "shared" / "data" / "moda_modc_2onk.fasta"
+
+
+def measured(cmd: list) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of a command run in a child process."""
+    started = time.perf_counter()
+    code = ("import resource, subprocess, sys\n"
+            "r = subprocess.run(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(r.returncode)")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, cmd)], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{result.stderr[-2000:]}")
+    return int(result.stderr.strip().splitlines()[-1]) / 1024, time.perf_counter() - started
+
+
+def model(path: Path) -> Path:
+    import argparse as ap
+
+    import esm
+    import torch
+
+    torch.manual_seed(0)
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    net = esm.model.esm2.ESM2(num_layers=6, embed_dim=320, attention_heads=20, alphabet=alphabet, token_dropout=True)
+    args = ap.Namespace(encoder_layers=6, encoder_embed_dim=320, encoder_attention_heads=20, token_dropout=True)
+    torch.save({"cfg": {"model": args},
+                "model": {f"encoder.sentence_encoder.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+def pair(n: int | None, out: Path) -> Path:
+    records = [r.splitlines() for r in PAIR.read_text().split(">")[1:]]
+    with open(out, "w") as fh:
+        for lines in records:
+            seq = "".join(lines[1:]).strip()
+            fh.write(f">{lines[0].split()[0]}\n{seq[:n] if n else seq}\n")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--residues", type=int, default=120)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    weights = model(OUT / "esm2_t6_random.pt")
+    fasta = pair(args.residues, OUT / "pair.fasta")
+    L = 2 * args.residues
+    ref_rss, ref_s = measured([sys.executable, ROOT / "bench" / "jacobian_reference.py", weights, fasta,
+                               OUT / "reference.npy", args.threads])
+    ours_rss, ours_s = measured([sys.executable, "-m", "glmkit", "jacobian", fasta, "-m", weights, "-o",
+                                 OUT / "glmkit.npy", "--threads", args.threads, "--force", "-q"])
+    diff = float(np.abs(np.load(OUT / "glmkit.npy") - np.load(OUT / "reference.npy")).max())
+    print(f"2ONK ModA[:{args.residues}] + ModC[:{args.residues}] = {L} residues, ESM2 6 layers x 320 (random "
+          f"weights), CPU, {args.threads} threads")
+    print(f"{'':<44}{'seconds':>9}{'peak RSS MB':>13}")
+    print(f"{'notebook algorithm (fair-esm, full tensor)':<44}{ref_s:>9.1f}{ref_rss:>13,.0f}")
+    print(f"{'glmkit jacobian (the command)':<44}{ours_s:>9.1f}{ours_rss:>13,.0f}")
+    print(f"speed {ref_s / ours_s:.2f}x, memory {ours_rss / ref_rss:.2f} of the reference's; maps differ by at most "
+          f"{diff:.1e}")
+    if args.full:
+        fasta = pair(None, OUT / "pair_full.fasta")
+        rss, s = measured([sys.executable, "-m", "glmkit", "jacobian", fasta, "-m", weights, "-o",
+                           OUT / "full.npy", "--threads", args.threads, "--force", "-q"])
+        print(f"whole pair (492 residues), glmkit alone: {s:.0f} s, peak RSS {rss:,.0f} MB (the reference's full "
+              f"tensor alone would be {492 ** 2 * 400 * 4 / 1e6:,.0f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

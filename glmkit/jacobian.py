@@ -1,0 +1,452 @@
+"""`glmkit jacobian`: categorical-Jacobian contact maps from ESM2 or gLM2, in bounded memory.
+
+The algorithm (Zhang et al. 2024, as the gLM2 and ESM notebooks compute it):
+every position i of the input substituted by every token a of its modality,
+J[i, a, j, b] = logits(mutant)[j, b] − logits(wild type)[j, b]; J centred on
+each of its 4 axes; the Frobenius norm over the token axes a, b; symmetrised;
+the diagonal zeroed, the average product correction (APC) subtracted, the
+diagonal zeroed again. For ESM2 (20 amino acids in and out) J itself is
+symmetrised before the norm, J ↔ J.transpose(j, b, i, a), as the ESM notebook
+does; for gLM2 the map is symmetrised after it, and a substitution of the
+other modality (a nucleotide at an amino-acid position, or the reverse) or of
+a special or strand position counts as zero, as the gLM2 notebook does — glmkit
+simply does not run those mutants. `--fast` substitutes `<mask>` only.
+
+How it stays bounded: positions are taken in blocks (`--block`); each block's
+mutants run in batches (`--batch-size` sequences per forward pass, inference
+mode, autocast on CUDA); the block's slice of J, centred on the axes it holds
+whole (a, j, b), goes to the work folder `.OUTPUT.work/` as one row of chunks
+of a Zarr array, and the block is marked done: a killed run resumes from the
+blocks it finished. The centring over i needs every block, so it comes last,
+from the mean over blocks; the norms are then taken block pair by block pair
+(both J[P, :, Q, :] and J[Q, :, P, :] for the symmetrised J), reading two
+chunks at a time. Memory holds a batch, two chunks and the L x L map, never
+the L x A x L x A tensor; the work folder holds it on disk (L² A² x 4 bytes:
+92 MB for 240 residues with ESM2), checked for room before the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.io.files import InputFile, atomic_outputs, claim_outputs, remove, work_folder
+from glmkit.log import progress
+
+log = logging.getLogger("glmkit")
+STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both models' vocabulary order
+
+
+@dataclass
+class JacobianOptions:
+    region: str | None = None       # element store input: CONTIG or CONTIG:FIRST-LAST (elements, 1-based)
+    fast: bool = False              # substitute <mask> only
+    batch_size: int = 64            # sequences per forward pass
+    block: int = 16                 # positions per saved block (the unit of resume)
+    top: int = 100                  # rows of the top-contacts TSV
+    min_separation: int = 6         # within one element, contacts closer than this are left out of the TSV
+    tsv: str | None = None          # default: OUTPUT's stem + .tsv
+    png: str | None = None          # default: OUTPUT's stem + .png
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 1
+
+
+@dataclass
+class Query:
+    """What the model reads and what the map's rows are."""
+    tokens: np.ndarray              # (T,) the model's token ids, special tokens included
+    positions: np.ndarray           # (L,) indices into tokens: the map's positions
+    element: np.ndarray             # (L,) element (record) number, -1 for special and strand tokens
+    residue: np.ndarray             # (L,) 1-based residue in its element, 0 for special and strand tokens
+    labels: list                    # (L,) each position's token as text
+    element_names: list             # element (record) names
+
+
+# -- models ---------------------------------------------------------------------------------------------------
+
+class ESM2Scorer:
+    """ESM2 with its language-model head: positions are the residues (not <cls>/<eos>), 20 amino acids in and out,
+    J symmetrised before the norm."""
+    kind, symmetrise_jacobian = "ESM2", True
+
+    def __init__(self, loaded, fast: bool):
+        from glmkit.models.esm2 import ALPHABET, MASK
+
+        self.model, self.name, self.identity = loaded.model, loaded.name, {"name": loaded.name,
+                                                                             "sha256": loaded.sha256}
+        if self.model.lm_head is None:
+            raise GlmkitError(f"{loaded.source}: this ESM2 checkpoint has no language-model head (an embeddings-only "
+                              f"model); the categorical Jacobian needs the model's token predictions")
+        self.index = {t: i for i, t in enumerate(ALPHABET)}
+        self.outputs = np.array([self.index[a] for a in STANDARD_AMINO_ACIDS])
+        self.substitutes = np.array([MASK]) if fast else self.outputs
+        self.symmetrise_jacobian = not fast
+        self.limit = 1022
+
+    def query(self, elements: list[tuple[str, bytes, int, bool]], where: str) -> Query:
+        from glmkit.models.esm2 import CLS, EOS
+
+        tokens, element, residue, labels = [CLS], [], [], []
+        for k, (name, sequence, _strand, is_protein) in enumerate(elements):
+            if not is_protein:
+                raise GlmkitError(f"{where}: '{name}' is DNA; ESM2 reads proteins (use a gLM2 for intergenic DNA)")
+            for r, letter in enumerate(sequence.decode(), 1):
+                if letter not in self.index:
+                    raise GlmkitError(f"{where}: '{name}' residue {r} is '{letter}', which ESM2 has no token for")
+                tokens.append(self.index[letter])
+                element.append(k)
+                residue.append(r)
+                labels.append(letter)
+        if len(labels) > self.limit:
+            raise GlmkitError(f"{where}: {len(labels):,} residues; ESM2 reads at most {self.limit:,} (its training "
+                              f"context): take fewer records or a shorter --region")
+        tokens.append(EOS)
+        return Query(np.array(tokens), np.arange(1, len(labels) + 1), np.array(element), np.array(residue), labels,
+                     [e[0] for e in elements])
+
+    def valid(self, query: Query) -> np.ndarray:
+        return np.ones((len(query.positions), len(self.substitutes)), dtype=bool)
+
+    def logits(self, tokens):
+        return self.model.logits(tokens)
+
+
+class GLM2Scorer:
+    """gLM2: positions are every token (as the gLM2 notebook's map), 4 nucleotides and 20 amino acids in and out;
+    only substitutions of a position's own modality run; the map is symmetrised after the norm."""
+    kind, symmetrise_jacobian = "gLM2", False
+
+    def __init__(self, loaded, fast: bool):
+        from glmkit.models.glm2_tokens import ID, MASK
+
+        self.model = loaded.model
+        self.name = str(loaded.folder)
+        self.identity = {"files": loaded.meta.get("files")}
+        self.id = ID
+        self.outputs = np.array([ID[t] for t in "atcg"] + [ID[a] for a in STANDARD_AMINO_ACIDS])
+        self.substitutes = np.array([MASK]) if fast else self.outputs
+        self.fast = fast
+        self.limit = int(loaded.meta.get("options", {}).get("context", 4096))
+
+    def query(self, elements: list[tuple[str, bytes, int, bool]], where: str) -> Query:
+        from glmkit.models.glm2_tokens import CLS, MINUS, PLUS, VOCAB
+
+        protein_letters = set(VOCAB[self.id["L"]:self.id["O"] + 1])
+        tokens, element, residue = [CLS], [-1], [0]
+        for k, (name, sequence, strand, is_protein) in enumerate(elements):
+            tokens.append(PLUS if strand >= 0 else MINUS)
+            element.append(-1)
+            residue.append(0)
+            for r, letter in enumerate(sequence.decode(), 1):
+                token = letter.upper() if is_protein else letter.lower()
+                if (token not in protein_letters) if is_protein else (token not in "acgt"):
+                    raise GlmkitError(f"{where}: '{name}' {'residue' if is_protein else 'base'} {r} is '{letter}', "
+                                      f"which gLM2 has no token for")
+                tokens.append(self.id[token])
+                element.append(k)
+                residue.append(r)
+        if len(tokens) > self.limit:
+            raise GlmkitError(f"{where}: {len(tokens):,} tokens; this gLM2 reads at most {self.limit:,}: take fewer "
+                              f"records or a shorter --region")
+        tokens = np.array(tokens)
+        return Query(tokens, np.arange(len(tokens)), np.array(element), np.array(residue),
+                     [VOCAB[t] for t in tokens], [e[0] for e in elements])
+
+    def valid(self, query: Query) -> np.ndarray:
+        from glmkit.glm2_data import AA_IDS, NT_IDS
+
+        t = query.tokens[query.positions]
+        if self.fast:
+            return (AA_IDS[t] | NT_IDS[t])[:, None]
+        subs = self.substitutes
+        return (NT_IDS[t][:, None] & NT_IDS[subs][None, :]) | (AA_IDS[t][:, None] & AA_IDS[subs][None, :])
+
+    def logits(self, tokens):
+        import torch
+
+        return self.model(tokens, torch.ones_like(tokens))[0]
+
+
+def load_scorer(model_spec: str, fast: bool):
+    from glmkit.models.glm2_loading import architecture_of, load_glm2
+
+    path = Path(model_spec)
+    if path.exists() and architecture_of(path) == "gLM2":
+        return GLM2Scorer(load_glm2(path), fast)
+    if path.is_dir() and ((path / "checkpoint" / "config.json").exists() or (path / "normalization.safetensors")
+                          .exists()):
+        raise GlmkitError(f"{model_spec}: a gLM checkpoint; the Jacobian needs a model that predicts tokens "
+                          f"(an ESM2 or a gLM2)")
+    from glmkit.models.esm2 import load_esm2
+
+    return ESM2Scorer(load_esm2(model_spec), fast)
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------
+
+def read_elements(input_path: str, region: str | None) -> tuple[list[tuple[str, bytes, int, bool]], dict]:
+    """(name, sequence, strand, is_protein) per element, and the input's record for the plan."""
+    from glmkit.io.store import store_record, store_schema
+
+    if store_schema(input_path) == "glmkit.elements":
+        if not region:
+            raise GlmkitUsageError("--region CONTIG[:FIRST-LAST] is required with an element store")
+        return _region(input_path, region), store_record(input_path)
+    if region:
+        raise GlmkitUsageError("--region goes with an element store input, not a FASTA file")
+    from glmkit.io.fasta import read_fasta
+
+    source = InputFile(input_path)
+    source.check()
+    elements = []
+    for record in read_fasta(source, None):
+        letters = set(record.sequence)
+        is_dna = letters <= set(b"ACGTUN") and len(record.sequence) >= 10
+        if not is_dna and not letters <= set(b"ACDEFGHIKLMNPQRSTVWYXBUZOJ*"):
+            bad = next(i for i, c in enumerate(record.sequence) if c not in b"ACDEFGHIKLMNPQRSTVWYXBUZOJ*")
+            raise GlmkitError(f"{input_path}: '{record.name}' position {bad + 1} is "
+                              f"'{chr(record.sequence[bad])}', neither an amino acid nor a nucleotide")
+        elements.append((record.name, record.sequence.replace(b"U", b"T") if is_dna else record.sequence, 1,
+                         not is_dna))
+    return elements, {"path": input_path, "sha256": source.sha256}
+
+
+def _region(store_path: str, region: str) -> list[tuple[str, bytes, int, bool]]:
+    from glmkit.io.elements import CDS, ElementStore
+
+    name, _, span = region.partition(":")
+    store = ElementStore(store_path)
+    names = store.group["contigs/name"][:]
+    hit = np.flatnonzero(names == name)
+    if not len(hit):
+        raise GlmkitError(f"{store_path}: no contig '{name}' (--region)")
+    batch = store.read(int(hit[0]), int(hit[0]) + 1)
+    n = int(batch.counts[0])
+    try:
+        first, last = (int(x) for x in span.split("-")) if span else (1, n)
+    except ValueError:
+        raise GlmkitUsageError(f"--region {region}: expected CONTIG or CONTIG:FIRST-LAST (element numbers)") from None
+    if not 1 <= first <= last <= n:
+        raise GlmkitError(f"{store_path}: --region {region} lies outside contig '{name}' (elements 1 to {n})")
+    e = batch.elements
+    return [(str(e["id"][i]), e["aa"][i] if e["type"][i] == CDS else e["nt"][i], int(e["strand"][i]),
+             bool(e["type"][i] == CDS)) for i in range(first - 1, last)]
+
+
+# -- the computation ------------------------------------------------------------------------------------------
+
+def run_jacobian(input_path: str, model_spec: str, output: str, options: JacobianOptions = JacobianOptions(),
+                 force: bool = False) -> dict:
+    if not output.endswith((".npy", ".zarr")):
+        raise GlmkitUsageError(f"--output {output}: name the contact map .npy or .zarr")
+    stem = output[:-len(Path(output).suffix)]
+    tsv, png = options.tsv or f"{stem}.tsv", options.png or f"{stem}.png"
+    with claim_outputs([output, tsv, png], force, [input_path]):
+        return _jacobian(input_path, model_spec, output, tsv, png, options, force)
+
+
+def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions, force: bool) -> dict:
+    import torch
+
+    from glmkit.models.device import resolve_device, resolve_precision, torch_threads
+
+    elements, record = read_elements(input_path, options.region)
+    scorer = load_scorer(model_spec, options.fast)
+    query = scorer.query(elements, input_path)
+    device = resolve_device(options.device)
+    amp = resolve_precision(options.precision, device)
+    scorer.model.to(device)
+    L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
+    work = work_folder(output)
+    plan = hashlib.sha256(json.dumps([record, scorer.identity, options.fast, options.block, options.region,
+                                      query.tokens.tolist()]).encode()).hexdigest()
+    if not ((work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan):
+        remove(work)
+        work.mkdir(parents=True)
+        (work / "plan.txt").write_text(plan)
+    else:
+        log.info(f"jacobian: resuming from {work} ({len(list(work.glob('done-*')))} blocks done)")
+    need = L * A * L * B * 4
+    free = shutil.disk_usage(work).free
+    if need > free:
+        raise GlmkitError(f"{work}: the Jacobian of {L:,} positions needs {need / 1e9:.1f} GB of work space; "
+                          f"{free / 1e9:.1f} GB are free (try --fast, or a shorter input)")
+    try:
+        with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
+            z = _open_work_array(work, (L, A, L, B), options.block)
+            tokens = torch.from_numpy(query.tokens).to(device)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
+                wild = scorer.logits(tokens[None])[0].float()[query.positions][:, scorer.outputs]       # (L, B)
+                valid = scorer.valid(query)
+                blocks = range(0, L, options.block)
+                with progress(total=L, desc="jacobian", unit="positions") as bar:
+                    for b0 in blocks:
+                        b1 = min(b0 + options.block, L)
+                        done = work / f"done-{b0:08d}"
+                        if not done.exists():
+                            z[b0:b1] = _block(scorer, query, tokens, wild, valid, b0, b1, options.batch_size)
+                            done.touch()
+                        bar.update(b1 - b0)
+            contacts = contacts_from_work(z, options.block, scorer.symmetrise_jacobian)
+        summary = _write(output, tsv, png, force, contacts, query, scorer, options, record, model_spec)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            from glmkit.stop import with_hint
+
+            raise with_hint(e, f"finished blocks are kept in {work}: the same command resumes from them") from None
+        raise
+    remove(work)
+    log.info(f"jacobian: {L:,} positions x {A} substitutes with {scorer.kind} {scorer.name}; "
+             f"top contact {summary['top_value']:.3g}" + (" (inter-element)" if summary["top_inter"] else ""))
+    return summary
+
+
+def _open_work_array(work: Path, shape: tuple, block: int):
+    import zarr
+
+    path = work / "jacobian.zarr"
+    if path.exists():
+        return zarr.open_array(str(path), mode="r+")
+    L, A, _, B = shape
+    return zarr.create_array(str(path), shape=shape, chunks=(block, A, block, B), dtype="float32",
+                             compressors=None, fill_value=0.0)
+
+
+def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: int, batch_size: int) -> np.ndarray:
+    """J[b0:b1] centred on its a, j and b axes: (b1 - b0, A, L, B) float32."""
+    import torch
+
+    subs = scorer.substitutes
+    L, A = len(query.positions), len(subs)
+    out = torch.zeros((b1 - b0, A, L, len(scorer.outputs)), dtype=torch.float32)
+    positions = query.tokens[query.positions]
+    # mutants that change something and count: substituting a token by itself gives exactly 0
+    mutants = [(i, a) for i in range(b0, b1) for a in range(A) if valid[i, a] and subs[a] != positions[i]]
+    for k in range(0, len(mutants), batch_size):
+        part = mutants[k:k + batch_size]
+        x = tokens.repeat(len(part), 1)
+        rows = torch.arange(len(part), device=x.device)
+        x[rows, torch.tensor([int(query.positions[i]) for i, _ in part], device=x.device)] = \
+            torch.tensor([int(subs[a]) for _, a in part], device=x.device)
+        f = scorer.logits(x).float()[:, query.positions][:, :, scorer.outputs]                      # (n, L, B)
+        delta = (f - wild[None]).cpu()
+        for r, (i, a) in enumerate(part):
+            out[i - b0, a] = delta[r]
+    for axis in (1, 2, 3):  # centre on a, j, b (the axes this block holds whole); an axis of one (--fast) stays
+        if out.shape[axis] > 1:
+            out -= out.mean(axis, keepdim=True)
+    return out.numpy()
+
+
+def contacts_from_work(z, block: int, symmetrise_jacobian: bool) -> np.ndarray:
+    """The contact map from the blocks of the centred-on-(a, j, b) Jacobian: centred on i (the mean over all
+    blocks), normed over the token axes, symmetrised, diagonal zeroed, APC."""
+    L = z.shape[0]
+    starts = list(range(0, L, block))
+    mean = np.zeros(z.shape[1:], np.float64)                                  # (A, L, B): the mean over i
+    for b0 in starts:
+        mean += z[b0:b0 + block].sum(0, dtype=np.float64)
+    mean = (mean / L).astype(np.float32)
+    contacts = np.zeros((L, L), np.float64)
+    if symmetrise_jacobian:  # || (X[i,:,j,:] + X[j,:,i,:]^T) / 2 ||, block pair by block pair
+        for p in starts:
+            for q in starts:
+                if q < p:
+                    continue
+                xpq = z[p:p + block, :, q:q + block] - mean[None, :, q:q + block]         # (bp, A, bq, B)
+                xqp = z[q:q + block, :, p:p + block] - mean[None, :, p:p + block]         # (bq, A, bp, B)
+                sym = (xpq + xqp.transpose(2, 3, 0, 1)) / 2
+                norm = np.sqrt(np.square(sym, dtype=np.float64).sum((1, 3)))
+                contacts[p:p + block, q:q + block] = norm
+                contacts[q:q + block, p:p + block] = norm.T
+    else:
+        for p in starts:
+            x = z[p:p + block] - mean[None]                                                  # (bp, A, L, B)
+            contacts[p:p + block] = np.sqrt(np.square(x, dtype=np.float64).sum((1, 3)))
+        contacts = (contacts + contacts.T) / 2
+    np.fill_diagonal(contacts, 0)
+    total = contacts.sum()
+    if total > 0:
+        contacts -= contacts.sum(0, keepdims=True) * contacts.sum(1, keepdims=True) / total
+    np.fill_diagonal(contacts, 0)
+    return contacts.astype(np.float32)
+
+
+# -- outputs ----------------------------------------------------------------------------------------------------
+
+def top_contacts(contacts: np.ndarray, query: Query, top: int, min_separation: int) -> list[dict]:
+    """The ``top`` largest contacts i < j between residues (special and strand tokens left out), leaving out pairs
+    of one element closer than ``min_separation``."""
+    i, j = np.triu_indices(len(contacts), 1)
+    e, r = query.element, query.residue
+    keep = (e[i] >= 0) & (e[j] >= 0) & ((e[i] != e[j]) | (np.abs(r[i] - r[j]) >= min_separation))
+    i, j = i[keep], j[keep]
+    order = np.argsort(-contacts[i, j], kind="stable")[:top]
+    names = query.element_names
+    return [{"i": int(i[k]) + 1, "j": int(j[k]) + 1, "element_i": names[e[i[k]]], "residue_i": int(r[i[k]]),
+             "token_i": query.labels[i[k]], "element_j": names[e[j[k]]], "residue_j": int(r[j[k]]),
+             "token_j": query.labels[j[k]], "inter_element": bool(e[i[k]] != e[j[k]]),
+             "value": float(contacts[i[k], j[k]])} for k in order]
+
+
+def _write(output, tsv, png, force, contacts, query: Query, scorer, options, record, model_spec) -> dict:
+    from glmkit.io.contacts import write_contacts
+    from glmkit.io.tsv import write_tsv
+
+    rows = top_contacts(contacts, query, options.top, options.min_separation)
+    with atomic_outputs([output, tsv, png], force) as (tmp_map, tmp_tsv, tmp_png):
+        write_contacts(tmp_map, contacts, query, {**asdict(options), "model": model_spec, "kind": scorer.kind},
+                       [record])
+        with open(tmp_tsv, "w") as fh:
+            write_tsv(fh, ["i", "j", "element_i", "residue_i", "token_i", "element_j", "residue_j", "token_j",
+                           "inter_element", "value"], [list(r.values()) for r in rows])
+        plot_contacts(contacts, query, tmp_png, f"categorical Jacobian, {scorer.kind} {Path(scorer.name).name}")
+    return {"positions": len(contacts), "top_value": rows[0]["value"] if rows else float("nan"),
+            "top_inter": bool(rows and rows[0]["inter_element"])}
+
+
+def plot_contacts(contacts: np.ndarray, query: Query, png: str, title: str) -> None:
+    """The map with element boundaries marked; beside it, the block between the first two elements (or, with
+    more, the map with every element's own block blanked): the inter-element contacts on their own scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = query.element
+    bounds = [k for k in range(1, len(e)) if e[k] != e[k - 1] and e[k] >= 0]
+    n_elements = len(query.element_names)
+    fig, axes = plt.subplots(1, 2 if n_elements > 1 else 1, figsize=(12 if n_elements > 1 else 6, 5.5),
+                             squeeze=False)
+    vmax = np.percentile(contacts, 99.5) if contacts.size else 1
+    ax = axes[0, 0]
+    ax.imshow(contacts, cmap="Blues", vmin=0, vmax=vmax)
+    for b in bounds:
+        ax.axhline(b - 0.5, color="red", lw=0.6)
+        ax.axvline(b - 0.5, color="red", lw=0.6)
+    ax.set(title=title, xlabel="position", ylabel="position")
+    if n_elements > 1:
+        ax = axes[0, 1]
+        if n_elements == 2:
+            a, b = np.flatnonzero(e == 0), np.flatnonzero(e == 1)
+            block = contacts[np.ix_(a, b)]
+            ax.imshow(block, cmap="Blues", vmin=0, vmax=np.percentile(block, 99.5) if block.size else 1,
+                      aspect="auto")
+            ax.set(title=f"inter-element: {query.element_names[0]} x {query.element_names[1]}",
+                   xlabel=f"{query.element_names[1]} residue", ylabel=f"{query.element_names[0]} residue")
+        else:
+            inter = np.where((e[:, None] != e[None, :]) & (e[:, None] >= 0) & (e[None, :] >= 0), contacts, 0)
+            ax.imshow(inter, cmap="Blues", vmin=0, vmax=np.percentile(inter, 99.5))
+            ax.set(title="between elements only", xlabel="position", ylabel="position")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,229 @@
+"""glmkit jacobian against a direct, unoptimised implementation of the algorithm (the whole L x A x L x B tensor,
+one mutant per forward pass), for ESM2 (fair-esm's own model giving the logits) and gLM2; resume; outputs;
+bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA, TEST_DATA, assert_one_line_error, build_store, cds, igs, make_fair_esm_checkpoint, run
+from glmkit.io.contacts import read_contacts
+
+AMINO = "LAGVSERTIDPKQNFYMHWC"
+
+
+def naive_contacts(logits, tokens, positions, substitutes, outputs, valid, symmetrise_jacobian):
+    """The algorithm as written: J[i, a, j, b] = f(x with x_i = a)[j, b] - f(x)[j, b] (0 where not valid); centre
+    each axis (of more than one value); symmetrise J (ESM2) or the map (gLM2); norm; zero the diagonal; APC; zero
+    the diagonal."""
+    fx = logits(tokens)[positions][:, outputs]
+    L, A, B = len(positions), len(substitutes), len(outputs)
+    J = np.zeros((L, A, L, B))
+    for i in range(L):
+        for a in range(A):
+            if valid[i, a]:
+                x = tokens.clone()
+                x[positions[i]] = int(substitutes[a])
+                J[i, a] = logits(x)[positions][:, outputs] - fx
+    for axis in range(4):
+        if J.shape[axis] > 1:
+            J -= J.mean(axis, keepdims=True)
+    if symmetrise_jacobian:
+        J = (J + J.transpose(2, 3, 0, 1)) / 2
+    C = np.sqrt(np.square(J).sum((1, 3)))
+    if not symmetrise_jacobian:
+        C = (C + C.T) / 2
+    np.fill_diagonal(C, 0)
+    C -= C.sum(0, keepdims=True) * C.sum(1, keepdims=True) / C.sum()
+    np.fill_diagonal(C, 0)
+    return C
+
+
+@pytest.fixture(scope="module")
+def esm(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jac_esm")
+    model, alphabet = make_fair_esm_checkpoint(d / "esm.pt", layers=2, dim=32, heads=4, seed=4)
+    (d / "pair.faa").write_text(">A first\nMKVLAAGIWTREQ\n>B second\nMSTNPKLLEEAGYC\n")
+    return d, model, alphabet
+
+
+def _fair_esm_logits(model):
+    def logits(tokens):
+        with torch.no_grad():
+            return model(tokens[None])["logits"][0].double().numpy()
+    return logits
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_esm2_equals_the_direct_algorithm_on_fair_esm(esm, tmp_path, fast):
+    d, model, alphabet = esm
+    out = tmp_path / "c.npy"
+    args = ["jacobian", d / "pair.faa", "-m", d / "esm.pt", "-o", out, "--block", "5", "--batch-size", "7",
+            "--threads", "1", "-q"] + (["--fast"] if fast else [])
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    sequence = "MKVLAAGIWTREQ" + "MSTNPKLLEEAGYC"
+    tokens = torch.tensor([alphabet.cls_idx] + [alphabet.get_idx(c) for c in sequence] + [alphabet.eos_idx])
+    outputs = np.array([alphabet.get_idx(c) for c in AMINO])
+    substitutes = np.array([alphabet.mask_idx]) if fast else outputs
+    expected = naive_contacts(_fair_esm_logits(model), tokens, np.arange(1, len(sequence) + 1), substitutes,
+                              outputs, np.ones((len(sequence), len(substitutes)), bool), not fast)
+    np.testing.assert_allclose(read_contacts(out), expected, atol=1e-5, rtol=0)
+    assert np.allclose(read_contacts(out), read_contacts(out).T)
+    # the TSV: the largest pairs of the map, in order, with which residue of which record each side is
+    rows = [line.split("\t") for line in (tmp_path / "c.tsv").read_text().splitlines()]
+    assert rows[0][:3] == ["i", "j", "element_i"] and len(rows) == 101
+    values = [float(r[9]) for r in rows[1:]]
+    assert values == sorted(values, reverse=True)
+    i, j = int(rows[1][0]) - 1, int(rows[1][1]) - 1
+    assert values[0] == pytest.approx(float(expected[i, j]), abs=1e-5)
+    assert rows[1][2] == ("A" if i < 13 else "B") and int(rows[1][3]) == (i + 1 if i < 13 else i - 12)
+    assert rows[1][8] == ("true" if (i < 13) != (j < 13) else "false")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".c.npy.work*"))
+
+
+@pytest.fixture(scope="module")
+def glm2(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jac_glm2")
+    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    result = run("pretrain", d / "el.zarr", "--arch", "glm2", "-o", d / "m", "--preset", "tiny", "--context", "512",
+                 "--max-steps", "3", "--batch-size", "4", "--val-fraction", "0.2", "--lr", "3e-2", "-q")
+    assert result.exit_code == 0, result.stderr
+    return d
+
+
+def _glm2_logits(model):
+    def logits(tokens):
+        with torch.no_grad():
+            return model(tokens[None], torch.ones_like(tokens)[None])[0][0].double().numpy()
+    return logits
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_glm2_equals_the_direct_algorithm_with_both_modalities(glm2, tmp_path, fast):
+    from glmkit.glm2_data import AA_IDS, NT_IDS
+    from glmkit.models.glm2_loading import load_glm2
+    from glmkit.models.glm2_tokens import CLS, ID, MASK, PLUS
+
+    (tmp_path / "mixed.fasta").write_text(">gene\nMKVLAW\n>igs\nACGTTGCAAT\n")
+    out = tmp_path / "c.zarr"
+    result = run("jacobian", tmp_path / "mixed.fasta", "-m", glm2 / "m", "-o", out, "--block", "4", "--batch-size",
+                 "9", "--threads", "1", "-q", *(["--fast"] if fast else []))
+    assert result.exit_code == 0, result.stderr
+    tokens = torch.tensor([CLS, PLUS] + [ID[c] for c in "MKVLAW"] + [PLUS] + [ID[c] for c in "acgttgcaat"])
+    outputs = np.array([ID[c] for c in "atcg"] + [ID[c] for c in AMINO])
+    t = tokens.numpy()
+    if fast:
+        substitutes, valid = np.array([MASK]), (AA_IDS[t] | NT_IDS[t])[:, None]
+    else:  # as the gLM2 notebook: a position's own modality only; special and strand tokens never
+        substitutes = outputs
+        valid = (NT_IDS[t][:, None] & NT_IDS[outputs][None]) | (AA_IDS[t][:, None] & AA_IDS[outputs][None])
+    expected = naive_contacts(_glm2_logits(load_glm2(glm2 / "m").model), tokens, np.arange(len(t)), substitutes,
+                              outputs, valid, False)
+    np.testing.assert_allclose(read_contacts(out), expected, atol=1e-5, rtol=0)
+    import zarr
+
+    g = zarr.open_group(str(out))
+    assert g["positions/element"][:].tolist() == [-1, -1] + [0] * 6 + [-1] + [1] * 10
+    assert g["positions/token"][:3].tolist() == ["<cls>", "<+>", "M"] and g["elements/name"][:].tolist() == ["gene",
+                                                                                                            "igs"]
+    assert run("validate", out, "-q").exit_code == 0
+
+
+def test_element_store_regions(glm2, tmp_path):
+    store = build_store(tmp_path / "el.zarr", [("c1", 500, [cds(aa=b"MKVL"), igs(nt=b"ACGTA"), cds(aa=b"MWW", strand=-1),
+                                                            cds(aa=b"MAC")])])
+    out = tmp_path / "r.zarr"
+    result = run("jacobian", store, "--region", "c1:2-3", "-m", glm2 / "m", "-o", out, "-q", "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    import zarr
+
+    g = zarr.open_group(str(out))
+    assert g["positions/token"][:].tolist() == ["<cls>", "<+>", "a", "c", "g", "t", "a", "<->", "M", "W", "W"]
+    assert g["elements/name"][:].tolist() == ["c1_igs1", "c1_2"]
+
+
+def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
+    import glmkit.jacobian as jac
+
+    d = esm[0]
+    options = jac.JacobianOptions(block=4, threads=1)
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "whole.npy"), options)
+    real, calls = jac._block, []
+
+    def die_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(jac, "_block", die_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "again.npy"), options)
+    assert len(list((tmp_path / ".again.npy.work").glob("done-*"))) == 2 and not (tmp_path / "again.npy").exists()
+    computed = []
+    monkeypatch.setattr(jac, "_block", lambda *a, **k: computed.append(1) or real(*a, **k))
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "again.npy"), options)
+    assert len(computed) == 7 - 2  # 27 positions in blocks of 4: 7 blocks, 2 kept
+    np.testing.assert_array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "again.npy"))
+
+
+def test_hugging_face_esm_with_and_without_a_head(tmp_path):
+    """EsmForMaskedLM saved by transformers' own save_pretrained: logits equal transformers' forward; an EsmModel
+    folder (no LM head) is refused in one line."""
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    from glmkit.models.esm2 import load_esm2, tokenize
+
+    config = EsmConfig(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=128, position_embedding_type="rotary", token_dropout=True, mask_token_id=32,
+                       pad_token_id=1)
+    torch.manual_seed(0)
+    model = EsmForMaskedLM(config).eval()
+    model.save_pretrained(tmp_path / "mlm")
+    tokens = tokenize([b"MKVLAAGW"], 1022)
+    with torch.no_grad():
+        expected = model(tokens).logits
+        ours = load_esm2(str(tmp_path / "mlm")).model.logits(tokens)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    (tmp_path / "p.faa").write_text(">p\nMKVLAAGWK\n")
+    assert_one_line_error(run("jacobian", tmp_path / "p.faa", "-m", TEST_DATA / "hf_esm_v4" / "model_bin", "-o",
+                              tmp_path / "c.npy"), "model_bin", "no language-model head")
+
+
+def test_bad_inputs(esm, glm2, tmp_path, esm_checkpoint):
+    d = esm[0]
+    (tmp_path / "j.faa").write_text(">odd\nMKJV\n")
+    assert_one_line_error(run("jacobian", tmp_path / "j.faa", "-m", d / "esm.pt", "-o", tmp_path / "a.npy"),
+                          "j.faa", "'odd' residue 3 is 'J'", "no token for")
+    (tmp_path / "n.fasta").write_text(">igs\nACGTNNACGTAC\n")
+    assert_one_line_error(run("jacobian", tmp_path / "n.fasta", "-m", glm2 / "m", "-o", tmp_path / "a.npy"),
+                          "'igs' base 5 is 'N'", "gLM2 has no token for")
+    (tmp_path / "empty.faa").write_text(">e\n\n>p\nMKV\n")
+    assert_one_line_error(run("jacobian", tmp_path / "empty.faa", "-m", d / "esm.pt", "-o", tmp_path / "a.npy"),
+                          "empty.faa", "'e' has no sequence")
+    (tmp_path / "long.faa").write_text(">long\n" + "MKVL" * 300 + "\n")
+    assert_one_line_error(run("jacobian", tmp_path / "long.faa", "-m", d / "esm.pt", "-o", tmp_path / "a.npy"),
+                          "1,200 residues", "at most 1,022")
+    assert_one_line_error(run("jacobian", glm2 / "el.zarr", "--region", "contig_1:5-99999", "-m", glm2 / "m", "-o",
+                              tmp_path / "a.npy"), "lies outside contig 'contig_1'")
+    assert_one_line_error(run("jacobian", glm2 / "el.zarr", "--region", "nope", "-m", glm2 / "m", "-o",
+                              tmp_path / "a.npy"), "no contig 'nope'")
+    (tmp_path / "dna.fasta").write_text(">igs\nACGTTACGTACGGA\n")
+    assert_one_line_error(run("jacobian", tmp_path / "dna.fasta", "-m", d / "esm.pt", "-o", tmp_path / "a.npy"),
+                          "'igs' is DNA; ESM2 reads proteins")
+    assert_one_line_error(run("jacobian", tmp_path / "dna.fasta", "-m", d / "esm.pt", "-o", tmp_path / "a.txt"),
+                          "name the contact map .npy or .zarr", status=2)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.")]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "moda_modc_2onk.fasta").exists(), reason="../shared not present")
+def test_the_papers_inputs_run(glm2, tmp_path):
+    """2ONK ModA/ModC and the aspV region read as the paper's inputs (random weights: no real contacts)."""
+    result = run("jacobian", SHARED_DATA / "ecoli_aspV_region.fasta", "-m", glm2 / "m", "-o", tmp_path / "t.npy",
+                 "--fast", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert read_contacts(tmp_path / "t.npy").shape == (224, 224)  # <cls>, <+>, 222 nucleotides
