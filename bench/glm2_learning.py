@@ -2,7 +2,7 @@
 """Learning evidence for gLM2: `glmkit pretrain --arch glm2` on real genomes, held out by contig, against the
 unigram baseline in the same run.
 
-    python bench/glm2_learning.py [--minutes 20] [--preset small] [--context 1024] [--batch 8] [--lr 1e-3]
+    python bench/glm2_learning.py [--minutes 20] [--preset small] [--context 256] [--batch 8] [--lr 1e-3]
 
 Corpus (bench/realistic_corpus.py): genes called in E. coli K-12 (../shared/data,
 cut into contigs of 1-150 kb as a metagenome's assembler leaves them) and the
@@ -35,11 +35,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-steps", type=int, default=100_000)
-    parser.add_argument("--val-every", type=int, default=100)
+    parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -4,7 +4,10 @@ notebook adapts), transcribed for the benchmark: fair-esm's model, one position 
 mutants of that position in one batch, the whole L x 20 x L x 20 tensor kept in memory, then centred on its 4
 axes, symmetrised, normed, APC.
 
-    python bench/jacobian_reference.py MODEL.pt FASTA OUT.npy
+    python bench/jacobian_reference.py MODEL.pt FASTA OUT.npy [THREADS] [POSITIONS]
+
+POSITIONS (default: all) mutates only the first POSITIONS positions but allocates and post-processes the whole
+tensor as for all of them: the reference's peak memory on an input too long to wait for.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def load(path):
     return model.eval(), alphabet
 
 
-def categorical_jacobian(model, alphabet, sequence: str) -> np.ndarray:
+def categorical_jacobian(model, alphabet, sequence: str, positions: int | None = None) -> np.ndarray:
     aa = [alphabet.get_idx(a) for a in AMINO]
     x = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in sequence] + [alphabet.eos_idx]])
     L = len(sequence)
@@ -43,7 +46,7 @@ def categorical_jacobian(model, alphabet, sequence: str) -> np.ndarray:
         fx = f(x)[0]
         x = torch.tile(x, [20, 1])
         fx_h = torch.zeros((L, 20, L, 20), dtype=torch.float32)
-        for n in range(L):  # each position: its 20 mutants in one batch
+        for n in range(L if positions is None else positions):  # each position: its 20 mutants in one batch
             x_h = torch.clone(x)
             x_h[:, n + 1] = torch.tensor(aa)
             fx_h[n] = f(x_h)
@@ -65,7 +68,7 @@ def main() -> int:
     sequence = "".join("".join(r.splitlines()[1:]).strip() for r in records)
     model, alphabet = load(model_path)
     started = time.perf_counter()
-    contacts = categorical_jacobian(model, alphabet, sequence)
+    contacts = categorical_jacobian(model, alphabet, sequence, int(sys.argv[5]) if len(sys.argv) > 5 else None)
     print(f"seconds {time.perf_counter() - started:.2f}", file=sys.stderr)
     np.save(out, contacts.astype(np.float32))
     return 0

@@ -18,7 +18,7 @@ from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
-MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "jacobian", "demo")  # (run models: the malloc setting pays off)
+MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "demo")  # (run models: the malloc setting pays off)
 PIPELINE = ("call", "filter", "embed", "pretrain", "import-glm", "export-glm", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
             "validate", "demo")
 
@@ -447,8 +447,8 @@ def export_glm_command(model_path, output, force):
 @click.option("--top", type=click.IntRange(min=1), default=100, show_default=True, help="Rows of the TSV.")
 @click.option("--min-separation", type=click.IntRange(min=1), default=6, show_default=True,
               help="Within one element, leave pairs closer than this out of the TSV.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Mutant sequences per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Mutant sequences per forward pass [default: 8 on CPU, 64 on GPU].")
 @click.option("--block", type=click.IntRange(min=1), default=16, show_default=True,
               help="Positions per saved block (a rerun after a crash resumes from finished blocks).")
 @device_options

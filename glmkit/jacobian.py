@@ -49,7 +49,8 @@ STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both mod
 class JacobianOptions:
     region: str | None = None       # element store input: CONTIG or CONTIG:FIRST-LAST (elements, 1-based)
     fast: bool = False              # substitute <mask> only
-    batch_size: int = 64            # sequences per forward pass
+    batch_size: int | None = None   # sequences per forward pass; None: 8 on CPU (as fast as 64 there, and its
+                                    # activations are what memory holds), 64 on GPUs
     block: int = 16                 # positions per saved block (the unit of resume)
     top: int = 100                  # rows of the top-contacts TSV
     min_separation: int = 6         # within one element, contacts closer than this are left out of the TSV
@@ -265,6 +266,7 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
     scorer.model.to(device)
+    batch_size = options.batch_size or (64 if device.type == "cuda" else 8)
     L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
     work = work_folder(output)
     plan = hashlib.sha256(json.dumps([record, scorer.identity, options.fast, options.block, options.region,
@@ -293,7 +295,7 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
                         b1 = min(b0 + options.block, L)
                         done = work / f"done-{b0:08d}"
                         if not done.exists():
-                            z[b0:b1] = _block(scorer, query, tokens, wild, valid, b0, b1, options.batch_size)
+                            z[b0:b1] = _block(scorer, query, tokens, wild, valid, b0, b1, batch_size)
                             done.touch()
                         bar.update(b1 - b0)
             contacts = contacts_from_work(z, options.block, scorer.symmetrise_jacobian)

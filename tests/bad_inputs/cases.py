@@ -496,6 +496,44 @@ def _glm2_cases() -> list[Case]:
     return c
 
 
+def _jacobian_cases() -> list[Case]:
+    def jac(d, b, fasta=None, model=None, extra=(), out="c.npy"):
+        return ["jacobian", fasta or write(d / "pair.faa", ">a\nMKVLAAG\n>b\nMSTNPK\n"), "-m",
+                model or copy(b, "esm.pt", d), "-o", d / out, "--threads", "1", *extra]
+
+    def region(d, b, store, where="contig_1:1-5"):
+        return ["jacobian", store, "--region", where, "-m", copy(b, "glm2", d), "-o", d / "c.npy", "--threads", "1"]
+
+    c = _store_input_cases("jacobian", lambda d, b, store: region(d, b, store), wrong_stage=False)
+    c += [
+        Case("jacobian-residue-without-token", lambda d, b: jac(d, b, fasta=write(d / "odd.faa", ">odd\nMKJV\n")),
+             ("odd.faa", "'odd' residue 3 is 'J'", "no token for")),
+        Case("jacobian-base-without-token", lambda d, b: jac(d, b, fasta=write(d / "n.fasta", ">igs\nACGTNNACGTAC\n"),
+                                                              model=copy(b, "glm2", d)),
+             ("n.fasta", "'igs' base 5 is 'N'", "no token for")),
+        Case("jacobian-empty-record", lambda d, b: jac(d, b, fasta=write(d / "e.faa", ">e\n>p\nMKV\n")),
+             ("e.faa", "'e' has no sequence")),
+        Case("jacobian-dna-for-esm2", lambda d, b: jac(d, b, fasta=write(d / "dna.fasta", ">igs\nACGTTACGTACGGA\n")),
+             ("dna.fasta", "'igs' is DNA", "ESM2 reads proteins")),
+        Case("jacobian-longer-than-the-context", lambda d, b: jac(d, b, fasta=write(
+            d / "long.faa", ">long\n" + "MKVL" * 300 + "\n")), ("long.faa", "1,200 residues", "at most 1,022")),
+        Case("jacobian-model-without-lm-head", lambda d, b: jac(d, b, model=shutil.copytree(
+            TEST_DATA / "hf_esm_v4" / "model_bin", d / "esm_model")), ("esm_model", "no language-model head")),
+        Case("jacobian-glm-checkpoint", lambda d, b: jac(d, b, model=copy(b, "glm", d)),
+             ("glm", "a gLM checkpoint", "an ESM2 or a gLM2")),
+        Case("jacobian-region-outside-the-contig", lambda d, b: region(d, b, copy(b, "el.zarr", d),
+                                                                       "contig_1:3-100000"),
+             ("el.zarr", "lies outside contig 'contig_1'")),
+        Case("jacobian-region-unknown-contig", lambda d, b: region(d, b, copy(b, "el.zarr", d), "nowhere"),
+             ("el.zarr", "no contig 'nowhere'")),
+        Case("jacobian-store-without-region", lambda d, b: region(d, b, copy(b, "el.zarr", d))[:2] + [
+            "-m", copy(b, "glm2", d), "-o", d / "c.npy"], ("--region", "required with an element store"), status=2),
+        Case("jacobian-output-not-a-map", lambda d, b: jac(d, b, out="c.txt"), ("name the contact map",), status=2),
+        Case("jacobian-missing-fasta", lambda d, b: jac(d, b, fasta=d / "absent.faa"), ("absent.faa", "no such file")),
+    ]
+    return c
+
+
 def _contextualize_cases() -> list[Case]:
     def ctx(d, b, el=None, emb=None, model=None, extra=()):
         return ["contextualize", el or copy(b, "el.zarr", d), "-e", emb or copy(b, "emb.zarr", d), "-m",
@@ -679,7 +717,7 @@ def _paralog_cases() -> list[Case]:
 
 
 CASES: list[Case] = [*_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
-                     *_contextualize_cases(), *_glm2_cases(), *_validate_cases(), *_import_export_cases(),
+                     *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
                      *_operon_cases(), *_paralog_cases()]
 
 
