@@ -526,8 +526,9 @@ def _jacobian_cases() -> list[Case]:
              ("el.zarr", "lies outside contig 'contig_1'")),
         Case("jacobian-region-unknown-contig", lambda d, b: region(d, b, copy(b, "el.zarr", d), "nowhere"),
              ("el.zarr", "no contig 'nowhere'")),
-        Case("jacobian-store-without-region", lambda d, b: region(d, b, copy(b, "el.zarr", d))[:2] + [
-            "-m", copy(b, "glm2", d), "-o", d / "c.npy"], ("--region", "required with an element store"), status=2),
+        Case("jacobian-store-without-region", lambda d, b: ["jacobian", copy(b, "el.zarr", d), "-m",
+                                                            copy(b, "glm2", d), "-o", d / "c.npy"],
+             ("--region", "required with an element store"), status=2),
         Case("jacobian-output-not-a-map", lambda d, b: jac(d, b, out="c.txt"), ("name the contact map",), status=2),
         Case("jacobian-missing-fasta", lambda d, b: jac(d, b, fasta=d / "absent.faa"), ("absent.faa", "no such file")),
     ]
