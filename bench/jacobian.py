@@ -24,29 +24,17 @@ agreement, not biology.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import measured  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "jacobian"
 PAIR = ROOT.parent / "shared" / "data" / "moda_modc_2onk.fasta"
-
-
-def measured(cmd: list) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of a command run in a child process."""
-    started = time.perf_counter()
-    code = ("import resource, subprocess, sys\n"
-            "r = subprocess.run(sys.argv[1:])\n"
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
-            "sys.exit(r.returncode)")
-    result = subprocess.run([sys.executable, "-c", code, *map(str, cmd)], capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{result.stderr[-2000:]}")
-    return int(result.stderr.strip().splitlines()[-1]) / 1024, time.perf_counter() - started
 
 
 def model(path: Path) -> Path:

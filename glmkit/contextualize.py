@@ -34,7 +34,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.checkpoint import checkpoint_folder
-from glmkit.io.files import atomic_outputs, claim_outputs, remove, work_folder
+from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, store_record
 from glmkit.log import plural, progress
 from glmkit.stop import with_hint
@@ -111,17 +111,13 @@ def _contextualize(job_class, element_paths, embedding_path, model_path, output,
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
     job = job_class.load(model_path, embedding_path, options, device, amp)
-    work = work_folder(output)
     records = [store_record(p) for p in (*element_paths, *([embedding_path] if embedding_path else []))]
     # the plan: inputs, the model's files (their checksums), options
     plan = hashlib.sha256(json.dumps([records, job.meta.get("files"), asdict(options), job.layer,
                                       GROUP_WINDOWS]).encode()).hexdigest()
-    if (work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan:
+    work, resumed = planned_work_folder(output, plan)
+    if resumed:
         log.info(f"contextualize: resuming from {work} ({len(list(work.glob('group-*.npz')))} groups done)")
-    else:
-        remove(work)
-        work.mkdir(parents=True)
-        (work / "plan.txt").write_text(plan)
     try:
         with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
             corpus = job.corpus(work, element_paths)
@@ -196,21 +192,29 @@ class GLMJob:
                 + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if self.o.predictions else ""))
 
 
-def _corpus(work: Path, element_paths, embedding_path, window_genes: int):
-    from glmkit.glm_data import build_corpus
-    from glmkit.io.corpus import CorpusStore
+def work_corpus(work: Path, schema: str, store_class, build):
+    """The corpus store in the work folder: the one an earlier run of the same plan finished, else
+    ``build(temporary path)``, renamed into place once whole. ``store_class(path)`` opens it."""
     from glmkit.io.store import store_schema
 
     path = work / "corpus.zarr"
-    if store_schema(path) == "glmkit.glm-corpus":
+    if store_schema(path) == schema:
         with contextlib.suppress(GlmkitError):
-            return CorpusStore(path)
+            return store_class(path)
     remove(path)
     temp = work / ".corpus.zarr.partial"
     remove(temp)
-    build_corpus(element_paths, embedding_path, temp, window_genes, 1)
+    build(temp)
     os.replace(temp, path)
-    return CorpusStore(path)
+    return store_class(path)
+
+
+def _corpus(work: Path, element_paths, embedding_path, window_genes: int):
+    from glmkit.glm_data import build_corpus
+    from glmkit.io.corpus import SCHEMA, CorpusStore
+
+    return work_corpus(work, SCHEMA, CorpusStore,
+                       lambda temp: build_corpus(element_paths, embedding_path, temp, window_genes, 1))
 
 
 def _groups(corpus, window_genes: int) -> list[tuple[int, int, int, int]]:

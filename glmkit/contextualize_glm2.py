@@ -17,8 +17,6 @@ groups, one group's computation and the output's columns.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS
-from glmkit.io.files import atomic_outputs, remove
+from glmkit.io.files import atomic_outputs
 from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store
 
 GROUP_CHUNKS = 256  # chunks per saved group of contigs (the unit of resume)
@@ -64,20 +62,12 @@ class GLM2Job:
     # -- what the driver calls ----------------------------------------------------------------------------------
 
     def corpus(self, work: Path, element_paths):
+        from glmkit.contextualize import work_corpus
         from glmkit.glm2_data import build_token_corpus
-        from glmkit.io.store import store_schema
         from glmkit.io.token_corpus import SCHEMA, TokenCorpusStore
 
-        path = work / "corpus.zarr"
-        if store_schema(path) == SCHEMA:
-            with contextlib.suppress(GlmkitError):
-                return TokenCorpusStore(path)
-        remove(path)
-        temp = work / ".corpus.zarr.partial"
-        remove(temp)
-        build_token_corpus(element_paths, temp, self.o.context)
-        os.replace(temp, path)
-        return TokenCorpusStore(path)
+        return work_corpus(work, SCHEMA, TokenCorpusStore,
+                           lambda temp: build_token_corpus(element_paths, temp, self.o.context))
 
     def groups(self, corpus) -> list[tuple[int, int, int, int]]:
         """Groups of whole contigs of about GROUP_CHUNKS chunks: (first contig, end contig, first token, end token)."""

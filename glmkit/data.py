@@ -118,6 +118,38 @@ class PackedStream:
         return self.state.epoch + self.state.window / max(1, self.n_windows)
 
 
+class ChunkCache:
+    """Runs of rows of a store's arrays, read a whole chunk at a time through a small cache of recently used
+    chunks: the rows of a window are read once, whatever order a batch takes them in. ``read_chunk(k)`` returns
+    the arrays' rows k * chunk .. (k + 1) * chunk, as a tuple."""
+
+    def __init__(self, read_chunk: Callable[[int], tuple], chunk: int, cache_chunks: int = 16):
+        self.read_chunk, self.chunk, self.cache_chunks = read_chunk, chunk, cache_chunks
+        self._cache: dict[int, tuple] = {}
+        self.reads = 0  # chunks read (for the benchmarks)
+
+    def _get(self, k: int) -> tuple:
+        if k in self._cache:
+            value = self._cache.pop(k)
+        else:
+            value = self.read_chunk(k)
+            self.reads += 1
+            if len(self._cache) >= self.cache_chunks:
+                self._cache.pop(next(iter(self._cache)))
+        self._cache[k] = value  # most recently used last
+        return value
+
+    def rows(self, start: int, length: int) -> tuple:
+        """Each array's rows start .. start + length - 1."""
+        parts = []
+        for k in range(start // self.chunk, (start + length - 1) // self.chunk + 1):
+            lo, hi = max(start - k * self.chunk, 0), start + length - k * self.chunk
+            parts.append(tuple(a[lo:hi] for a in self._get(k)))
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(column) for column in zip(*parts))
+
+
 def table_rows(array, items: np.ndarray, gap: int = 4096) -> np.ndarray:
     """array[items] for sorted or unsorted item indices, read as a few contiguous slices (items of a step come
     from one or two windows, which may lie far apart in the store)."""
@@ -194,13 +226,19 @@ class PackedTask:
     sub-contigs of genes, gLM2's chunks of tokens.
 
     A subclass sets, before use: ``split`` (glmkit.glm_data.Split: held-out contigs), ``seed``, ``capacity``
-    (row length), ``_keys`` (the contigs' split keys), ``_lengths`` and ``_item_contig`` (per item: its length and
-    its contig), ``n_items``, ``name`` (for messages); and defines ``reader()`` (what ``_batch`` reads items with)
+    (row length), ``_keys`` (the contigs' split keys), ``_starts``, ``_lengths`` and ``_item_contig`` (per item:
+    where it starts in the store, its length and its contig), ``n_items``, ``name`` (for messages); and defines ``reader()`` (what ``_batch`` reads items with)
     and ``_batch(rows, global_rows, step, reader)`` -> a micro-batch dict with "count" and "units".
     """
 
     window = 1024           # items per shuffle window
     VALIDATION_STREAM = -1  # the "step" of validation masks: fixed for the whole run
+
+    def _item_table(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(starts, lengths) of the rows' items, read in a few slices, and each row's positions into them."""
+        items = np.concatenate(rows)
+        local = np.split(np.arange(len(items)), np.cumsum([len(r) for r in rows])[:-1])
+        return table_rows(self._starts, items), table_rows(self._lengths, items), local
 
     def _window(self, validation: bool):
         def read(start: int, stop: int):

@@ -16,11 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
+from glmkit.data import ChunkCache
 from glmkit.errors import GlmkitError
 from glmkit.glm_data import contig_keys
 from glmkit.io.elements import CDS, ElementStore
-from glmkit.io.store import store_record, store_schema
-from glmkit.io.token_corpus import SCHEMA, TOKEN_CHUNK, VOCAB_SIZE, TokenCorpusStore, TokenCorpusWriter
+from glmkit.io.store import store_record
+from glmkit.io.token_corpus import TOKEN_CHUNK, VOCAB_SIZE, TokenCorpusStore, TokenCorpusWriter
 from glmkit.log import plural, progress
 from glmkit.models.glm2_tokens import AMINO_ACIDS, CLS, MASK, NUCLEOTIDES, element_tokens
 
@@ -37,15 +38,6 @@ MODALITIES = {"aa": AA_IDS, "nt": NT_IDS}
 def token_corpus_parameters(element_paths: Sequence[str], context: int) -> dict:
     """What a token corpus is built from: its element stores' checksums and the context."""
     return {"elements": [store_record(p)["sha256"] for p in element_paths], "context": context}
-
-
-def token_corpus_matches(path: Path, parameters: dict) -> bool:
-    if store_schema(path) != SCHEMA:
-        return False
-    try:
-        return TokenCorpusStore(path).attrs.get("parameters") == parameters
-    except GlmkitError:
-        return False
 
 
 def chunk_contig(elements: list[np.ndarray], context: int):
@@ -157,31 +149,16 @@ def training_token_counts(corpus: TokenCorpusStore, split) -> np.ndarray:
 # -- reading ------------------------------------------------------------------------------------------------------
 
 class TokenReader:
-    """Tokens of chunks, through a small cache of whole chunks of the tokens array (a window's chunks are
-    consecutive in the store: reading its rows costs one pass, whatever order they are taken in)."""
+    """Tokens of chunks, through a cache of whole chunks of the tokens array (ChunkCache): a window's chunks are
+    consecutive in the store, so reading its rows costs one pass, whatever order they are taken in."""
 
-    def __init__(self, corpus: TokenCorpusStore, cache_chunks: int = 16):
-        self.corpus, self.cache_chunks = corpus, cache_chunks
-        self.array = corpus.array("tokens")
-        self.chunk = self.array.chunks[0] or TOKEN_CHUNK
-        self._cache: dict[int, np.ndarray] = {}
-
-    def _block(self, k: int) -> np.ndarray:
-        if k in self._cache:
-            value = self._cache.pop(k)
-        else:
-            value = self.array[k * self.chunk:(k + 1) * self.chunk]
-            if len(self._cache) >= self.cache_chunks:
-                self._cache.pop(next(iter(self._cache)))
-        self._cache[k] = value  # most recently used last
-        return value
+    def __init__(self, corpus: TokenCorpusStore, cache_chunks: int = 16, chunk: int | None = None):
+        array = corpus.array("tokens")
+        chunk = chunk or array.chunks[0] or TOKEN_CHUNK
+        self._rows = ChunkCache(lambda k: (array[k * chunk:(k + 1) * chunk],), chunk, cache_chunks)
 
     def tokens(self, start: int, length: int) -> np.ndarray:
-        parts = []
-        for k in range(start // self.chunk, (start + length - 1) // self.chunk + 1):
-            block = self._block(k)
-            parts.append(block[max(start - k * self.chunk, 0):start + length - k * self.chunk])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self._rows.rows(start, length)[0]
 
 
 def pack_batch(reader: TokenReader, starts: np.ndarray, lengths: np.ndarray, rows: list[list[int]],

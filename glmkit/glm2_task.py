@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glmkit.data import PackedTask, table_rows
+from glmkit.data import PackedTask
 from glmkit.glm2_data import MODALITIES, TokenReader, mask_tokens, pack_batch, unigram_log_probs
 from glmkit.glm_data import Split
 from glmkit.io.token_corpus import TokenCorpusStore
@@ -61,9 +61,7 @@ class GLM2Task(PackedTask):
         return TokenReader(self.corpus)
 
     def _batch(self, rows: list[np.ndarray], global_rows: np.ndarray, step: int, reader: TokenReader) -> dict:
-        items = np.concatenate(rows)
-        starts, lengths = table_rows(self._starts, items), table_rows(self._lengths, items)
-        local = np.split(np.arange(len(items)), np.cumsum([len(r) for r in rows])[:-1])
+        starts, lengths, local = self._item_table(rows)
         targets, segments = pack_batch(reader, starts, lengths, local, self.capacity)
         inputs, chosen = np.empty_like(targets), np.zeros(targets.shape, dtype=bool)
         for b, row in enumerate(np.asarray(global_rows).tolist()):  # a function of (seed, step, global row)

@@ -24,10 +24,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from glmkit.errors import GlmkitError
+from glmkit.data import ChunkCache
 from glmkit.io.corpus import GENE_CHUNK, CorpusStore, CorpusWriter
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash
-from glmkit.io.store import gather_rows, store_record, store_schema
+from glmkit.io.store import gather_rows, store_record
 from glmkit.log import plural, progress
 
 log = logging.getLogger("glmkit")
@@ -75,16 +76,6 @@ def corpus_parameters(element_paths: Sequence[str], embedding_path: str, size: i
     return {"elements": [store_record(p)["sha256"] for p in element_paths],
             "embeddings": store_record(embedding_path)["sha256"], "subcontig_genes": size,
             "min_subcontig_genes": minimum}
-
-
-def corpus_matches(path: Path, parameters: dict) -> bool:
-    """Whether the corpus store at ``path`` was built from these very inputs and sizes."""
-    if store_schema(path) != "glmkit.glm-corpus":
-        return False
-    try:
-        return CorpusStore(path).attrs.get("parameters") == parameters
-    except GlmkitError:
-        return False
 
 
 def build_corpus(element_paths: Sequence[str], embedding_path: str, out: Path, size: int = 30,
@@ -348,35 +339,18 @@ def fit_normalization(corpus: CorpusStore, embedding_path: str, split: Split) ->
 # -- batches ----------------------------------------------------------------------------------------------------
 
 class GeneReader:
-    """Embeddings and strands of runs of genes, through a small cache of whole chunks of the corpus store
-    (the rows of a window are read once, whatever order the batch takes them in)."""
+    """Embeddings and strands of runs of genes of a corpus store, through a cache of whole chunks (ChunkCache)."""
 
     def __init__(self, corpus: CorpusStore, cache_chunks: int = 16):
-        self.corpus, self.cache_chunks = corpus, cache_chunks
-        self.chunk = corpus.embedding.chunks[0]
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.reads = 0  # chunks read (for the benchmark)
+        chunk = corpus.embedding.chunks[0]
+        self._rows = ChunkCache(lambda k: corpus.genes(k * chunk, (k + 1) * chunk), chunk, cache_chunks)
 
-    def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        if c in self._cache:
-            value = self._cache.pop(c)
-        else:
-            value = self.corpus.genes(c * self.chunk, (c + 1) * self.chunk)
-            self.reads += 1
-            if len(self._cache) >= self.cache_chunks:
-                self._cache.pop(next(iter(self._cache)))
-        self._cache[c] = value  # most recently used last
-        return value
+    @property
+    def reads(self) -> int:
+        return self._rows.reads
 
     def genes(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-        parts = []
-        for c in range(start // self.chunk, (start + length - 1) // self.chunk + 1):
-            emb, strand = self._chunk(c)
-            lo, hi = max(start, c * self.chunk) - c * self.chunk, min(start + length, (c + 1) * self.chunk) - c * self.chunk
-            parts.append((emb[lo:hi], strand[lo:hi]))
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return self._rows.rows(start, length)
 
 
 def make_batch(reader: GeneReader, starts: np.ndarray, lengths: np.ndarray, rows: list[np.ndarray],

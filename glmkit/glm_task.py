@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glmkit.data import PackedTask, table_rows
+from glmkit.data import PackedTask
 from glmkit.glm_data import CLIP, GeneReader, Normalization, Split, make_batch
 from glmkit.io.corpus import CorpusStore
 from glmkit.models.glm import GLM, GLMConfig
@@ -86,9 +86,7 @@ class GLMTask(PackedTask):
         return masked
 
     def _batch(self, rows: list[np.ndarray], global_rows: np.ndarray, step: int, reader: GeneReader) -> dict:
-        items = np.concatenate(rows)
-        starts, lengths = table_rows(self._starts, items), table_rows(self._lengths, items)
-        local = np.split(np.arange(len(items)), np.cumsum([len(r) for r in rows])[:-1])
+        starts, lengths, local = self._item_table(rows)
         features, labels, segments = make_batch(reader, starts, lengths, local, self.norm, self.capacity)
         masked = self._masks(segments, step, global_rows)
         features[masked] = -1.0

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.io.files import InputFile, atomic_outputs, claim_outputs, remove, work_folder
+from glmkit.io.files import InputFile, atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
@@ -268,14 +268,10 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     scorer.model.to(device)
     batch_size = options.batch_size or (64 if device.type == "cuda" else 8)
     L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
-    work = work_folder(output)
     plan = hashlib.sha256(json.dumps([record, scorer.identity, options.fast, options.block, options.region,
                                       query.tokens.tolist()]).encode()).hexdigest()
-    if not ((work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan):
-        remove(work)
-        work.mkdir(parents=True)
-        (work / "plan.txt").write_text(plan)
-    else:
+    work, resumed = planned_work_folder(output, plan)
+    if resumed:
         log.info(f"jacobian: resuming from {work} ({len(list(work.glob('done-*')))} blocks done)")
     need = L * A * L * B * 4
     free = shutil.disk_usage(work).free

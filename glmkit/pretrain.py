@@ -138,30 +138,32 @@ def check_resumable(meta: dict, options: PretrainOptions, world: int, where: Pat
 def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, rank: int, world: int):
     """The corpus store (gLM: genes with embeddings; gLM2: tokens), built (rank 0, under its lock) unless one built
     from these very inputs is there."""
+    from glmkit.io.store import built_from
+
     if options.arch == "glm2":
-        from glmkit.glm2_data import build_token_corpus, token_corpus_matches, token_corpus_parameters
+        from glmkit.glm2_data import build_token_corpus, token_corpus_parameters
+        from glmkit.io.token_corpus import SCHEMA
         from glmkit.io.token_corpus import TokenCorpusStore as Store
 
         def parameters():
             return token_corpus_parameters(element_paths, options.context)
-        matches = token_corpus_matches
 
         def build(tmp):
             build_token_corpus(element_paths, tmp, options.context)
     else:
-        from glmkit.glm_data import build_corpus, corpus_matches, corpus_parameters
+        from glmkit.glm_data import build_corpus, corpus_parameters
+        from glmkit.io.corpus import SCHEMA
         from glmkit.io.corpus import CorpusStore as Store
 
         def parameters():
             return corpus_parameters(element_paths, embedding_path, options.subcontig_genes,
                                      options.min_subcontig_genes)
-        matches = corpus_matches
 
         def build(tmp):
             build_corpus(element_paths, embedding_path, tmp, options.subcontig_genes, options.min_subcontig_genes)
     path = Path(options.corpus) if options.corpus else out / "corpus.zarr"
     if rank == 0:
-        if not matches(path, parameters()):
+        if not built_from(path, SCHEMA, Store, parameters()):
             if path.exists():
                 log.info(f"pretrain: {path} was built from other inputs: rebuilding it")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,21 @@ def assert_one_line_error(result, *fragments, status=1):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def die_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make training raise KeyboardInterrupt (a kill, in-process) right after the checkpoint of ``step`` is saved;
+    ``monkeypatch.undo()`` restores it."""
+    import glmkit.train as train_module
+
+    original = train_module.Trainer.save
+
+    def save_then_die(self, state):
+        original(self, state)
+        if self.step == step:
+            raise KeyboardInterrupt(f"killed after the step-{step} checkpoint")
+
+    monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
+
+
 def no_leftovers(folder: Path) -> list[str]:
     """Names of partial outputs left in ``folder``."""
     return [p.name for p in folder.iterdir() if ".partial-" in p.name or p.name.endswith(".lock")]

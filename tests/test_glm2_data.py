@@ -92,8 +92,7 @@ def test_token_corpus_store(tmp_path):
     assert counts.sum() == corpus.n_tokens and corpus.attrs["summary"]["elements_cut"] == 1
     assert run("validate", tmp_path / "t.zarr", "-q").exit_code == 0
     # the reader, through a cache smaller than the data, reads what the array holds
-    reader = TokenReader(corpus, cache_chunks=1)
-    reader.chunk = 5
+    reader = TokenReader(corpus, cache_chunks=1, chunk=5)
     for s, n in zip(starts, lengths):
         assert reader.tokens(int(s), int(n)).tolist() == tokens[s:s + n].tolist()
     # the unigram baseline counts the training split's contigs only

@@ -11,7 +11,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import assert_one_line_error, run
+from conftest import assert_one_line_error, die_after_checkpoint, run
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.pretrain import PretrainOptions, loop_options, run_pretrain, warmup_steps
 
@@ -72,16 +72,7 @@ def test_resume_continues_exactly(tmp_path, corpus, monkeypatch):
     """Killed (in-process) after the step-3 checkpoint, with dropout on: --resume gives the same weights and log."""
     els, emb = [str(corpus[0])], str(corpus[1])
     run_pretrain(els, emb, str(tmp_path / "straight"), options(dropout=0.1))
-    import glmkit.train as train_module
-
-    original = train_module.Trainer.save
-
-    def save_then_die(self, state):
-        original(self, state)
-        if self.step == 3:
-            raise KeyboardInterrupt("killed after the step-3 checkpoint")
-
-    monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
+    die_after_checkpoint(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(els, emb, str(tmp_path / "resumed"), options(dropout=0.1))
     monkeypatch.undo()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, assert_one_line_error, build_store, cds, run
+from conftest import TEST_DATA, assert_one_line_error, build_store, cds, die_after_checkpoint, run
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.pretrain import PretrainOptions, loop_options, resolved, run_pretrain
 
@@ -57,16 +57,7 @@ def test_resume_continues_exactly(tmp_path, elements, monkeypatch):
     """Killed (in-process) after the step-3 checkpoint: --resume gives the same weights and log."""
     els = [str(elements)]
     run_pretrain(els, None, str(tmp_path / "straight"), options())
-    import glmkit.train as train_module
-
-    original = train_module.Trainer.save
-
-    def save_then_die(self, state):
-        original(self, state)
-        if self.step == 3:
-            raise KeyboardInterrupt("killed after the step-3 checkpoint")
-
-    monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
+    die_after_checkpoint(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(els, None, str(tmp_path / "resumed"), options())
     monkeypatch.undo()

@@ -146,6 +146,18 @@ def work_folder(output: str | Path) -> Path:
     return output.with_name(f".{output.name}.work")
 
 
+def planned_work_folder(output: str | Path, plan: str) -> tuple[Path, bool]:
+    """(the work folder of ``output``, whether it was kept from an earlier run with the same ``plan``). A folder
+    left by another plan (other inputs, model or options) is emptied: what it holds would not fit this run."""
+    work = work_folder(output)
+    if (work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan:
+        return work, True
+    remove(work)
+    work.mkdir(parents=True)
+    (work / "plan.txt").write_text(plan)
+    return work, False
+
+
 def _partials(output: Path) -> list[Path]:
     return sorted(output.parent.glob(f".{glob.escape(output.name)}.partial-*"))
 

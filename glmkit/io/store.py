@@ -197,6 +197,17 @@ def store_schema(path: str | Path) -> str | None:
         return None
 
 
+def built_from(path: str | Path, schema: str, store_class, parameters: dict) -> bool:
+    """Whether ``path`` holds a finished ``schema`` store (opened by ``store_class``) built with these very
+    ``parameters``: what reusing a derived store (a corpus) rests on."""
+    if store_schema(path) != schema:
+        return False
+    try:
+        return store_class(path).attrs.get("parameters") == parameters
+    except GlmkitError:
+        return False
+
+
 def _chunk_problem(data) -> str | None:
     """Why a chunk's bytes (any buffer) are not what its writer wrote, or None: its crc32c trailer, as zarr's codec
     writes it (little-endian uint32 of the bytes before it)."""
