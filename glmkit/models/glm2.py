@@ -128,8 +128,7 @@ class GLM2(nn.Module):
 
     def forward(self, tokens, segments, only=None):
         """Logits (B, L, vocab) and hidden states (B, L, D); with ``only`` (B, L) bool, the logits of those
-        positions alone (N, vocab): training needs the masked tokens' (the head over every position costs more
-        than a layer of the small models)."""
+        positions alone (N, vocab): the loss needs the masked tokens' only."""
         hidden = self.encode(tokens, segments)
         return self.head(self.head_norm(hidden if only is None else hidden[only])), hidden
 
