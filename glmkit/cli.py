@@ -210,6 +210,8 @@ def call_command(inputs, output, gff, proteins, genes, mode, translation_table, 
               help="Genes per gLM sub-contig (non-overlapping chunks).")
 @click.option("--min-subcontig-genes", type=click.IntRange(min=1), default=15, show_default=True,
               help="Drop gLM sub-contigs with fewer genes.")
+@click.option("--keep", help="A `glmkit dedup semantic` table (dedup.tsv): drop the contigs it marks 0.")
+@click.option("--keep-column", help="With --keep: the column to apply, e.g. keep_0.002 [default: the only one].")
 @force_option
 def filter_command(input, output, report, **params):
     """Apply the OMG corpus quality rules; optionally cut gLM sub-contigs.
@@ -223,6 +225,8 @@ def filter_command(input, output, report, **params):
     options = FilterOptions(**params)
     if options.min_subcontig_genes > options.subcontig_genes:
         raise click.BadParameter("must not exceed --subcontig-genes", param_hint="--min-subcontig-genes")
+    if options.keep_column and not options.keep:
+        raise click.BadParameter("goes with --keep", param_hint="--keep-column")
     run_filter(input, output, report=report, options=options, force=force)
 
 
@@ -496,18 +500,6 @@ def demo_command(outdir, threads, force):
     run_demo(outdir, threads=threads, force=force)
 
 
-def _not_yet(name: str, summary: str):
-    @cli.command(name, short_help=f"{summary} (not yet available)",
-                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    @click.pass_context
-    def placeholder(ctx):
-        click.echo(f"glmkit {name}: not yet available in glmkit {__version__}", err=True)
-        ctx.exit(2)
-
-    placeholder.__doc__ = f"{summary}. Not yet available in this release."
-    return placeholder
-
-
 @cli.group("operons", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def operons_group():
     """Operons from the gLM's attention: fit a classifier, predict, evaluate.
@@ -611,10 +603,168 @@ def paralog_match_command(queries, candidates, embeddings, model_path, output, t
                       ParalogOptions(**params), force=force)
 
 
-for _name, _summary in (
-    ("dedup", "Semantic deduplication and MMseqs2 clustering"),
-):
-    _not_yet(_name, _summary)
+@cli.group("dedup", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def dedup_group():
+    """Balance a corpus: semantic deduplication (SemDeDup) and MMseqs2 protein clustering.
+
+    `dedup semantic` runs the whole SemDeDup job in one process. On a cluster,
+    run its steps as array jobs instead: `fit` (one job, on a sample), `assign
+    --shard K/N` and `prune --shard K/N` (N jobs each), then `merge`; the
+    result is the same, byte for byte.
+    """
+
+
+def _semantic_options(func):
+    func = click.option("--level", type=click.Choice(["contig", "gene"]), default="contig", show_default=True,
+                        help="Rows of a context store to deduplicate (an embedding store: gene, i.e. proteins).")(func)
+    return func
+
+
+def _fit_options(func):
+    func = click.option("--clusters", "-k", type=click.IntRange(min=1),
+                        help="k-means clusters [default: one per 1,000 items].")(func)
+    func = click.option("--sample", type=click.IntRange(min=1), default=256, show_default=True,
+                        help="Items per centroid the k-means is fitted on (a random sample of the input).")(func)
+    func = click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True,
+                        help="k-means iterations.")(func)
+    func = click.option("--buckets", type=click.IntRange(min=1), help="Buckets of clusters: the unit of pruning "
+                        "work and memory, and the most prune shares [default: one per 100,000 items, at least 16].")(func)
+    return func
+
+
+def _prune_options(func):
+    func = click.option("--eps", "eps", type=click.FloatRange(0, 1, min_open=True), multiple=True,
+                        help="Threshold: an item is pruned when its similarity to an item before it in the keep order exceeds "
+                             "1 - eps; repeatable [default: 2e-3, the OMG paper's].")(func)
+    func = click.option("--keep-order", type=click.Choice(["hard", "easy", "random"]), default="hard",
+                        show_default=True, help="Which item of a near-duplicate group survives: hard = farthest from "
+                                                "its centroid (SemDeDup's default), easy = nearest, random.")(func)
+    func = click.option("--block", type=click.IntRange(min=16), default=2048, show_default=True,
+                        help="Items per block of the similarity computation (memory: block^2 floats).")(func)
+    return func
+
+
+def _seed_option(func):
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of the sample, the k-means and the random keep order.")(func)
+
+
+def _semantic(params: dict):
+    from glmkit.dedup import SemanticOptions
+
+    if "eps" in params:
+        params["eps"] = tuple(params["eps"]) or (2e-3,)
+    return SemanticOptions(**params)
+
+
+@command("semantic", "glmkit dedup semantic context.zarr -o dedup/ --eps 2e-3 --eps 1e-2", group=dedup_group)
+@click.argument("input_path", metavar="INPUT")
+@click.option("--output", "-o", required=True, help="Folder: dedup.tsv, summary.tsv, remaining.png.")
+@_semantic_options
+@_fit_options
+@_prune_options
+@_seed_option
+@threads_option
+@force_option
+def dedup_semantic_command(input_path, output, force, **params):
+    """Prune near-duplicates in embedding space (SemDeDup), in bounded memory.
+
+    INPUT: a context store (contig or gene embeddings) or an embedding store.
+    Writes one row per item (cluster, max similarity to an item before it in
+    the keep order, the id of that item, keep 1/0 per --eps), the pruned
+    fraction per threshold and a curve of the fraction kept. Apply it with
+    `glmkit filter --keep dedup/dedup.tsv`.
+    """
+    from glmkit.dedup import run_semantic
+
+    run_semantic(input_path, output, _semantic(params), force=force)
+
+
+@command("fit", "glmkit dedup fit context.zarr -o centroids.zarr -k 5000", group=dedup_group)
+@click.argument("input_path", metavar="INPUT")
+@click.option("--output", "-o", required=True, help="Centroid store to write (Zarr).")
+@_semantic_options
+@_fit_options
+@_seed_option
+@threads_option
+@force_option
+def dedup_fit_command(input_path, output, force, **params):
+    """Step 1 of 4: spherical k-means on a sample of INPUT (one job: it reads the sample only)."""
+    from glmkit.dedup import run_fit
+
+    run_fit(input_path, output, _semantic(params), force=force)
+
+
+@command("assign", "glmkit dedup assign context.zarr -c centroids.zarr -o assign-3.d --shard 3/10",
+         group=dedup_group)
+@click.argument("input_path", metavar="INPUT")
+@click.option("--centroids", "-c", required=True, help="From `dedup fit` on the same INPUT.")
+@click.option("--output", "-o", required=True, help="Assignment share to write (folder).")
+@click.option("--shard", callback=_parse_shard, metavar="K/N", help="Assign the K-th of N row ranges.")
+@_semantic_options
+@threads_option
+@force_option
+def dedup_assign_command(input_path, centroids, output, force, **params):
+    """Step 2 of 4: every item (of one share) to its nearest centroid, into buckets on disk."""
+    from glmkit.dedup import run_assign
+
+    run_assign(input_path, centroids, output, _semantic(params), force=force)
+
+
+@command("prune", "glmkit dedup prune assign-*.d -c centroids.zarr -o prune-2.d --shard 2/4 --eps 2e-3",
+         group=dedup_group)
+@click.argument("assign_folders", nargs=-1, required=True, metavar="ASSIGN...")
+@click.option("--centroids", "-c", required=True, help="The centroids the shares were assigned with.")
+@click.option("--output", "-o", required=True, help="Prune share to write (folder).")
+@click.option("--shard", callback=_parse_shard, metavar="K/N", help="Prune the K-th of N ranges of buckets.")
+@_prune_options
+@_seed_option
+@threads_option
+@force_option
+def dedup_prune_command(assign_folders, centroids, output, force, **params):
+    """Step 3 of 4: within each cluster, every item's max similarity to the items before it (all ASSIGN shares)."""
+    from glmkit.dedup import run_prune
+
+    run_prune(list(assign_folders), centroids, output, _semantic(params), force=force)
+
+
+@command("merge", "glmkit dedup merge prune-*.d -o dedup/", group=dedup_group)
+@click.argument("prune_folders", nargs=-1, required=True, metavar="PRUNE...")
+@click.option("--output", "-o", required=True, help="Folder: dedup.tsv, summary.tsv, remaining.png.")
+@force_option
+def dedup_merge_command(prune_folders, output, force):
+    """Step 4 of 4: one table, summary and curve from every prune share."""
+    from glmkit.dedup import run_merge
+
+    run_merge(list(prune_folders), output, force=force)
+
+
+@command("proteins", "glmkit dedup proteins genes.zarr -o prot50/ --preset prot50 -t 16", group=dedup_group)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--output", "-o", required=True, help="Folder: clusters.tsv (representative, member), "
+                                                    "representatives.faa.")
+@click.option("--preset", type=click.Choice(["representatives", "prot50"]),
+              help="representatives: 90 % identity, 90 % coverage (the gLM's); prot50: fragments out at 90/90 "
+                   "(cov-mode 1), then 50 % identity, 90 % coverage, singletons dropped (OMG_prot50) "
+                   "[default: representatives].")
+@click.option("--min-seq-id", type=click.FloatRange(0, 1), help="One linclust at this identity instead of a preset.")
+@click.option("--coverage", "-c", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="With --min-seq-id: MMseqs2 -c.")
+@click.option("--cov-mode", type=click.IntRange(0, 5), default=0, show_default=True,
+              help="With --min-seq-id: MMseqs2 --cov-mode (0 both, 1 target, 2 query...).")
+@click.option("--drop-singletons", is_flag=True, help="Leave out clusters of one protein.")
+@click.option("--tmpdir", help="MMseqs2's temporary folder (fast local disk) [default: beside OUTPUT].")
+@click.option("--deterministic", is_flag=True, help="One MMseqs2 thread: the same clusters on every run "
+                                                    "(linclust's can vary with the thread count).")
+@threads_option
+@force_option
+def dedup_proteins_command(inputs, output, force, **params):
+    """Cluster proteins with MMseqs2 linclust (FASTA files or element stores)."""
+    from glmkit.dedup import ProteinOptions, run_proteins
+
+    if params["preset"] and params["min_seq_id"] is not None:
+        raise click.BadParameter("give a --preset or --min-seq-id, not both", param_hint="--min-seq-id")
+    run_proteins(list(inputs), output, ProteinOptions(**params), force=force)
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ class EmbedOptions:
 
 # -- inputs ------------------------------------------------------------------------------------------------
 
-def _proteins_of_store(path: str) -> Iterator[tuple[str, bytes]]:
+def proteins_of_store(path: str) -> Iterator[tuple[str, bytes]]:
     store = ElementStore(path)
     for batch in store.batches():
         cds = np.flatnonzero(batch.elements["type"] == CDS)
@@ -91,7 +91,7 @@ def collect_inputs(inputs: Sequence[str], nucleotide_check: bool = True):
                 continue
             if schema != "glmkit.elements":
                 raise GlmkitError(f"{path}: not an element store, an embedding store or a protein FASTA file")
-            found, records_entry = _proteins_of_store(path), store_record(path)
+            found, records_entry = proteins_of_store(path), store_record(path)
         else:
             source = InputFile(path)
             alphabet = "protein" if nucleotide_check else "any-protein"

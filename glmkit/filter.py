@@ -3,6 +3,8 @@
 Rules, applied per contig in this order (each threshold is an option; the
 defaults are the OMG paper's):
 
+0. duplicate           (--keep) contigs marked 0 in a keep column of a
+                       `glmkit dedup semantic` table are dropped whole.
 1. short-contig        contigs shorter than 2,000 bp are dropped whole.
 2. edge-cds / edge-igs a contig that starts (ends) with an interrupted CDS loses
                        that CDS; one that starts (ends) with an IGS loses the IGS
@@ -43,7 +45,7 @@ from glmkit.log import plural, progress
 
 log = logging.getLogger("glmkit")
 
-RULES = ("short-contig", "edge-cds", "edge-igs", "invalid-characters", "long-cds", "long-igs", "chunk",
+RULES = ("duplicate", "short-contig", "edge-cds", "edge-igs", "invalid-characters", "long-cds", "long-igs", "chunk",
          "few-elements", "few-cds", "subcontig-boundary", "short-subcontig")
 REPORT_COLUMNS = ("contig", "element_id", "type", "start", "end", "strand", "rule", "action")
 
@@ -61,6 +63,8 @@ class FilterOptions:
     glm_subcontigs: bool = False
     subcontig_genes: int = 30
     min_subcontig_genes: int = 15
+    keep: str | None = None             # a `dedup semantic` table: contigs marked 0 are dropped
+    keep_column: str | None = None      # which keep column (the table's only one if not given)
 
 
 @dataclass
@@ -160,9 +164,16 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
                force: bool = False) -> dict:
     """Filter the element store ``input`` into ``output``; returns counts per rule."""
     store = ElementStore(input)
+    duplicates, listed = set(), 0
+    if options.keep:
+        from glmkit.io.dedup import read_dropped
+
+        duplicates, listed, column = read_dropped(options.keep, options.keep_column)
+        log.info(f"filter: {options.keep}: {plural(len(duplicates), 'contig')} of {listed:,} marked 0 in {column}")
     removed, split, dropped_contigs = Counter(), Counter(), Counter()
     n_out_contigs = n_out_elements = 0
-    with atomic_outputs([output, report], force, [input]) as (store_tmp, report_tmp), contextlib.ExitStack() as files, \
+    found_duplicates = 0
+    with atomic_outputs([output, report], force, [input, *filter(None, [options.keep])]) as (store_tmp, report_tmp), contextlib.ExitStack() as files, \
             progress(total=store.n_contigs, desc="filter", unit="contigs") as bar:
         writer = ElementStoreWriter(store_tmp, asdict(options), [store_record(input)])
         report_out = files.enter_context(open(report_tmp, "w")) if report_tmp else None
@@ -175,8 +186,12 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
                 lo, hi = offsets[ci], offsets[ci + 1]
                 view = ContigView(int(batch.contigs["length"][ci]), e["type"][lo:hi], e["partial_left"][lo:hi],
                                   e["partial_right"][lo:hi], e["nt"][lo:hi], e["aa"][lo:hi])
-                pieces, events = filter_contig(view, options)
                 contig = batch.contig_row(ci)
+                if contig["name"] in duplicates:
+                    pieces, events = [], [(i, "duplicate", "removed") for i in range(hi - lo)]
+                    found_duplicates += 1
+                else:
+                    pieces, events = filter_contig(view, options)
                 if not pieces:  # credit the rule applied last: the one that left nothing
                     removals = [rule for _, rule, action in events if action == "removed"]
                     dropped_contigs[max(removals, key=RULES.index) if removals else "few-elements"] += 1
@@ -201,6 +216,9 @@ def run_filter(input: str, output: str, report: str | None = None, options: Filt
         stats = {"contigs_in": store.n_contigs, "elements_in": store.n_elements, "contigs_out": n_out_contigs,
                  "elements_out": n_out_elements, "removed": dict(removed), "split": dict(split)}
         writer.close(summary={"stats": stats})
+    if options.keep and found_duplicates < len(duplicates):
+        log.warning(f"filter: {len(duplicates) - found_duplicates:,} contigs marked 0 in {options.keep} are not in "
+                    f"{input} (deduplicated on another store?)")
     for rule in RULES:
         if removed[rule] or split[rule]:
             n = split[rule] if rule == "chunk" else removed[rule]

@@ -340,3 +340,56 @@ def verdict(result: dict) -> dict[str, bool]:
         "operon_combined_at_least_either": ops["combined"] >= max(ops["attention"], ops["distance-strand"]) - 0.01,
         "paralogs_above_random_interval": par["exact_correct"] > par["random_high"],
     }
+
+
+# -- planted near-duplicates: the corpus `dedup semantic` is tested and benchmarked on ----------------------------
+
+@dataclass
+class DuplicateSpec:
+    """Embeddings around ``centres`` centres whose sizes follow a Zipf law (skewed, like real clusters), with a
+    fraction of near-duplicates (a copy of another item of the same chunk plus ``copy_noise`` noise: cosine
+    similarity above 0.999) and of exact copies. Drawn chunk by chunk from (seed, chunk): any size is cheap."""
+
+    n: int = 10_000
+    dim: int = 64
+    centres: int = 50
+    zipf: float = 1.1
+    spread: float = 0.6         # within-centre noise (relative to the centre's norm 1)
+    near_duplicates: float = 0.2
+    exact_duplicates: float = 0.05
+    copy_noise: float = 0.01
+    chunk_rows: int = 4096
+    seed: int = 0
+
+
+def duplicate_chunks(spec: DuplicateSpec):
+    """(hashes, lengths, float16 vectors) chunk by chunk: the input of io.embeddings.write_embedding_store."""
+    import numpy as np
+
+    rng = np.random.default_rng([spec.seed, 0])
+    centres = rng.normal(size=(spec.centres, spec.dim)) / np.sqrt(spec.dim)
+    weights = 1.0 / np.arange(1, spec.centres + 1) ** spec.zipf
+    weights /= weights.sum()
+    for k, lo in enumerate(range(0, spec.n, spec.chunk_rows)):
+        m = min(spec.chunk_rows, spec.n - lo)
+        rng = np.random.default_rng([spec.seed, 1, k])
+        centre = rng.choice(spec.centres, size=m, p=weights)
+        x = centres[centre] + spec.spread * rng.normal(size=(m, spec.dim)) / np.sqrt(spec.dim)
+        kind = rng.random(m)
+        source = (rng.random(m) * np.arange(m)).astype(np.int64)   # an earlier item of the chunk
+        for i in range(1, m):
+            if kind[i] < spec.near_duplicates:
+                x[i] = x[source[i]] + spec.copy_noise * rng.normal(size=spec.dim) / np.sqrt(spec.dim)
+            elif kind[i] < spec.near_duplicates + spec.exact_duplicates:
+                x[i] = x[source[i]]
+        hashes = [hashlib.sha256(f"item{lo + i}".encode()).hexdigest() for i in range(m)]
+        yield hashes, np.full(m, 100, dtype=np.int32), x.astype(np.float16)
+
+
+def write_duplicates(path: str | Path, spec: DuplicateSpec = DuplicateSpec()) -> Path:
+    from glmkit.io.embeddings import write_embedding_store
+
+    model = {"name": "synthetic", "embed_dim": spec.dim, "layer": 0, "source": "glmkit.synthetic.DuplicateSpec",
+             "spec": asdict(spec)}
+    write_embedding_store(path, spec.n, spec.dim, duplicate_chunks(spec), model, chunk_rows=spec.chunk_rows)
+    return Path(path)

@@ -30,11 +30,6 @@ def test_each_command_help_has_an_example():
         assert "Example:" in out and f"glmkit {name} " in out
 
 
-def test_unavailable_commands_say_so():
-    r = run("dedup", "--anything")
-    assert r.exit_code == 2 and "not yet available" in r.stderr
-
-
 def test_quiet_silences_logs(tmp_path, multi_contigs):
     loud = run("call", multi_contigs, "-o", tmp_path / "a.zarr")
     quiet = run("call", multi_contigs, "-o", tmp_path / "b.zarr", "--quiet")

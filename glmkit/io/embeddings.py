@@ -194,3 +194,25 @@ class ResumableEmbeddingWriter:
         del self.group["chunk_done"]
         finish_store(self.group, inputs)
         publish(self.work, self.final)
+
+
+def write_embedding_store(path: str | Path, n: int, dim: int, chunks, model: dict, dtype: str = "float16",
+                          chunk_rows: int = 4096, parameters: dict | None = None) -> None:
+    """An embedding store written chunk by chunk from ``chunks``: (hashes, lengths, vectors) of consecutive rows,
+    ``chunk_rows`` each (the last may be shorter). Memory: one chunk. For stores made by other means than `embed`
+    (synthetic corpora, benchmarks); the rows must already be distinct."""
+    group = create_store(path, SCHEMA, parameters or {}, [])
+    group.attrs["model"] = model
+    hashes = new_array(group, "hash", shape=(n,), chunks=(chunk_rows,), dtype=np.dtypes.StringDType())
+    lengths = new_array(group, "length", shape=(n,), chunks=(chunk_rows,), dtype=np.int32)
+    embedding = new_array(group, "embedding", shape=(n, dim), chunks=(chunk_rows, dim), dtype=dtype)
+    at = 0
+    for chunk_hashes, chunk_lengths, vectors in chunks:
+        end = at + len(vectors)
+        hashes[at:end] = np.asarray(chunk_hashes, dtype=np.dtypes.StringDType())
+        lengths[at:end] = chunk_lengths
+        embedding[at:end] = vectors
+        at = end
+    if at != n:
+        raise ValueError(f"{path}: {at} rows written, {n} planned")
+    finish_store(group)

@@ -49,6 +49,7 @@ SCHEMAS = {
     "glmkit.glm-corpus": 1,
     "glmkit.glm2-corpus": 1,
     "glmkit.contacts": 1,
+    "glmkit.dedup-centroids": 1,
 }
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
@@ -58,6 +59,7 @@ SCHEMA_TITLES = {
     "glmkit.glm-corpus": "a gLM corpus store (built by `glmkit pretrain`)",
     "glmkit.glm2-corpus": "a gLM2 token corpus store (built by `glmkit pretrain --arch glm2`)",
     "glmkit.contacts": "a contact map (from `glmkit jacobian`)",
+    "glmkit.dedup-centroids": "dedup centroids (from `glmkit dedup fit`)",
 }
 
 ROW_CHUNK = 1 << 16      # rows per chunk of a column

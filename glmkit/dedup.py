@@ -1,0 +1,533 @@
+"""`glmkit dedup semantic`: SemDeDup (Abbas et al. 2023) at corpus scale, as the OMG corpus was balanced.
+
+Embeddings are L2-normalised; spherical k-means is fitted on a sample (faiss);
+every item is assigned to its nearest centroid in one streaming pass; then, in
+each cluster, items are put in the keep order (``hard``: farthest from the
+centroid first, SemDeDup's default; ``easy``: nearest first; ``random``) and
+each item's maximum cosine similarity to the items before it is found. An item
+is pruned at threshold eps when that similarity exceeds 1 - eps: SemDeDup's
+rule (the upper triangle of the cluster's similarity matrix, column maxima,
+floored at 0), so that one pass serves every threshold.
+
+What makes it scale: the fit reads only its sample; the assignment streams the
+input chunk by chunk into buckets of clusters on disk (raw files, input dtype);
+the pruning reads one bucket at a time and computes similarities in blocks of
+at most ``block`` x ``block``, so no cluster's similarity matrix is ever held.
+Memory is bounded by the sample, the centroids, one bucket's ids and two
+blocks, whatever the number of items. Each step can run as N shares
+(``assign``: contiguous row ranges; ``prune``: contiguous bucket ranges) and
+``merge`` concatenates them: the result is byte for byte the single run's.
+
+Work: fit O(sample * clusters * d * iterations), assignment O(n * clusters * d),
+pruning O(n * mean cluster size * d).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, AssignShareWriter, BucketReader,
+                             EmbeddingSource, read_centroids, share_range, shares_in_order, write_centroids,
+                             write_prune_manifest)
+from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
+from glmkit.log import plural, progress
+
+log = logging.getLogger("glmkit")
+
+KEEP_ORDERS = ("hard", "easy", "random")
+ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
+ITEMS_PER_BUCKET = 100_000   # default --buckets: the unit of pruning work and of its memory
+GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
+
+
+@dataclass
+class SemanticOptions:
+    level: str = "contig"                 # contig | gene (what the rows of a context store are)
+    clusters: int | None = None           # None: one per ITEMS_PER_CLUSTER items
+    sample: int = 256                     # k-means points per centroid (faiss's own default cap)
+    iterations: int = 20
+    seed: int = 0
+    keep_order: str = "hard"
+    eps: tuple[float, ...] = (2e-3,)
+    buckets: int | None = None
+    block: int = 2048
+    threads: int = 0
+    shard: tuple[int, int] | None = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread for a block, then put back (a library caller keeps its own setting). glmkit runs its
+    matrix products in parallel itself, each of a fixed shape on one thread: the same bits for any thread count
+    (a multi-threaded product may sum in another order)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int):
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, n))
+    try:
+        yield faiss
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def ordered_map(func, items, threads: int):
+    """``func`` over ``items`` on ``threads`` threads, results in order, at most 2 x threads items in flight."""
+    if threads <= 1:
+        yield from map(func, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise GlmkitError("dedup semantic needs faiss: pip install faiss-cpu (or faiss-gpu on a GPU node)") from None
+    return faiss
+
+
+def normalized(vectors: np.ndarray, ids: Sequence[str] | None = None, where: str = "") -> np.ndarray:
+    """Rows scaled to unit length in float32 (the same arithmetic in every step, so that steps agree bit for bit)."""
+    x = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = f"item {ids[i]}" if ids is not None else f"row {i}"
+        raise GlmkitError(f"{where}: {what} has a zero or non-finite embedding; it cannot be compared")
+    return x / norms
+
+
+def eps_column(eps: float) -> str:
+    return f"keep_{eps:g}"
+
+
+# -- fit ----------------------------------------------------------------------------------------------------------
+
+def fit(source: EmbeddingSource, options: SemanticOptions) -> tuple[np.ndarray, dict]:
+    """Spherical k-means centroids on a sample of ``clusters * sample`` items (all items if fewer), and the plan."""
+    k = options.clusters or max(1, round(source.n / ITEMS_PER_CLUSTER))
+    if k > source.n:
+        raise GlmkitUsageError(f"--clusters {k} exceeds the {source.n:,} items of {source.path}")
+    m = min(source.n, k * options.sample)
+    rng = np.random.default_rng(options.seed)
+    rows = np.arange(source.n) if m == source.n else np.sort(rng.choice(source.n, size=m, replace=False))
+    log.info(f"dedup: fitting {plural(k, 'centroid')} on {plural(m, 'item')} of {source.n:,}")
+    sample = normalized(source.read_rows(rows), where=source.path)
+    with faiss_threads(options.threads) as faiss:
+        kmeans = faiss.Kmeans(source.dim, k, niter=options.iterations, seed=options.seed, spherical=True,
+                              max_points_per_centroid=max(1, math.ceil(m / k)), verbose=False)
+        kmeans.train(sample)
+    buckets = options.buckets or min(k, max(16, math.ceil(source.n / ITEMS_PER_BUCKET)))
+    plan = {"input": source.record(), "n": source.n, "dim": source.dim, "level": options.level, "clusters": k,
+            "sample": m, "seed": options.seed, "iterations": options.iterations, "buckets": min(buckets, k)}
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32), plan
+
+
+# -- assign -------------------------------------------------------------------------------------------------------
+
+def assign(source: EmbeddingSource, centroids_path: str, folder: Path, shard: tuple[int, int] | None,
+           threads: int) -> dict:
+    """Nearest centroid of every item of the share, written into the share's bucket files."""
+    c = read_centroids(centroids_path)
+    if c.plan["input"]["sha256"] != source.record()["sha256"] or c.plan["n"] != source.n:
+        raise GlmkitError(f"{centroids_path} was fitted on another input than {source.path}")
+    centroids_t = np.ascontiguousarray(c.centroids.T)
+    start, stop = share_range(source.n, shard, GRANULE)
+
+    def blocks():   # rows cut at multiples of GRANULE: each row is computed in the same block whatever the shares
+        for first, ids, vectors in source.chunks(start, stop):
+            cuts = [0, *range(-first % GRANULE or GRANULE, len(ids), GRANULE), len(ids)]
+            for lo, hi in zip(cuts, cuts[1:]):
+                if hi > lo:
+                    yield first + lo, ids[lo:hi], vectors[lo:hi]
+
+    def nearest(block):
+        first, ids, vectors = block
+        similarity = normalized(vectors, ids, source.path) @ centroids_t   # (items, clusters)
+        return first, ids, vectors, similarity.argmax(axis=1).astype(np.int32)
+
+    writer = AssignShareWriter(folder, c.plan["buckets"], source.dim, source.dtype)
+    with one_blas_thread(), progress(total=stop - start, desc="dedup assign", unit="items") as bar:
+        for first, ids, vectors, label in ordered_map(nearest, blocks(), threads):
+            writer.add(np.arange(first, first + len(ids)), label, vectors, ids)
+            bar.update(len(ids))
+    writer.close({"shard": list(shard or (1, 1)), "rows": [start, stop],
+                  "plan": {**c.plan, "centroids": c.checksum}})
+    return {"items": stop - start}
+
+
+# -- prune --------------------------------------------------------------------------------------------------------
+
+def keep_order(similarity_to_centroid: np.ndarray, order: str, seed: int, cluster: int) -> np.ndarray:
+    """Positions of a cluster's items in keep order. Ties keep input order (Python's stable sort, as SemDeDup's)."""
+    distance = np.float32(1) - similarity_to_centroid
+    if order == "hard":
+        return np.argsort(-distance, kind="stable")
+    if order == "easy":
+        return np.argsort(distance, kind="stable")
+    return np.random.default_rng([seed, cluster]).permutation(len(distance))
+
+
+def max_similarity_to_earlier(rows_of, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """For items 0..m-1 (unit vectors; ``rows_of(lo, hi)`` gives items lo:hi): each item's largest cosine similarity
+    to an item before it, floored at 0, and that item's position (-1 where the floor holds). The upper triangle of
+    the similarity matrix, computed block by block."""
+    best = np.zeros(m, dtype=np.float32)
+    arg = np.full(m, -1, dtype=np.int64)
+    for j0 in range(0, m, block):
+        j1 = min(m, j0 + block)
+        xj = rows_of(j0, j1)
+        for i0 in range(0, j1, block):
+            i1 = min(m, i0 + block)
+            xi = xj if i0 == j0 else rows_of(i0, i1)
+            s = xi @ xj.T                                  # (rows i, columns j)
+            if i0 == j0:
+                s[np.tril_indices(len(xi), 0, len(xj))] = -np.inf   # only earlier items: i < j
+            top = s.argmax(axis=0)
+            value = s[top, np.arange(j1 - j0)]
+            better = value > best[j0:j1]                   # strict: the earliest of equal maxima wins
+            best[j0:j1][better] = value[better]
+            arg[j0:j1][better] = i0 + top[better]
+    return best, arg
+
+
+def prune_bucket(reader: BucketReader, centroids: np.ndarray, options: SemanticOptions):
+    """Per cluster of one bucket, in cluster order: the final table's rows (in keep order) and the items' maximum
+    similarities to earlier items. Clusters are computed on ``options.threads`` threads."""
+    clusters = reader.column("cluster")
+    ids = reader.ids()
+    order = np.argsort(clusters, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(clusters[order])) + 1) if len(order) else []
+    prune_one = functools.partial(prune_cluster, reader, ids, clusters, centroids, options)
+    yield from ordered_map(prune_one, groups, options.threads)
+
+
+def prune_cluster(reader: BucketReader, ids: np.ndarray, clusters: np.ndarray, centroids: np.ndarray,
+                  options: SemanticOptions, members: np.ndarray) -> tuple[list[str], np.ndarray]:
+    cluster = int(clusters[members[0]])
+    centroid = centroids[cluster]
+    if len(members) <= options.block:   # the usual case: the cluster's vectors in memory
+        x = normalized(reader.vectors(members))
+        to_centroid = x @ centroid
+        rank = keep_order(to_centroid, options.keep_order, options.seed, cluster)
+        xs = x[rank]
+        rows_of = lambda lo, hi: xs[lo:hi]  # noqa: E731
+    else:                               # a large cluster: its vectors stay on disk, read block by block
+        to_centroid = np.concatenate([normalized(reader.vectors(members[lo:lo + options.block])) @ centroid
+                                      for lo in range(0, len(members), options.block)])
+        rank = keep_order(to_centroid, options.keep_order, options.seed, cluster)
+        rows_of = lambda lo, hi: normalized(reader.vectors(members[rank[lo:hi]]))  # noqa: E731
+    ranked = members[rank]
+    best, arg = max_similarity_to_earlier(rows_of, len(ranked), options.block)
+    sims = to_centroid[rank]
+    keep = [best <= np.float32(1 - eps) for eps in options.eps]
+    lines = []
+    for i, item in enumerate(ranked):
+        duplicate = ids[ranked[arg[i]]] if arg[i] >= 0 else ""
+        flags = "\t".join("1" if k[i] else "0" for k in keep)
+        lines.append(f"{ids[item]}\t{cluster}\t{sims[i]:.6f}\t{best[i]:.7g}\t{duplicate}\t{flags}\n")
+    return lines, best
+
+
+def prune(assign_folders: Sequence[str], centroids_path: str, folder: Path, options: SemanticOptions) -> dict:
+    """The table rows, pruned counts and histogram of the share's buckets, written into ``folder``."""
+    shares = shares_in_order(assign_folders, ASSIGN_FORMAT, "assignment")
+    c = read_centroids(centroids_path)
+    plan = shares[0][1]["plan"]
+    if plan.get("centroids") != c.checksum:
+        raise GlmkitError(f"the assignment shares were made with other centroids than {centroids_path}")
+    buckets = int(plan["buckets"])
+    lo, hi = share_range(buckets, options.shard)
+    items = sum(int(m["counts"][b]) for _, m in shares for b in range(lo, hi))
+    pruned = np.zeros(len(options.eps), dtype=np.int64)
+    histogram = np.zeros(len(HISTOGRAM_EDGES) - 1, dtype=np.int64)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "rows.tsv", "w") as out, one_blas_thread(), \
+            progress(total=items, desc="dedup prune", unit="items") as bar:
+        for b in range(lo, hi):
+            reader = BucketReader(shares, b)
+            if not reader.size:
+                continue
+            for lines, maxima in prune_bucket(reader, c.centroids, options):
+                out.writelines(lines)
+                pruned += [(maxima > np.float32(1 - eps)).sum() for eps in options.eps]
+                histogram += np.histogram(np.clip(1.0 - maxima.astype(np.float64), 0, None), HISTOGRAM_EDGES)[0]
+                bar.update(len(lines))
+    write_prune_manifest(folder, {"shard": list(options.shard or (1, 1)), "buckets": [lo, hi], "items": items,
+                                  "pruned": pruned.tolist(), "histogram": histogram.tolist(),
+                                  "plan": {**plan, "keep_order": options.keep_order, "seed_order": options.seed,
+                                           "eps": list(options.eps)}})
+    return {"items": items, "pruned": pruned.tolist()}
+
+
+# -- merge --------------------------------------------------------------------------------------------------------
+
+COLUMNS = ("id", "cluster", "centroid_similarity", "max_similarity", "duplicate_of")
+
+
+def merge(prune_folders: Sequence[str], table: Path, summary: Path, png: Path | None) -> dict:
+    """The final table (shares' rows in order under one header), the pruned fraction per threshold, the curve."""
+    shares = shares_in_order(prune_folders, PRUNE_FORMAT, "prune")
+    plan = shares[0][1]["plan"]
+    eps = plan["eps"]
+    items = sum(m["items"] for _, m in shares)
+    if items != plan["n"]:
+        raise GlmkitError(f"the prune shares hold {items:,} items, the input {plan['n']:,}")
+    pruned = np.sum([m["pruned"] for _, m in shares], axis=0)
+    histogram = np.sum([m["histogram"] for _, m in shares], axis=0)
+    with open(table, "w") as out:
+        out.write("\t".join([*COLUMNS, *map(eps_column, eps)]) + "\n")
+        for folder, _ in shares:
+            with open(folder / "rows.tsv") as rows:
+                shutil.copyfileobj(rows, out, 1 << 20)
+    rows = [(e, items, items - int(p), int(p), round(int(p) / items, 6)) for e, p in zip(eps, pruned)]
+    with open(summary, "w") as out:
+        out.write("eps\titems\tkept\tpruned\tpruned_fraction\n")
+        out.writelines(f"{e:g}\t{n}\t{k}\t{p}\t{f}\n" for e, n, k, p, f in rows)
+    if png:
+        _plot_remaining(png, histogram, items, eps, pruned)
+    for e, _, k, p, f in rows:
+        log.info(f"dedup: eps {e:g}: pruned {p:,} of {items:,} ({100 * f:.1f} %), kept {k:,}")
+    return {"items": items, "pruned": dict(zip(map(float, eps), map(int, pruned)))}
+
+
+def remaining_curve(histogram: np.ndarray, items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(threshold, fraction kept) at the histogram's inner bin edges: an item is kept at eps when
+    1 - max similarity >= eps."""
+    kept_from = np.cumsum(np.asarray(histogram)[::-1])[::-1]   # items at or above each bin's left edge
+    return HISTOGRAM_EDGES[1:-1], kept_from[1:] / items
+
+
+def _plot_remaining(path: Path, histogram, items: int, eps: Sequence[float], pruned) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = remaining_curve(histogram, items)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogx(x, y, color="tab:blue")
+    ax.scatter(eps, [1 - p / items for p in pruned], color="tab:red", zorder=3, label="thresholds asked for")
+    ax.set_xlabel("threshold eps (pruned when max similarity > 1 - eps)")
+    ax.set_ylabel("fraction of items kept")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"SemDeDup: {items:,} items")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)
+
+
+# -- the commands ----------------------------------------------------------------------------------------------
+
+def _publish_folder(build, final: Path) -> None:
+    """Build a step's folder under a temporary name, then rename it into place (a crash leaves no half step)."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    remove(tmp)
+    build(tmp)
+    os.replace(tmp, final)
+
+
+def run_fit(input_path: str, output: str, options: SemanticOptions, force: bool = False) -> dict:
+    source = EmbeddingSource(input_path, options.level)
+    with atomic_outputs([output], force, [input_path]) as (tmp,):
+        centroids, plan = fit(source, options)
+        write_centroids(tmp, centroids, plan, _parameters(options), [source.record()])
+    return plan
+
+
+def run_assign(input_path: str, centroids: str, output: str, options: SemanticOptions, force: bool = False) -> dict:
+    source = EmbeddingSource(input_path, options.level)
+    with atomic_outputs([output], force, [input_path, centroids]) as (tmp,):
+        return assign(source, centroids, Path(tmp), options.shard, options.threads)
+
+
+def run_prune(assign_folders: Sequence[str], centroids: str, output: str, options: SemanticOptions,
+              force: bool = False) -> dict:
+    with atomic_outputs([output], force, [*assign_folders, centroids]) as (tmp,):
+        return prune(assign_folders, centroids, Path(tmp), options)
+
+
+def run_merge(prune_folders: Sequence[str], output: str, force: bool = False) -> dict:
+    with atomic_outputs([output], force, list(prune_folders)) as (tmp,):
+        return _merge_into(prune_folders, Path(tmp))
+
+
+def _merge_into(prune_folders: Sequence[str], folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    return merge(prune_folders, folder / "dedup.tsv", folder / "summary.tsv", folder / "remaining.png")
+
+
+def run_semantic(input_path: str, output: str, options: SemanticOptions, force: bool = False) -> dict:
+    """Fit, assign, prune and merge in one process; a killed run resumes from the last finished step."""
+    source = EmbeddingSource(input_path, options.level)
+    with claim_outputs([output], force, [input_path]):
+        plan_text = json.dumps({"input": source.record(), **_parameters(options)}, sort_keys=True)
+        work, resumed = planned_work_folder(output, plan_text)
+        if resumed:
+            log.info(f"dedup: resuming from {work}")
+        centroids, assigned, pruned = work / "centroids.zarr", work / "assign", work / "prune"
+        if not centroids.exists():
+            _publish_folder(lambda tmp: write_centroids(tmp, *fit(source, options), _parameters(options),
+                                                        [source.record()]), centroids)
+        if not assigned.exists():
+            _publish_folder(lambda tmp: assign(source, str(centroids), tmp, None, options.threads), assigned)
+        if not pruned.exists():
+            _publish_folder(lambda tmp: prune([str(assigned)], str(centroids), tmp, options), pruned)
+        with atomic_outputs([output], force, [input_path]) as (tmp,):
+            result = _merge_into([str(pruned)], Path(tmp))
+        remove(work)
+    return result
+
+
+def _parameters(options: SemanticOptions) -> dict:
+    return {k: v for k, v in asdict(options).items() if k not in ("threads", "shard")}
+
+
+# -- dedup proteins: MMseqs2 linclust ---------------------------------------------------------------------------
+
+# (min-seq-id, coverage, cov-mode) of each clustering step, and whether singletons are dropped at the end
+PROTEIN_PRESETS = {
+    "representatives": ([(0.9, 0.9, 0)], False),            # the gLM: genes mapped to 90 % representatives
+    "prot50": ([(0.9, 0.9, 1), (0.5, 0.9, 0)], True),      # OMG_prot50: fragments out, then 50 %, no singletons
+}
+
+
+@dataclass
+class ProteinOptions:
+    preset: str | None = None           # None: representatives, unless --min-seq-id is given
+    min_seq_id: float | None = None
+    coverage: float = 0.8
+    cov_mode: int = 0
+    drop_singletons: bool = False
+    threads: int = 0
+    tmpdir: str | None = None
+    deterministic: bool = False         # one MMseqs2 thread: the same clusters on every run
+
+    def steps(self) -> tuple[list[tuple[float, float, int]], bool]:
+        if self.min_seq_id is not None:
+            return [(self.min_seq_id, self.coverage, self.cov_mode)], self.drop_singletons
+        steps, drop = PROTEIN_PRESETS[self.preset or "representatives"]
+        return steps, drop or self.drop_singletons
+
+
+def _protein_records(inputs: Sequence[str]):
+    """(id, sequence) of every protein of FASTA files and element stores (their CDS), ids checked unique."""
+    from glmkit.embed import proteins_of_store
+    from glmkit.io.fasta import read_fasta
+    from glmkit.io.files import InputFile
+    from glmkit.io.store import store_schema
+
+    seen: dict[str, str] = {}
+    for path in inputs:
+        if path != "-" and Path(path).is_dir():
+            if store_schema(path) != "glmkit.elements":
+                raise GlmkitError(f"{path}: not an element store or a protein FASTA file")
+            records = proteins_of_store(path)
+        else:
+            records = ((r.name, r.sequence) for r in read_fasta(InputFile(path), "any-protein"))
+        for name, sequence in records:
+            if name in seen:
+                raise GlmkitError(f"{path}: duplicate protein id '{name}' (first seen in {seen[name]})")
+            seen[name] = path
+            yield name, sequence
+
+
+def run_proteins(inputs: Sequence[str], output: str, options: ProteinOptions, force: bool = False) -> dict:
+    """Cluster proteins with MMseqs2 linclust: clusters.tsv (representative, member; MMseqs2's own layout) and
+    representatives.faa in the folder ``output``."""
+    from glmkit.mmseqs import easy_linclust, require_mmseqs
+
+    require_mmseqs()   # before any work
+    steps, drop_singletons = options.steps()
+    threads = 1 if options.deterministic else options.threads
+    with claim_outputs([output], force, list(inputs)):
+        work, _ = planned_work_folder(output, json.dumps([list(inputs), asdict(options)]))  # never reused: rerun
+        tmpdir = Path(options.tmpdir) / f"glmkit-{os.getpid()}" if options.tmpdir else work / "tmp"
+        fasta = work / "proteins.faa"
+        n = 0
+        with open(fasta, "wb") as fh:
+            for name, sequence in _protein_records(inputs):
+                fh.write(b">" + name.encode() + b"\n" + sequence + b"\n")
+                n += 1
+        log.info(f"dedup proteins: {plural(n, 'protein')}; {len(steps)} linclust step(s) with {plural(threads, 'thread')}")
+        stage_input, maps = fasta, []
+        for i, (identity, coverage, cov_mode) in enumerate(steps, 1):
+            clusters, representatives = easy_linclust(stage_input, work / f"step{i}", tmpdir, identity, coverage,
+                                                      cov_mode, threads)
+            maps.append(clusters)
+            stage_input = representatives
+        with atomic_outputs([output], force) as (tmp,):
+            tmp.mkdir()
+            result = _write_protein_clusters(maps, stage_input, tmp, drop_singletons)
+        remove(work)
+        if options.tmpdir:
+            remove(tmpdir)
+    log.info(f"dedup proteins: {result['members']:,} proteins in {result['clusters']:,} clusters"
+             + (f"; {result['singletons_dropped']:,} singletons dropped" if drop_singletons else ""))
+    return {"proteins": n, **result}
+
+
+def _write_protein_clusters(maps: Sequence[Path], representatives: Path, folder: Path, drop_singletons: bool) -> dict:
+    """Compose the steps' clusterings (member -> step-1 representative -> ... -> final one) into clusters.tsv."""
+    from glmkit.mmseqs import read_clusters
+
+    final = {}   # representative of each step's input -> the final representative (held for the last steps only)
+    for path in reversed(maps[1:]):
+        step = read_clusters(path)
+        final = {member: final.get(rep, rep) for member, rep in step.items()} if final else step
+    sizes: dict[str, int] = {}   # final representative -> members
+    with open(maps[0]) as fh:
+        for line in fh:
+            rep = line.split("\t", 1)[0]
+            top = final.get(rep, rep)
+            sizes[top] = sizes.get(top, 0) + 1
+    kept = {rep for rep, size in sizes.items() if size > 1 or not drop_singletons}
+    members = 0
+    with open(maps[0]) as fh, open(folder / "clusters.tsv", "w") as out:
+        for line in fh:
+            rep, member = line.rstrip("\n").split("\t")
+            top = final.get(rep, rep)
+            if top in kept:
+                out.write(f"{top}\t{member}\n")
+                members += 1
+    with open(representatives) as fh, open(folder / "representatives.faa", "w") as out:
+        write = False
+        for line in fh:
+            if line.startswith(">"):   # MMseqs2 writes ">name " (a trailing space): write the name alone
+                name = line[1:].split()[0]
+                write = name in kept
+                line = f">{name}\n"
+            if write:
+                out.write(line)
+    return {"clusters": len(kept), "members": members, "singletons_dropped": len(sizes) - len(kept)}

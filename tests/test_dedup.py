@@ -1,0 +1,263 @@
+"""`glmkit dedup`: SemDeDup against a naive implementation of its rule, shards, threads, resume; MMseqs2 clusters."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run
+from glmkit.synthetic import DuplicateSpec, write_duplicates
+
+SPEC = DuplicateSpec(n=3000, dim=32, centres=12, chunk_rows=512, seed=5)
+EPS = ("2e-3", "1e-2", "5e-2")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    return write_duplicates(tmp_path_factory.mktemp("dedup") / "emb.zarr", SPEC)
+
+
+def read_table(path: Path) -> dict[str, dict]:
+    lines = path.read_text().splitlines()
+    header = lines[0].split("\t")
+    return {row[0]: dict(zip(header, row)) for row in (line.split("\t") for line in lines[1:])}
+
+
+def semantic(planted, out, *extra):
+    r = run("dedup", "semantic", planted, "-o", out, "--level", "gene", "-k", "8", *sum((["--eps", e] for e in EPS), []),
+            "--threads", "1", *extra)
+    assert r.exit_code == 0, r.stderr
+    return read_table(out / "dedup.tsv")
+
+
+def naive_semdedup(vectors: np.ndarray, ids: np.ndarray, centroids: np.ndarray, order: str, seed: int) -> dict:
+    """SemDeDup as published, in float64: nearest centroid by brute force; per cluster, items sorted by distance to
+    the centroid (Python's stable sort; hard = farthest first), the full similarity matrix, its upper triangle
+    above the diagonal, column maxima."""
+    x = vectors.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    c = centroids.astype(np.float64)
+    label = np.argmax(x @ c.T, axis=1)
+    out = {}
+    for k in np.unique(label):
+        members = np.flatnonzero(label == k)
+        distance = 1 - x[members] @ c[k]
+        if order == "random":
+            ranked = members[np.random.default_rng([seed, int(k)]).permutation(len(members))]
+        else:
+            ranked = members[sorted(range(len(members)), key=lambda i: distance[i], reverse=order == "hard")]
+        xs = x[ranked]
+        triangle = np.triu(xs @ xs.T, k=1)
+        best, arg = triangle.max(axis=0), triangle.argmax(axis=0)
+        for j, item in enumerate(ranked):
+            out[ids[item]] = {"cluster": int(k), "max": best[j], "duplicate_of": ids[ranked[arg[j]]]}
+    return out
+
+
+def load(planted):
+    import zarr
+
+    g = zarr.open_group(str(planted), mode="r")
+    return g["embedding"][:], g["hash"][:].astype(object)
+
+
+@pytest.mark.parametrize("order", ["hard", "easy", "random"])
+def test_semantic_equals_naive_semdedup_for_every_threshold(planted, tmp_path, order):
+    got = semantic(planted, tmp_path / "out", "--keep-order", order, "--seed", "3")
+    r = run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "--level", "gene", "-k", "8", "--seed", "3",
+            "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    import zarr
+
+    centroids = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")["centroids"][:]
+    vectors, ids = load(planted)
+    want = naive_semdedup(vectors, ids, centroids, order, seed=3)
+    assert set(got) == set(want) and len(got) == SPEC.n
+    for item, w in want.items():
+        g = got[item]
+        assert int(g["cluster"]) == w["cluster"]
+        assert abs(float(g["max_similarity"]) - max(w["max"], 0)) < 1e-5
+        if w["max"] > 0.5:
+            assert g["duplicate_of"] == w["duplicate_of"]
+        for eps in EPS:
+            assert g[f"keep_{float(eps):g}"] == ("1" if w["max"] <= 1 - float(eps) else "0"), (item, eps)
+    pruned = sum(g["keep_0.002"] == "0" for g in got.values()) / SPEC.n
+    assert 0.15 < pruned < SPEC.near_duplicates + SPEC.exact_duplicates + 0.01   # the planted copies, no more
+    summary = (tmp_path / "out" / "summary.tsv").read_text().splitlines()
+    assert summary[1].split("\t")[:4] == ["0.002", str(SPEC.n), str(round(SPEC.n * (1 - pruned))),
+                                          str(round(SPEC.n * pruned))]
+    assert (tmp_path / "out" / "remaining.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shares_merge_to_the_single_run_byte_for_byte(planted, tmp_path):
+    semantic(planted, tmp_path / "single")
+    common = ["--threads", "1"]
+    assert run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "--level", "gene", "-k", "8", *common).exit_code == 0
+    assign = []
+    for k in (1, 2, 3):
+        assign.append(tmp_path / f"a{k}")
+        r = run("dedup", "assign", planted, "-c", tmp_path / "c.zarr", "-o", assign[-1], "--shard", f"{k}/3",
+                "--level", "gene", *common)
+        assert r.exit_code == 0, r.stderr
+    prune = []
+    for k in (2, 1):   # any order: the merge puts shares in order
+        prune.append(tmp_path / f"p{k}")
+        r = run("dedup", "prune", *reversed(assign), "-c", tmp_path / "c.zarr", "-o", prune[-1], "--shard", f"{k}/2",
+                *sum((["--eps", e] for e in EPS), []), *common)
+        assert r.exit_code == 0, r.stderr
+    assert run("dedup", "merge", *prune, "-o", tmp_path / "merged").exit_code == 0
+    for name in ("dedup.tsv", "summary.tsv"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+
+
+def test_thread_count_and_block_size_do_not_change_the_result(planted, tmp_path):
+    one = (tmp_path / "one").joinpath
+    semantic(planted, tmp_path / "one")
+    r = run("dedup", "semantic", planted, "-o", tmp_path / "two", "--level", "gene", "-k", "8",
+            *sum((["--eps", e] for e in EPS), []), "--threads", "2")
+    assert r.exit_code == 0
+    assert (tmp_path / "two" / "dedup.tsv").read_bytes() == one("dedup.tsv").read_bytes()
+    # blocks of 16 items: every cluster is larger, so its vectors are read from disk block by block
+    small = semantic(planted, tmp_path / "small", "--block", "16")
+    default = read_table(one("dedup.tsv"))
+    assert list(small) == list(default)   # same keep order
+    vectors, ids = load(planted)
+    vector = dict(zip(ids, vectors))
+    for item, row in default.items():
+        assert small[item]["keep_0.002"] == row["keep_0.002"]
+        assert abs(float(small[item]["max_similarity"]) - float(row["max_similarity"])) < 1e-6
+        a, b = small[item]["duplicate_of"], row["duplicate_of"]
+        if float(row["max_similarity"]) > 0.5:   # the item it duplicates, or an exact copy of that item
+            assert a == b or np.array_equal(vector[a], vector[b]), item
+
+
+def test_a_killed_run_resumes_from_its_last_finished_step(planted, tmp_path, monkeypatch):
+    from glmkit import dedup
+
+    options = dedup.SemanticOptions(level="gene", clusters=8, eps=(2e-3,), threads=1)
+    calls = []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    real_prune = dedup.prune
+    monkeypatch.setattr(dedup, "prune", killed)
+    with pytest.raises(KeyboardInterrupt):
+        dedup.run_semantic(str(planted), str(tmp_path / "out"), options)
+    work = tmp_path / ".out.work"
+    assert (work / "centroids.zarr").exists() and (work / "assign" / "manifest.json").exists()
+    assert not (tmp_path / "out").exists()
+    assigned = (work / "assign" / "manifest.json").stat().st_mtime_ns
+    monkeypatch.setattr(dedup, "prune", real_prune)
+    dedup.run_semantic(str(planted), str(tmp_path / "out"), options)
+    assert not work.exists()
+    dedup.run_semantic(str(planted), str(tmp_path / "fresh"), options)
+    assert (tmp_path / "out" / "dedup.tsv").read_bytes() == (tmp_path / "fresh" / "dedup.tsv").read_bytes()
+    assert assigned and calls == [1]
+
+
+def test_remaining_curve_counts_the_table(planted, tmp_path):
+    from glmkit.dedup import remaining_curve
+    from glmkit.io.dedup import read_manifest
+
+    table = semantic(planted, tmp_path / "out")
+    maxima = np.array([float(row["max_similarity"]) for row in table.values()])
+    r = run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "--level", "gene", "-k", "8", "--threads", "1")
+    assert r.exit_code == 0
+    r = run("dedup", "assign", planted, "-c", tmp_path / "c.zarr", "-o", tmp_path / "a", "--level", "gene")
+    r = run("dedup", "prune", tmp_path / "a", "-c", tmp_path / "c.zarr", "-o", tmp_path / "p")
+    assert r.exit_code == 0, r.stderr
+    manifest = read_manifest(tmp_path / "p", "glmkit.dedup-prune")
+    x, kept = remaining_curve(np.array(manifest["histogram"]), SPEC.n)
+    for eps in (1e-5, 1e-3, 1e-2, 1e-1):
+        i = int(np.argmin(np.abs(x - eps)))
+        # an item is kept at x[i] when 1 - max >= x[i]; the table's values are rounded to 7 digits
+        assert abs(kept[i] - np.mean(1 - maxima >= x[i])) <= 2 / SPEC.n
+
+
+def test_filter_keep_drops_the_contigs_marked_duplicate(tmp_path, multi_contigs):
+    assert run("call", multi_contigs, "-o", tmp_path / "el.zarr").exit_code == 0
+    table = tmp_path / "dedup.tsv"
+    table.write_text("id\tcluster\tmax_similarity\tkeep_0.002\tkeep_0.01\n"
+                     + "".join(f"contig_{i}\t0\t0.5\t{int(i not in (2, 5))}\t{int(i != 2)}\n" for i in range(1, 13)))
+    r = run("filter", tmp_path / "el.zarr", "-o", tmp_path / "kept.zarr", "--keep", table, "--keep-column",
+            "keep_0.002", "-r", tmp_path / "report.tsv", "--min-contig-length", "0", "--min-elements", "0",
+            "--min-cds", "0", "--keep-edges")
+    assert r.exit_code == 0, r.stderr
+    from glmkit.io.elements import ElementStore
+
+    names = [n.split(":")[0] for n in ElementStore(tmp_path / "kept.zarr").read().contigs["name"]]
+    assert sorted(set(names)) == sorted(f"contig_{i}" for i in range(1, 13) if i not in (2, 5))
+    assert "\tduplicate\tremoved" in (tmp_path / "report.tsv").read_text()
+    r = run("filter", tmp_path / "el.zarr", "-o", tmp_path / "k2.zarr", "--keep", table)
+    assert r.exit_code == 1 and "2 keep columns" in r.stderr and "--keep-column" in r.stderr
+
+
+# -- MMseqs2 --------------------------------------------------------------------------------------------------
+
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def mutated(seq: str, fraction: float, rng: random.Random) -> str:
+    s = list(seq)
+    for i in rng.sample(range(len(s)), int(fraction * len(s))):
+        s[i] = rng.choice([a for a in AMINO if a != s[i]])
+    return "".join(s)
+
+
+@pytest.fixture(scope="module")
+def planted_proteins(tmp_path_factory) -> tuple[Path, dict]:
+    """Six unrelated proteins, each with an identical copy and a 95 %-identical copy; two lone proteins; one
+    fragment (60 % of a protein) that cov-mode 1 keeps out of its parent's cluster."""
+    rng = random.Random(4)
+    records, family = [], {}
+    for f in range(6):
+        base = "M" + "".join(rng.choice(AMINO) for _ in range(299))
+        for name, seq in ((f"p{f}", base), (f"p{f}_copy", base), (f"p{f}_95", mutated(base, 0.05, rng))):
+            records.append((name, seq))
+            family[name] = f
+    for name in ("lone1", "lone2"):
+        records.append((name, "M" + "".join(rng.choice(AMINO) for _ in range(249))))
+    path = tmp_path_factory.mktemp("proteins") / "planted.faa"
+    path.write_text("".join(f">{n}\n{s}\n" for n, s in records))
+    return path, family
+
+
+def read_clusters(path: Path) -> dict[str, str]:
+    return {m: r for r, m in (line.split("\t") for line in path.read_text().splitlines())}
+
+
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+def test_proteins_representatives_groups_identical_and_95_percent_copies(planted_proteins, tmp_path):
+    fasta, family = planted_proteins
+    r = run("dedup", "proteins", fasta, "-o", tmp_path / "reps", "--deterministic")
+    assert r.exit_code == 0, r.stderr
+    clusters = read_clusters(tmp_path / "reps" / "clusters.tsv")
+    assert len(clusters) == 20
+    for member, rep in clusters.items():
+        assert family.get(member) == family.get(rep) if member in family else rep == member
+    assert len(set(clusters.values())) == 8
+    reps = [line[1:] for line in (tmp_path / "reps" / "representatives.faa").read_text().splitlines()
+            if line.startswith(">")]
+    assert sorted(reps) == sorted(set(clusters.values()))
+
+
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+def test_proteins_prot50_drops_singletons(planted_proteins, tmp_path):
+    fasta, family = planted_proteins
+    r = run("dedup", "proteins", fasta, "-o", tmp_path / "p50", "--preset", "prot50", "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    clusters = read_clusters(tmp_path / "p50" / "clusters.tsv")
+    assert set(clusters) == set(family)   # the lone proteins are singletons: dropped
+    assert len(set(clusters.values())) == 6
+
+
+def test_proteins_without_mmseqs_is_one_line(planted_proteins, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "x")
+    assert r.exit_code == 1 and "mmseqs not found on PATH" in r.stderr and not (tmp_path / "x").exists()
