@@ -133,11 +133,16 @@ def eps_column(eps: float) -> str:
 
 # -- fit ----------------------------------------------------------------------------------------------------------
 
-def fit(source: EmbeddingSource, options: SemanticOptions) -> tuple[np.ndarray, dict]:
-    """Spherical k-means centroids on a sample of ``clusters * sample`` items (all items if fewer), and the plan."""
+def clusters_for(source: EmbeddingSource, options: SemanticOptions) -> int:
     k = options.clusters or max(1, round(source.n / ITEMS_PER_CLUSTER))
     if k > source.n:
         raise GlmkitUsageError(f"--clusters {k} exceeds the {source.n:,} items of {source.path}")
+    return k
+
+
+def fit(source: EmbeddingSource, options: SemanticOptions) -> tuple[np.ndarray, dict]:
+    """Spherical k-means centroids on a sample of ``clusters * sample`` items (all items if fewer), and the plan."""
+    k = clusters_for(source, options)
     m = min(source.n, k * options.sample)
     rng = np.random.default_rng(options.seed)
     rows = np.arange(source.n) if m == source.n else np.sort(rng.choice(source.n, size=m, replace=False))
@@ -391,6 +396,7 @@ def _merge_into(prune_folders: Sequence[str], folder: Path) -> dict:
 def run_semantic(input_path: str, output: str, options: SemanticOptions, force: bool = False) -> dict:
     """Fit, assign, prune and merge in one process; a killed run resumes from the last finished step."""
     source = EmbeddingSource(input_path, options.level)
+    clusters_for(source, options)   # refused before any work
     with claim_outputs([output], force, [input_path]):
         plan_text = json.dumps({"input": source.record(), **_parameters(options)}, sort_keys=True)
         work, resumed = planned_work_folder(output, plan_text)
@@ -476,10 +482,14 @@ def run_proteins(inputs: Sequence[str], output: str, options: ProteinOptions, fo
         tmpdir = Path(options.tmpdir) / f"glmkit-{os.getpid()}" if options.tmpdir else work / "tmp"
         fasta = work / "proteins.faa"
         n = 0
-        with open(fasta, "wb") as fh:
-            for name, sequence in _protein_records(inputs):
-                fh.write(b">" + name.encode() + b"\n" + sequence + b"\n")
-                n += 1
+        try:
+            with open(fasta, "wb") as fh:
+                for name, sequence in _protein_records(inputs):
+                    fh.write(b">" + name.encode() + b"\n" + sequence + b"\n")
+                    n += 1
+        except GlmkitError:   # bad input: leave nothing behind (an MMseqs2 failure keeps its log there)
+            remove(work)
+            raise
         log.info(f"dedup proteins: {plural(n, 'protein')}; {len(steps)} linclust step(s) with {plural(threads, 'thread')}")
         stage_input, maps = fasta, []
         for i, (identity, coverage, cov_mode) in enumerate(steps, 1):

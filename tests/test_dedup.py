@@ -261,3 +261,48 @@ def test_proteins_without_mmseqs_is_one_line(planted_proteins, tmp_path, monkeyp
     monkeypatch.setenv("PATH", str(tmp_path))
     r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "x")
     assert r.exit_code == 1 and "mmseqs not found on PATH" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_contigs_of_a_context_store_end_to_end_with_filter(tmp_path, multi_contigs, esm_checkpoint):
+    """A contig given twice (under two names) has twice the same contextual embedding: one copy is pruned, and
+    `filter --keep` removes it from the element store."""
+    text = multi_contigs.read_text()
+    first = ">" + text.split(">")[1]
+    fasta = tmp_path / "contigs.fna"
+    fasta.write_text(text + first.replace(">contig_1", ">contig_1_again", 1))
+    d = tmp_path
+    for args in (("call", fasta, "-o", d / "el.zarr"),
+                 ("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0]),
+                 ("pretrain", d / "el.zarr", "-e", d / "emb.zarr", "-o", d / "glm", "--preset", "tiny",
+                  "--max-steps", "2", "--batch-size", "2", "--threads", "1"),
+                 ("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", d / "ctx.zarr",
+                  "--threads", "1"),
+                 ("dedup", "semantic", d / "ctx.zarr", "-o", d / "dd", "-k", "2", "--eps", "1e-3")):
+        r = run(*args, "-q")
+        assert r.exit_code == 0, (args, r.stderr)
+    table = read_table(d / "dd" / "dedup.tsv")
+    assert len(table) == 13
+    dropped = {item for item, row in table.items() if row["keep_0.001"] == "0"}
+    assert len(dropped) == 1 and dropped <= {"contig_1", "contig_1_again"}
+    (survivor,) = {"contig_1", "contig_1_again"} - dropped
+    assert table[dropped.pop()]["duplicate_of"] == survivor
+    r = run("filter", d / "el.zarr", "-o", d / "kept.zarr", "--keep", d / "dd" / "dedup.tsv", "--min-contig-length",
+            "0", "--min-elements", "0", "--min-cds", "0", "--keep-edges")
+    assert r.exit_code == 0, r.stderr
+    from glmkit.io.elements import ElementStore
+
+    names = set(ElementStore(d / "kept.zarr").read().contigs["source"])
+    assert survivor in names and len(names) == 12
+
+
+def test_an_mmseqs_failure_is_one_line_naming_its_log(planted_proteins, tmp_path, monkeypatch):
+    stub = tmp_path / "bin" / "mmseqs"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\necho 'Error: disk quota exceeded' >&2\nexit 3\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub.parent}:/usr/bin:/bin")
+    r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "x", "-q")
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "mmseqs easy-linclust failed (exit 3): Error: disk quota exceeded; its log: " in r.stderr
+    log = Path(r.stderr.strip().rsplit("its log: ", 1)[1])
+    assert log.exists() and "disk quota exceeded" in log.read_text() and not (tmp_path / "x").exists()

@@ -717,9 +717,73 @@ def _paralog_cases() -> list[Case]:
     ]
 
 
+def _dedup_cases() -> list[Case]:
+    def glmkit(*args):
+        sys.path.insert(0, str(HERE.parent))
+        from conftest import run
+
+        result = run(*args, "-q")
+        assert result.exit_code == 0, (args, result.stderr)
+
+    def shares(d, b, n=2, keep=None):
+        emb = copy(b, "emb.zarr", d)
+        glmkit("dedup", "fit", emb, "-o", d / "c.zarr", "--level", "gene", "-k", "2", "--threads", "1")
+        for k in range(1, n + 1):
+            glmkit("dedup", "assign", emb, "-c", d / "c.zarr", "-o", d / f"a{k}", "--level", "gene",
+                   "--shard", f"{k}/{n}")
+        return [d / f"a{k}" for k in (keep or range(1, n + 1))]
+
+    def prune(d, b, folders, centroids=None):
+        return ["dedup", "prune", *folders, "-c", centroids or d / "c.zarr", "-o", d / "p"]
+
+    def damaged(d, b):
+        folders = shares(d, b, n=1)
+        victim = sorted(folders[0].glob("b*.vector"))[0]
+        victim.write_bytes(victim.read_bytes()[:-2])
+        return prune(d, b, folders)
+
+    def other_centroids(d, b):
+        folders = shares(d, b, n=1)
+        glmkit("dedup", "fit", copy(b, "other_emb.zarr", d), "-o", d / "other.zarr", "--level", "gene", "-k", "3")
+        return prune(d, b, folders, d / "other.zarr")
+
+    def semantic(d, b, source="emb.zarr", extra=("--level", "gene")):
+        return ["dedup", "semantic", copy(b, source, d), "-o", d / "out", *extra]
+
+    return [
+        Case("dedup-input-not-a-store", lambda d, b: semantic(d, b, "contigs.fna"),
+             ("contigs.fna", "not a context store", "or an embedding store")),
+        Case("dedup-embedding-store-as-contigs", lambda d, b: semantic(d, b, extra=()),
+             ("emb.zarr", "holds proteins, not contigs", "--level gene")),
+        Case("dedup-more-clusters-than-items", lambda d, b: semantic(d, b, extra=("--level", "gene", "-k", "100000")),
+             ("--clusters 100000 exceeds", "emb.zarr"), status=2),
+        Case("dedup-assign-share-missing", lambda d, b: prune(d, b, shares(d, b, keep=[1])),
+             ("assignment share 2/2 is missing",)),
+        Case("dedup-assign-share-damaged", damaged, ("b00000.vector", "the manifest recorded", "damaged")),
+        Case("dedup-prune-with-other-centroids", other_centroids, ("other centroids than", "other.zarr")),
+        Case("dedup-assign-with-centroids-of-another-input", lambda d, b: (
+            shares(d, b, n=1) and ["dedup", "assign", copy(b, "other_emb.zarr", d), "-c", d / "c.zarr", "-o",
+                                   d / "x", "--level", "gene"]),
+             ("c.zarr", "fitted on another input than", "other_emb.zarr")),
+        Case("dedup-merge-not-a-share", lambda d, b: ["dedup", "merge", (d / "p1").mkdir() or d / "p1", "-o", d / "m"],
+             ("p1", "no manifest.json")),
+        Case("filter-keep-without-id-column", lambda d, b: ["filter", copy(b, "el.zarr", d), "-o", d / "o.zarr",
+                                                            "--keep", write(d / "k.tsv", "name\tkeep_0.002\nx\t1\n")],
+             ("k.tsv", "no 'id' column")),
+        Case("filter-keep-not-binary", lambda d, b: ["filter", copy(b, "el.zarr", d), "-o", d / "o.zarr", "--keep",
+                                                     write(d / "k.tsv", "id\tkeep_0.002\ncontig_1\tyes\n")],
+             ("k.tsv", "row 1", "expected 1 or 0")),
+        Case("dedup-proteins-duplicate-id", lambda d, b: ["dedup", "proteins", write(
+            d / "p.faa", ">a\nMKVLAAG\n>a\nMKVLAAG\n"), "-o", d / "out"], ("p.faa", "duplicate protein id 'a'")),
+        Case("dedup-proteins-preset-and-identity", lambda d, b: ["dedup", "proteins", copy(b, "proteins.faa", d), "-o",
+                                                                 d / "out", "--preset", "prot50", "--min-seq-id", "0.5"],
+             ("--min-seq-id", "not both"), status=2),
+    ]
+
+
 CASES: list[Case] = [*_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
                      *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
-                     *_operon_cases(), *_paralog_cases()]
+                     *_operon_cases(), *_paralog_cases(), *_dedup_cases()]
 
 
 def main() -> None:
