@@ -627,6 +627,9 @@ def _fit_options(func):
                         help="Items per centroid the k-means is fitted on (a random sample of the input).")(func)
     func = click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True,
                         help="k-means iterations.")(func)
+    func = click.option("--coarse", type=click.IntRange(min=0), help="Two-level k-means: this many coarse cells, "
+                        "each with its own share of the clusters; 0: one level [default: one level below 4,096 "
+                        "clusters, sqrt(clusters) cells from there].")(func)
     func = click.option("--buckets", type=click.IntRange(min=1), help="Buckets of clusters: the unit of pruning "
                         "work and memory, and the most prune shares [default: one per 100,000 items, at least 16].")(func)
     return func

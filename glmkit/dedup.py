@@ -39,7 +39,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, AssignShareWriter, BucketReader,
-                             EmbeddingSource, read_centroids, share_range, shares_in_order, write_centroids,
+                             Centroids, EmbeddingSource, read_centroids, share_range, shares_in_order, write_centroids,
                              write_prune_manifest)
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
@@ -50,6 +50,8 @@ KEEP_ORDERS = ("hard", "easy", "random")
 ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
 ITEMS_PER_BUCKET = 100_000   # default --buckets: the unit of pruning work and of its memory
 GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
+TWO_LEVELS_FROM = 4096       # clusters from which the default k-means has two levels (see fit)
+MAX_CELL_SAMPLE = 32_768     # sample items a cell's k-means sees at most (its memory)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class SemanticOptions:
     keep_order: str = "hard"
     eps: tuple[float, ...] = (2e-3,)
     buckets: int | None = None
+    coarse: int | None = None             # two-level k-means cells; None: sqrt(clusters) from TWO_LEVELS_FROM, 0: one
     block: int = 2048
     threads: int = 0
     shard: tuple[int, int] | None = None
@@ -140,22 +143,81 @@ def clusters_for(source: EmbeddingSource, options: SemanticOptions) -> int:
     return k
 
 
-def fit(source: EmbeddingSource, options: SemanticOptions) -> tuple[np.ndarray, dict]:
-    """Spherical k-means centroids on a sample of ``clusters * sample`` items (all items if fewer), and the plan."""
+def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Centroids:
+    """Spherical k-means centroids on a sample of ``clusters * sample`` items (all items if fewer).
+
+    One level (SemDeDup's): faiss's k-means on the whole sample. Two levels (``coarse`` cells, by default from
+    4,096 clusters on): coarse centroids on a sample of ``coarse * sample`` items; the main sample streamed
+    into per-cell files under ``scratch`` by nearest coarse centroid; then each cell's own k-means with a share
+    of the clusters proportional to its sample (at least one), on at most MAX_CELL_SAMPLE of its items. Memory:
+    the coarse sample and one cell's, whatever the size of the input; work: sample x (coarse + clusters per
+    cell) instead of sample x clusters.
+    """
     k = clusters_for(source, options)
-    m = min(source.n, k * options.sample)
+    coarse = options.coarse if options.coarse is not None else (0 if k < TWO_LEVELS_FROM else round(math.sqrt(k)))
+    coarse = min(coarse, k)
     rng = np.random.default_rng(options.seed)
-    rows = np.arange(source.n) if m == source.n else np.sort(rng.choice(source.n, size=m, replace=False))
-    log.info(f"dedup: fitting {plural(k, 'centroid')} on {plural(m, 'item')} of {source.n:,}")
-    sample = normalized(source.read_rows(rows), where=source.path)
-    with faiss_threads(options.threads) as faiss:
-        kmeans = faiss.Kmeans(source.dim, k, niter=options.iterations, seed=options.seed, spherical=True,
-                              max_points_per_centroid=max(1, math.ceil(m / k)), verbose=False)
-        kmeans.train(sample)
-    buckets = options.buckets or min(k, max(16, math.ceil(source.n / ITEMS_PER_BUCKET)))
+    m = min(source.n, k * options.sample)
     plan = {"input": source.record(), "n": source.n, "dim": source.dim, "level": options.level, "clusters": k,
-            "sample": m, "seed": options.seed, "iterations": options.iterations, "buckets": min(buckets, k)}
-    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32), plan
+            "coarse": coarse, "sample": m, "seed": options.seed, "iterations": options.iterations,
+            "buckets": min(k, options.buckets or max(16, math.ceil(source.n / ITEMS_PER_BUCKET)))}
+    if not coarse:
+        log.info(f"dedup: fitting {plural(k, 'centroid')} on {plural(m, 'item')} of {source.n:,}")
+        centroids = _kmeans(normalized(source.read_rows(_sample_rows(source.n, m, rng)), where=source.path), k,
+                            options)
+        return Centroids("", centroids, plan, "")
+    m1 = min(source.n, coarse * options.sample)
+    log.info(f"dedup: fitting {plural(coarse, 'coarse centroid')} on {plural(m1, 'item')}, then "
+             f"{plural(k, 'centroid')} within them on {plural(m, 'item')} of {source.n:,}")
+    top = _kmeans(normalized(source.read_rows(_sample_rows(source.n, m1, rng)), where=source.path), coarse, options)
+    top_t = np.ascontiguousarray(top.T)
+    counts = np.zeros(coarse, dtype=np.int64)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with one_blas_thread():
+        for _, vectors in source.iter_rows(_sample_rows(source.n, m, rng)):
+            x = normalized(vectors, where=source.path)
+            cell = (x @ top_t).argmax(axis=1)
+            for c in np.unique(cell):
+                with open(scratch / f"cell{c}.f32", "ab") as fh:
+                    fh.write(x[cell == c].tobytes())
+            counts += np.bincount(cell, minlength=coarse)
+    per_cell = _share_clusters(counts, k)
+    parts, offsets = [], [0]
+    for c in range(coarse):
+        if per_cell[c]:
+            x = np.fromfile(scratch / f"cell{c}.f32", dtype=np.float32).reshape(-1, source.dim)
+            if len(x) > MAX_CELL_SAMPLE:
+                x = x[np.sort(rng.choice(len(x), MAX_CELL_SAMPLE, replace=False))]
+            parts.append(_kmeans(x, int(per_cell[c]), options))
+            (scratch / f"cell{c}.f32").unlink()
+        offsets.append(offsets[-1] + int(per_cell[c]))
+    plan["clusters"] = offsets[-1]
+    return Centroids("", np.vstack(parts), plan, "", top, np.asarray(offsets, dtype=np.int64))
+
+
+def _sample_rows(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if m >= n else np.sort(rng.choice(n, size=m, replace=False))
+
+
+def _share_clusters(counts: np.ndarray, k: int) -> np.ndarray:
+    """Clusters per cell: one for every cell with sample items, the rest in proportion to the items (largest
+    remainders), never more than a cell's items."""
+    share = (counts > 0).astype(np.int64)
+    rest = k - share.sum()
+    if rest > 0 and counts.sum():
+        exact = rest * counts / counts.sum()
+        share += np.floor(exact).astype(np.int64)
+        left = k - share.sum()
+        share[np.argsort(-(exact - np.floor(exact)), kind="stable")[:left]] += 1
+    return np.minimum(share, counts)
+
+
+def _kmeans(x: np.ndarray, k: int, options: SemanticOptions) -> np.ndarray:
+    with faiss_threads(options.threads) as faiss:
+        kmeans = faiss.Kmeans(x.shape[1], k, niter=options.iterations, seed=options.seed, spherical=True,
+                              max_points_per_centroid=max(1, math.ceil(len(x) / k)), verbose=False)
+        kmeans.train(np.ascontiguousarray(x))
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
 # -- assign -------------------------------------------------------------------------------------------------------
@@ -166,7 +228,6 @@ def assign(source: EmbeddingSource, centroids_path: str, folder: Path, shard: tu
     c = read_centroids(centroids_path)
     if c.plan["input"]["sha256"] != source.record()["sha256"] or c.plan["n"] != source.n:
         raise GlmkitError(f"{centroids_path} was fitted on another input than {source.path}")
-    centroids_t = np.ascontiguousarray(c.centroids.T)
     start, stop = share_range(source.n, shard, GRANULE)
 
     def blocks():   # rows cut at multiples of GRANULE: each row is computed in the same block whatever the shares
@@ -176,10 +237,11 @@ def assign(source: EmbeddingSource, centroids_path: str, folder: Path, shard: tu
                 if hi > lo:
                     yield first + lo, ids[lo:hi], vectors[lo:hi]
 
+    nearest_centroid = NearestCentroid(c)
+
     def nearest(block):
         first, ids, vectors = block
-        similarity = normalized(vectors, ids, source.path) @ centroids_t   # (items, clusters)
-        return first, ids, vectors, similarity.argmax(axis=1).astype(np.int32)
+        return first, ids, vectors, nearest_centroid(normalized(vectors, ids, source.path))
 
     writer = AssignShareWriter(folder, c.plan["buckets"], source.dim, source.dtype)
     with one_blas_thread(), progress(total=stop - start, desc="dedup assign", unit="items") as bar:
@@ -189,6 +251,26 @@ def assign(source: EmbeddingSource, centroids_path: str, folder: Path, shard: tu
     writer.close({"shard": list(shard or (1, 1)), "rows": [start, stop],
                   "plan": {**c.plan, "centroids": c.checksum}})
     return {"items": stop - start}
+
+
+class NearestCentroid:
+    """The nearest centroid of unit vectors: among all (one level), or within the nearest coarse cell (two)."""
+
+    def __init__(self, c: Centroids):
+        self.centroids_t = np.ascontiguousarray(c.centroids.T)
+        self.coarse_t = None if c.coarse is None else np.ascontiguousarray(c.coarse.T)
+        self.offsets = c.cell_offsets
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.coarse_t is None:
+            return (x @ self.centroids_t).argmax(axis=1).astype(np.int32)
+        cell = (x @ self.coarse_t).argmax(axis=1)
+        label = np.empty(len(x), dtype=np.int32)
+        for c in np.unique(cell):
+            at = np.flatnonzero(cell == c)
+            lo, hi = self.offsets[c], self.offsets[c + 1]
+            label[at] = lo + (x[at] @ self.centroids_t[:, lo:hi]).argmax(axis=1)
+        return label
 
 
 # -- prune --------------------------------------------------------------------------------------------------------
@@ -366,9 +448,13 @@ def _publish_folder(build, final: Path) -> None:
 def run_fit(input_path: str, output: str, options: SemanticOptions, force: bool = False) -> dict:
     source = EmbeddingSource(input_path, options.level)
     with atomic_outputs([output], force, [input_path]) as (tmp,):
-        centroids, plan = fit(source, options)
-        write_centroids(tmp, centroids, plan, _parameters(options), [source.record()])
-    return plan
+        scratch = tmp.with_name(tmp.name + ".scratch")
+        try:
+            fitted = fit(source, options, scratch)
+        finally:
+            remove(scratch)
+        write_centroids(tmp, fitted, _parameters(options), [source.record()])
+    return fitted.plan
 
 
 def run_assign(input_path: str, centroids: str, output: str, options: SemanticOptions, force: bool = False) -> dict:
@@ -404,8 +490,8 @@ def run_semantic(input_path: str, output: str, options: SemanticOptions, force: 
             log.info(f"dedup: resuming from {work}")
         centroids, assigned, pruned = work / "centroids.zarr", work / "assign", work / "prune"
         if not centroids.exists():
-            _publish_folder(lambda tmp: write_centroids(tmp, *fit(source, options), _parameters(options),
-                                                        [source.record()]), centroids)
+            _publish_folder(lambda tmp: write_centroids(tmp, fit(source, options, work / "scratch"),
+                                                        _parameters(options), [source.record()]), centroids)
         if not assigned.exists():
             _publish_folder(lambda tmp: assign(source, str(centroids), tmp, None, options.threads), assigned)
         if not pruned.exists():

@@ -34,14 +34,19 @@ def semantic(planted, out, *extra):
     return read_table(out / "dedup.tsv")
 
 
-def naive_semdedup(vectors: np.ndarray, ids: np.ndarray, centroids: np.ndarray, order: str, seed: int) -> dict:
-    """SemDeDup as published, in float64: nearest centroid by brute force; per cluster, items sorted by distance to
-    the centroid (Python's stable sort; hard = farthest first), the full similarity matrix, its upper triangle
-    above the diagonal, column maxima."""
+def naive_semdedup(vectors: np.ndarray, ids: np.ndarray, centroids: np.ndarray, order: str, seed: int,
+                   coarse=None, offsets=None) -> dict:
+    """SemDeDup as published, in float64: nearest centroid by brute force (with ``coarse``: the nearest within the
+    nearest coarse cell); per cluster, items sorted by distance to the centroid (Python's stable sort; hard =
+    farthest first), the full similarity matrix, its upper triangle above the diagonal, column maxima."""
     x = vectors.astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     c = centroids.astype(np.float64)
-    label = np.argmax(x @ c.T, axis=1)
+    if coarse is None:
+        label = np.argmax(x @ c.T, axis=1)
+    else:
+        cell = np.argmax(x @ coarse.astype(np.float64).T, axis=1)
+        label = np.array([offsets[q] + np.argmax(x[i] @ c[offsets[q]:offsets[q + 1]].T) for i, q in enumerate(cell)])
     out = {}
     for k in np.unique(label):
         members = np.flatnonzero(label == k)
@@ -91,6 +96,31 @@ def test_semantic_equals_naive_semdedup_for_every_threshold(planted, tmp_path, o
     assert summary[1].split("\t")[:4] == ["0.002", str(SPEC.n), str(round(SPEC.n * (1 - pruned))),
                                           str(round(SPEC.n * pruned))]
     assert (tmp_path / "out" / "remaining.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_level_clusters_equal_naive_semdedup_within_cells(planted, tmp_path):
+    got = semantic(planted, tmp_path / "out", "--coarse", "3")
+    r = run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "--level", "gene", "-k", "8", "--coarse", "3",
+            "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    offsets = g["cell_offsets"][:]
+    assert len(offsets) == 4 and offsets[-1] == g["centroids"].shape[0] == 8 and (np.diff(offsets) >= 1).all()
+    vectors, ids = load(planted)
+    want = naive_semdedup(vectors, ids, g["centroids"][:], "hard", 0, g["coarse"][:], offsets)
+    assert {i: int(r["cluster"]) for i, r in got.items()} == {i: w["cluster"] for i, w in want.items()}
+    for item, w in want.items():
+        assert got[item]["keep_0.002"] == ("1" if w["max"] <= 1 - 2e-3 else "0")
+
+
+def test_clusters_are_shared_among_cells_in_proportion():
+    from glmkit.dedup import _share_clusters
+
+    assert _share_clusters(np.array([100, 0, 300, 5]), 10).tolist() == [3, 0, 6, 1]   # 1 each, 7 by 1.73, 5.19, 0.09
+    assert _share_clusters(np.array([2, 50]), 10).tolist() == [1, 9]
+    assert _share_clusters(np.array([1, 1, 1]), 10).tolist() == [1, 1, 1]   # never more than a cell's items
 
 
 def test_shares_merge_to_the_single_run_byte_for_byte(planted, tmp_path):

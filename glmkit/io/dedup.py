@@ -78,15 +78,20 @@ class EmbeddingSource:
             at = end
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Vectors of sorted, distinct rows, read chunk by chunk (only the chunks that hold one)."""
+        """Vectors of sorted, distinct rows."""
         out = np.empty((len(rows), self.dim), dtype=self.dtype)
+        for at, vectors in self.iter_rows(rows):
+            out[at] = vectors
+        return out
+
+    def iter_rows(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in ``rows``, their vectors) chunk by chunk, for sorted, distinct rows; only the chunks that
+        hold one are read."""
         chunk_of = rows // self.chunk
         for c in np.unique(chunk_of):
             at = np.flatnonzero(chunk_of == c)
             lo = int(c) * self.chunk
-            block = self._vectors[lo:min(self.n, lo + self.chunk)]
-            out[at] = block[rows[at] - lo]
-        return out
+            yield at, self._vectors[lo:min(self.n, lo + self.chunk)][rows[at] - lo]
 
 
 # -- centroids ----------------------------------------------------------------------------------------------------
@@ -94,20 +99,28 @@ class EmbeddingSource:
 @dataclass
 class Centroids:
     path: str
-    centroids: np.ndarray     # (k, d) float32, unit length
-    plan: dict                # n, dim, dtype, level, buckets, input (record), clusters, sample, seed, iterations
+    centroids: np.ndarray             # (k, d) float32, unit length
+    plan: dict                        # n, dim, level, buckets, input (record), clusters, sample, seed, iterations
     checksum: str
+    coarse: np.ndarray | None = None          # two levels: (k1, d) coarse centroids ...
+    cell_offsets: np.ndarray | None = None    # ... and (k1 + 1,): centroids[o[c]:o[c+1]] are cell c's
 
 
-def write_centroids(path: Path, centroids: np.ndarray, plan: dict, parameters: dict, inputs: Sequence) -> None:
+def write_centroids(path: Path, fitted: Centroids, parameters: dict, inputs: Sequence) -> None:
     group = create_store(path, CENTROIDS_SCHEMA, parameters, inputs)
-    new_array(group, "centroids", data=centroids.astype(np.float32), chunks=centroids.shape)
-    finish_store(group, attributes={"plan": plan})
+    k, d = fitted.centroids.shape
+    new_array(group, "centroids", data=fitted.centroids.astype(np.float32), chunks=(min(k, 4096), d))
+    if fitted.coarse is not None:
+        new_array(group, "coarse", data=fitted.coarse.astype(np.float32), chunks=fitted.coarse.shape)
+        new_array(group, "cell_offsets", data=fitted.cell_offsets.astype(np.int64), chunks=fitted.cell_offsets.shape)
+    finish_store(group, attributes={"plan": fitted.plan})
 
 
 def read_centroids(path: str) -> Centroids:
     group = open_store(path, CENTROIDS_SCHEMA, required=("centroids",))
-    return Centroids(path, group["centroids"][:], group.attrs["plan"], store_record(path)["sha256"])
+    two_level = "coarse" in group
+    return Centroids(path, group["centroids"][:], group.attrs["plan"], store_record(path)["sha256"],
+                     group["coarse"][:] if two_level else None, group["cell_offsets"][:] if two_level else None)
 
 
 # -- assignment shares -------------------------------------------------------------------------------------------
