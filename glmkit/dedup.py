@@ -50,8 +50,8 @@ KEEP_ORDERS = ("hard", "easy", "random")
 ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
 ITEMS_PER_BUCKET = 100_000   # default --buckets: the unit of pruning work and of its memory
 GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
-TWO_LEVELS_FROM = 4096       # clusters from which the default k-means has two levels (see fit)
-MAX_CELL_SAMPLE = 32_768     # sample items a cell's k-means sees at most (its memory)
+FLAT_SAMPLE_BYTES = 256 << 20   # a larger sample (float32) makes the default k-means two-level (see fit)
+CELL_SAMPLE_BYTES = 128 << 20   # the most sample a cell's k-means holds (float32)
 
 
 @dataclass
@@ -146,18 +146,24 @@ def clusters_for(source: EmbeddingSource, options: SemanticOptions) -> int:
 def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Centroids:
     """Spherical k-means centroids on a sample of ``clusters * sample`` items (all items if fewer).
 
-    One level (SemDeDup's): faiss's k-means on the whole sample. Two levels (``coarse`` cells, by default from
-    4,096 clusters on): coarse centroids on a sample of ``coarse * sample`` items; the main sample streamed
-    into per-cell files under ``scratch`` by nearest coarse centroid; then each cell's own k-means with a share
-    of the clusters proportional to its sample (at least one), on at most MAX_CELL_SAMPLE of its items. Memory:
-    the coarse sample and one cell's, whatever the size of the input; work: sample x (coarse + clusters per
-    cell) instead of sample x clusters.
+    One level (SemDeDup's): faiss's k-means on the whole sample. Two levels (``coarse`` cells; the default
+    once a one-level sample would exceed FLAT_SAMPLE_BYTES, with sqrt(clusters) cells): coarse centroids on a
+    sample of ``coarse * sample`` items; the main sample streamed into per-cell files under ``scratch`` by
+    nearest coarse centroid; then each cell's own k-means with a share of the clusters proportional to its
+    sample (at least one), on at most CELL_SAMPLE_BYTES of its items. Memory: the coarse sample and one
+    cell's, whatever the size of the input; work: sample x (coarse + clusters per cell) instead of sample x
+    clusters.
     """
     k = clusters_for(source, options)
-    coarse = options.coarse if options.coarse is not None else (0 if k < TWO_LEVELS_FROM else round(math.sqrt(k)))
-    coarse = min(coarse, k)
-    rng = np.random.default_rng(options.seed)
     m = min(source.n, k * options.sample)
+    coarse = options.coarse
+    if coarse is None:
+        coarse = 0 if m * source.dim * 4 <= FLAT_SAMPLE_BYTES else round(math.sqrt(k))
+    coarse = min(coarse, k)
+    cell_rows = max(1, CELL_SAMPLE_BYTES // (source.dim * 4))
+    if coarse:   # no point sampling more than the cells can use
+        m = min(m, coarse * cell_rows * 3 // 2)
+    rng = np.random.default_rng(options.seed)
     plan = {"input": source.record(), "n": source.n, "dim": source.dim, "level": options.level, "clusters": k,
             "coarse": coarse, "sample": m, "seed": options.seed, "iterations": options.iterations,
             "buckets": min(k, options.buckets or max(16, math.ceil(source.n / ITEMS_PER_BUCKET)))}
@@ -173,23 +179,23 @@ def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Cen
     top_t = np.ascontiguousarray(top.T)
     counts = np.zeros(coarse, dtype=np.int64)
     scratch.mkdir(parents=True, exist_ok=True)
-    with one_blas_thread():
+    with one_blas_thread():   # (the cells' files hold the input's values, in its dtype: half the disk for float16)
         for _, vectors in source.iter_rows(_sample_rows(source.n, m, rng)):
-            x = normalized(vectors, where=source.path)
-            cell = (x @ top_t).argmax(axis=1)
+            cell = (normalized(vectors, where=source.path) @ top_t).argmax(axis=1)
             for c in np.unique(cell):
-                with open(scratch / f"cell{c}.f32", "ab") as fh:
-                    fh.write(x[cell == c].tobytes())
+                with open(scratch / f"cell{c}", "ab") as fh:
+                    fh.write(np.ascontiguousarray(vectors[cell == c]).tobytes())
             counts += np.bincount(cell, minlength=coarse)
     per_cell = _share_clusters(counts, k)
     parts, offsets = [], [0]
     for c in range(coarse):
         if per_cell[c]:
-            x = np.fromfile(scratch / f"cell{c}.f32", dtype=np.float32).reshape(-1, source.dim)
-            if len(x) > MAX_CELL_SAMPLE:
-                x = x[np.sort(rng.choice(len(x), MAX_CELL_SAMPLE, replace=False))]
-            parts.append(_kmeans(x, int(per_cell[c]), options))
-            (scratch / f"cell{c}.f32").unlink()
+            x = np.memmap(scratch / f"cell{c}", dtype=source.dtype, mode="r").reshape(-1, source.dim)
+            if len(x) > cell_rows:
+                x = x[np.sort(rng.choice(len(x), cell_rows, replace=False))]
+            parts.append(_kmeans(normalized(x), int(per_cell[c]), options))
+            del x
+            (scratch / f"cell{c}").unlink()
         offsets.append(offsets[-1] + int(per_cell[c]))
     plan["clusters"] = offsets[-1]
     return Centroids("", np.vstack(parts), plan, "", top, np.asarray(offsets, dtype=np.int64))

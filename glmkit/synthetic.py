@@ -347,7 +347,7 @@ def verdict(result: dict) -> dict[str, bool]:
 @dataclass
 class DuplicateSpec:
     """Embeddings around ``centres`` centres whose sizes follow a Zipf law (skewed, like real clusters), with a
-    fraction of near-duplicates (a copy of another item of the same chunk plus ``copy_noise`` noise: cosine
+    fraction of near-duplicates (a copy of an original item of the same chunk plus ``copy_noise`` noise: cosine
     similarity above 0.999) and of exact copies. Drawn chunk by chunk from (seed, chunk): any size is cheap."""
 
     n: int = 10_000
@@ -376,12 +376,12 @@ def duplicate_chunks(spec: DuplicateSpec):
         centre = rng.choice(spec.centres, size=m, p=weights)
         x = centres[centre] + spec.spread * rng.normal(size=(m, spec.dim)) / np.sqrt(spec.dim)
         kind = rng.random(m)
-        source = (rng.random(m) * np.arange(m)).astype(np.int64)   # an earlier item of the chunk
-        for i in range(1, m):
-            if kind[i] < spec.near_duplicates:
-                x[i] = x[source[i]] + spec.copy_noise * rng.normal(size=spec.dim) / np.sqrt(spec.dim)
-            elif kind[i] < spec.near_duplicates + spec.exact_duplicates:
-                x[i] = x[source[i]]
+        near = np.flatnonzero(kind < spec.near_duplicates)
+        exact = np.flatnonzero((kind >= spec.near_duplicates) & (kind < spec.near_duplicates + spec.exact_duplicates))
+        originals = np.setdiff1d(np.arange(m), np.concatenate([near, exact])) if len(near) + len(exact) < m else [0]
+        copy_of = rng.choice(originals, size=len(near) + len(exact))   # an original item of the same chunk
+        x[near] = x[copy_of[:len(near)]] + spec.copy_noise * rng.normal(size=(len(near), spec.dim)) / np.sqrt(spec.dim)
+        x[exact] = x[copy_of[len(near):]]
         hashes = [hashlib.sha256(f"item{lo + i}".encode()).hexdigest() for i in range(m)]
         yield hashes, np.full(m, 100, dtype=np.int32), x.astype(np.float16)
 

@@ -91,7 +91,7 @@ def test_semantic_equals_naive_semdedup_for_every_threshold(planted, tmp_path, o
         for eps in EPS:
             assert g[f"keep_{float(eps):g}"] == ("1" if w["max"] <= 1 - float(eps) else "0"), (item, eps)
     pruned = sum(g["keep_0.002"] == "0" for g in got.values()) / SPEC.n
-    assert 0.15 < pruned < SPEC.near_duplicates + SPEC.exact_duplicates + 0.01   # the planted copies, no more
+    assert 0.2 < pruned < SPEC.near_duplicates + SPEC.exact_duplicates + 0.03   # the planted copies, no more
     summary = (tmp_path / "out" / "summary.tsv").read_text().splitlines()
     assert summary[1].split("\t")[:4] == ["0.002", str(SPEC.n), str(round(SPEC.n * (1 - pruned))),
                                           str(round(SPEC.n * pruned))]

@@ -207,8 +207,6 @@ class BucketReader:
         self.bucket = bucket
         self.size = sum(n for _, n in self.parts)
         self._starts = np.cumsum([0] + [n for _, n in self.parts])
-        self._vectors = [np.memmap(bucket_file(f, bucket, "vector"), dtype=self.dtype, mode="r", shape=(n, self.dim))
-                         for f, n in self.parts]
 
     def column(self, name: str) -> np.ndarray:
         dtype = ASSIGN_COLUMNS[name]
@@ -227,7 +225,12 @@ class BucketReader:
         part = np.searchsorted(self._starts, index, side="right") - 1
         for p in np.unique(part):
             at = np.flatnonzero(part == p)
-            out[at] = self._vectors[p][index[at] - self._starts[p]]
+            # mapped for this read only: pages of a mapping count in the process's RSS while it lasts
+            folder, n = self.parts[p]
+            vectors = np.memmap(bucket_file(folder, self.bucket, "vector"), dtype=self.dtype, mode="r",
+                                shape=(n, self.dim))
+            out[at] = vectors[index[at] - self._starts[p]]
+            del vectors
         return out
 
 
