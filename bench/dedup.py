@@ -93,11 +93,13 @@ def compare(args) -> None:
                           "2e-3", "0"])
         reference = {hashes[int(i)] for i in (ref_out / "keep.txt").read_text().split()}
         rows.append(("SemDeDup reference pipeline", s, mb, reference))
+    tables = []
     for label, extra in (("glmkit dedup semantic --coarse 0", ("--coarse", "0")),
                          ("glmkit dedup semantic (default)", ())):
         out = OUT / f"glmkit-{args.n}-{'flat' if extra else 'default'}"
         mb, s = glmkit(store, out, args.threads, "-k", args.clusters, *extra)
         rows.append((label, s, mb, kept_ids(out / "dedup.tsv")))
+        tables.append(out / "dedup.tsv")
     print(f"\n{args.n:,} items x {args.dim} (float16), {args.clusters:,} clusters, eps 2e-3, "
           f"{args.threads} threads")
     print(f"{'':<36}{'seconds':>9}{'peak RSS MB':>13}{'pruned':>9}")
@@ -106,11 +108,34 @@ def compare(args) -> None:
     if not args.skip_reference:
         reference = rows[0][3]
         content = _contents(store, hashes)
-        for label, s, mb, kept in rows[1:]:
-            swapped = sum((Counter(content[h] for h in reference) - Counter(content[h] for h in kept)).values())
+        for (label, s, mb, kept), table in zip(rows[1:], tables):
+            differ = {h for h in reference ^ kept}
+            by_content = Counter(content[h] for h in reference) - Counter(content[h] for h in kept)
+            by_content += Counter(content[h] for h in kept) - Counter(content[h] for h in reference)
+            left = [h for h in differ if by_content[content[h]]]
+            ties = _rounding_swaps(left, table)
             print(f"{label}: speed {rows[0][1] / s:.2f}x, memory {mb / rows[0][2]:.2f} of the reference's; "
-                  f"keep sets differ in {len(reference ^ kept):,} items, in {swapped:,} once exact copies "
-                  f"(the same vector under two ids: either may be kept) count as one")
+                  f"keep sets differ in {len(differ):,} items: {len(differ) - len(left):,} exact copies (the same "
+                  f"vector under two ids, either kept), {ties:,} swaps within near-duplicate pairs whose similarities "
+                  f"to the centroid agree within 2e-6 (float rounding orders them), {len(left) - ties:,} other")
+
+
+def _rounding_swaps(items: list[str], table: Path) -> int:
+    """How many of ``items`` have a partner among them in the same cluster whose centroid similarity is within
+    2e-6 of theirs."""
+    wanted = set(items)
+    found = {}
+    with open(table) as fh:
+        fh.readline()
+        for line in fh:
+            fields = line.split("\t", 3)
+            if fields[0] in wanted:
+                found[fields[0]] = (fields[1], float(fields[2]))
+    by_cluster: dict[str, list[float]] = {}
+    for cluster, similarity in found.values():
+        by_cluster.setdefault(cluster, []).append(similarity)
+    return sum(1 for cluster, similarity in found.values()
+               if sum(abs(similarity - other) <= 2e-6 for other in by_cluster[cluster]) >= 2)
 
 
 def _contents(store: Path, hashes) -> dict:

@@ -169,13 +169,12 @@ def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Cen
             "buckets": min(k, options.buckets or max(16, math.ceil(source.n / ITEMS_PER_BUCKET)))}
     if not coarse:
         log.info(f"dedup: fitting {plural(k, 'centroid')} on {plural(m, 'item')} of {source.n:,}")
-        centroids = _kmeans(normalized(source.read_rows(_sample_rows(source.n, m, rng)), where=source.path), k,
-                            options)
+        centroids = _kmeans(_unit_sample(source, _sample_rows(source.n, m, rng)), k, options)
         return Centroids("", centroids, plan, "")
     m1 = min(source.n, coarse * options.sample)
     log.info(f"dedup: fitting {plural(coarse, 'coarse centroid')} on {plural(m1, 'item')}, then "
              f"{plural(k, 'centroid')} within them on {plural(m, 'item')} of {source.n:,}")
-    top = _kmeans(normalized(source.read_rows(_sample_rows(source.n, m1, rng)), where=source.path), coarse, options)
+    top = _kmeans(_unit_sample(source, _sample_rows(source.n, m1, rng)), coarse, options)
     top_t = np.ascontiguousarray(top.T)
     counts = np.zeros(coarse, dtype=np.int64)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -199,6 +198,15 @@ def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Cen
         offsets.append(offsets[-1] + int(per_cell[c]))
     plan["clusters"] = offsets[-1]
     return Centroids("", np.vstack(parts), plan, "", top, np.asarray(offsets, dtype=np.int64))
+
+
+def _unit_sample(source: EmbeddingSource, rows: np.ndarray) -> np.ndarray:
+    """Unit vectors of the given rows, normalised chunk by chunk into one float32 array (no copy in the input's
+    dtype alongside)."""
+    x = np.empty((len(rows), source.dim), dtype=np.float32)
+    for at, vectors in source.iter_rows(rows):
+        x[at] = normalized(vectors, where=source.path)
+    return x
 
 
 def _sample_rows(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
