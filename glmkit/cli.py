@@ -486,18 +486,23 @@ def validate_command(stores):
     run_validate(stores)
 
 
-@command("demo", "glmkit demo glmkit-demo/")
+@command("demo", "glmkit demo glmkit-demo/ --quick")
 @click.argument("outdir", default="glmkit-demo", required=False)
+@click.option("--quick", is_flag=True, help="Every stage at minimal sizes (under 2 minutes on 2 cores).")
+@click.option("--plm", help="A real ESM2 instead of the random one built here: fair-esm name "
+                            "(esm2_t33_650M_UR50D), .pt file or Hugging Face folder.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @force_option
-def demo_command(outdir, threads, force):
-    """Run the pipeline on real genomes shipped with pyrodigal (no download needed).
+def demo_command(outdir, quick, plm, device, threads, force):
+    """Run every stage on real genomes shipped with pyrodigal (no download needed).
 
-    Writes every stage's outputs into OUTDIR (default: glmkit-demo).
+    Writes every stage's outputs, a summary table (summary.tsv), PNGs and an
+    index.html that shows them into OUTDIR (default: glmkit-demo).
     """
-    from glmkit.demo import run_demo
+    from glmkit.demo import DemoOptions, run_demo
 
-    run_demo(outdir, threads=threads, force=force)
+    run_demo(outdir, DemoOptions(quick=quick, plm=plm, device=device, threads=threads), force=force)
 
 
 @cli.group("operons", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -642,7 +647,7 @@ def _prune_options(func):
     func = click.option("--keep-order", type=click.Choice(["hard", "easy", "random"]), default="hard",
                         show_default=True, help="Which item of a near-duplicate group survives: hard = farthest from "
                                                 "its centroid (SemDeDup's default), easy = nearest, random.")(func)
-    func = click.option("--block", type=click.IntRange(min=16), default=2048, show_default=True,
+    func = click.option("--block", type=click.IntRange(min=16), default=1024, show_default=True,
                         help="Items per block of the similarity computation (memory: block^2 floats).")(func)
     return func
 

@@ -65,7 +65,7 @@ class SemanticOptions:
     eps: tuple[float, ...] = (2e-3,)
     buckets: int | None = None
     coarse: int | None = None             # two-level k-means cells; None: sqrt(clusters) from TWO_LEVELS_FROM, 0: one
-    block: int = 2048
+    block: int = 1024                     # items per similarity block: block^2 floats per thread
     threads: int = 0
     shard: tuple[int, int] | None = None
 
@@ -108,6 +108,16 @@ def ordered_map(func, items, threads: int):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere) between steps, so that
+    one step's transient buffers do not stay in the process's RSS for the next. Changes no setting."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _faiss():
@@ -312,8 +322,8 @@ def max_similarity_to_earlier(rows_of, m: int, block: int) -> tuple[np.ndarray, 
             i1 = min(m, i0 + block)
             xi = xj if i0 == j0 else rows_of(i0, i1)
             s = xi @ xj.T                                  # (rows i, columns j)
-            if i0 == j0:
-                s[np.tril_indices(len(xi), 0, len(xj))] = -np.inf   # only earlier items: i < j
+            if i0 == j0:   # only earlier items, i < j (a boolean mask: index arrays would be 4x a block)
+                s[np.tri(len(xi), len(xj), 0, dtype=bool)] = -np.inf
             top = s.argmax(axis=0)
             value = s[top, np.arange(j1 - j0)]
             better = value > best[j0:j1]                   # strict: the earliest of equal maxima wins
@@ -384,6 +394,7 @@ def prune(assign_folders: Sequence[str], centroids_path: str, folder: Path, opti
                 pruned += [(maxima > np.float32(1 - eps)).sum() for eps in options.eps]
                 histogram += np.histogram(np.clip(1.0 - maxima.astype(np.float64), 0, None), HISTOGRAM_EDGES)[0]
                 bar.update(len(lines))
+            release_freed_memory()
     write_prune_manifest(folder, {"shard": list(options.shard or (1, 1)), "buckets": [lo, hi], "items": items,
                                   "pruned": pruned.tolist(), "histogram": histogram.tolist(),
                                   "plan": {**plan, "keep_order": options.keep_order, "seed_order": options.seed,
@@ -506,8 +517,11 @@ def run_semantic(input_path: str, output: str, options: SemanticOptions, force: 
         if not centroids.exists():
             _publish_folder(lambda tmp: write_centroids(tmp, fit(source, options, work / "scratch"),
                                                         _parameters(options), [source.record()]), centroids)
+            remove(work / "scratch")
+            release_freed_memory()
         if not assigned.exists():
             _publish_folder(lambda tmp: assign(source, str(centroids), tmp, None, options.threads), assigned)
+            release_freed_memory()
         if not pruned.exists():
             _publish_folder(lambda tmp: prune([str(assigned)], str(centroids), tmp, options), pruned)
         with atomic_outputs([output], force, [input_path]) as (tmp,):
