@@ -233,8 +233,8 @@ class _Pipeline:
             dict(max_steps=2000, max_minutes=2, val_every=50, checkpoint_every=500, log_every=10)
         last = self._pretrain(self.p["filtered.zarr"], None, self.p["glm2"], arch="glm2", preset="tiny", context=256,
                               batch_size=4, **steps)
-        aa = last.get("val_aa_perplexity") or "nan"
-        return "glm2/curves.png", f"step {last['step']}, amino-acid perplexity {float(aa):.2f} (uniform: 20)"
+        aa, unigram = (float(last.get(k) or "nan") for k in ("val_aa_perplexity", "val_aa_unigram_perplexity"))
+        return "glm2/curves.png", f"step {last['step']}, amino-acid perplexity {aa:.2f} (unigram baseline {unigram:.2f})"
 
 
 def _plot_attention(context: Path, png: Path) -> int:
