@@ -51,7 +51,7 @@ ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
 ITEMS_PER_BUCKET = 100_000   # default --buckets: the unit of pruning work and of its memory
 GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
 FLAT_SAMPLE_BYTES = 256 << 20   # a larger sample (float32) makes the default k-means two-level (see fit)
-CELL_SAMPLE_BYTES = 128 << 20   # the most sample a cell's k-means holds (float32)
+CELL_SAMPLE_BYTES = 64 << 20    # the most sample a cell's k-means holds (float32); the coarse k-means holds half
 
 
 @dataclass
@@ -181,7 +181,7 @@ def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Cen
         log.info(f"dedup: fitting {plural(k, 'centroid')} on {plural(m, 'item')} of {source.n:,}")
         centroids = _kmeans(_unit_sample(source, _sample_rows(source.n, m, rng)), k, options)
         return Centroids("", centroids, plan, "")
-    m1 = min(source.n, coarse * options.sample)
+    m1 = min(source.n, coarse * options.sample, max(coarse, cell_rows // 2))
     log.info(f"dedup: fitting {plural(coarse, 'coarse centroid')} on {plural(m1, 'item')}, then "
              f"{plural(k, 'centroid')} within them on {plural(m, 'item')} of {source.n:,}")
     top = _kmeans(_unit_sample(source, _sample_rows(source.n, m1, rng)), coarse, options)
@@ -219,8 +219,20 @@ def _unit_sample(source: EmbeddingSource, rows: np.ndarray) -> np.ndarray:
     return x
 
 
-def _sample_rows(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if m >= n else np.sort(rng.choice(n, size=m, replace=False))
+def _sample_rows(n: int, m: int, rng: np.random.Generator, block: int = 1 << 20) -> np.ndarray:
+    """``m`` distinct rows of ``n``, sorted, uniformly at random: block by block, how many from each block drawn
+    from the hypergeometric law, so that memory is the sample's and a block's (a permutation of all n rows, as
+    numpy's choice makes, would be 8 bytes per row of the input)."""
+    if m >= n:
+        return np.arange(n)
+    parts, left = [], m
+    for lo in range(0, n, block):
+        size = min(block, n - lo)
+        rest = n - lo
+        take = left if size == rest else int(rng.hypergeometric(size, rest - size, left)) if left else 0
+        parts.append(lo + np.sort(rng.choice(size, take, replace=False)))
+        left -= take
+    return np.concatenate(parts)
 
 
 def _share_clusters(counts: np.ndarray, k: int) -> np.ndarray:
@@ -238,8 +250,9 @@ def _share_clusters(counts: np.ndarray, k: int) -> np.ndarray:
 
 def _kmeans(x: np.ndarray, k: int, options: SemanticOptions) -> np.ndarray:
     with faiss_threads(options.threads) as faiss:
+        gpu = getattr(faiss, "get_num_gpus", lambda: 0)() > 0   # faiss-gpu installed and a GPU visible
         kmeans = faiss.Kmeans(x.shape[1], k, niter=options.iterations, seed=options.seed, spherical=True,
-                              max_points_per_centroid=max(1, math.ceil(len(x) / k)), verbose=False)
+                              max_points_per_centroid=max(1, math.ceil(len(x) / k)), verbose=False, gpu=gpu)
         kmeans.train(np.ascontiguousarray(x))
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
@@ -262,7 +275,7 @@ def assign(source: EmbeddingSource, centroids_path: str, folder: Path, shard: tu
                     yield first + lo, ids[lo:hi], vectors[lo:hi]
 
     nearest_centroid = NearestCentroid(c)
-
+    c.centroids = c.coarse = None   # held transposed by nearest_centroid: not twice
     def nearest(block):
         first, ids, vectors = block
         return first, ids, vectors, nearest_centroid(normalized(vectors, ids, source.path))

@@ -123,6 +123,17 @@ def test_clusters_are_shared_among_cells_in_proportion():
     assert _share_clusters(np.array([1, 1, 1]), 10).tolist() == [1, 1, 1]   # never more than a cell's items
 
 
+def test_sample_rows_are_distinct_sorted_and_uniform():
+    from glmkit.dedup import _sample_rows
+
+    rows = _sample_rows(100_000, 20_000, np.random.default_rng(1), block=4096)
+    assert len(rows) == 20_000 and (np.diff(rows) > 0).all() and rows[0] >= 0 and rows[-1] < 100_000
+    counts = np.histogram(rows, bins=20, range=(0, 100_000))[0]   # 1,000 expected per bin, sd about 30
+    assert np.abs(counts - 1000).max() < 150
+    assert (_sample_rows(100_000, 20_000, np.random.default_rng(1), block=4096) == rows).all()
+    assert (_sample_rows(50, 80, np.random.default_rng(1)) == np.arange(50)).all()
+
+
 def test_shares_merge_to_the_single_run_byte_for_byte(planted, tmp_path):
     semantic(planted, tmp_path / "single")
     common = ["--threads", "1"]
