@@ -51,7 +51,7 @@ ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
 ITEMS_PER_BUCKET = 100_000   # default --buckets: the unit of pruning work and of its memory
 GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
 FLAT_SAMPLE_BYTES = 256 << 20   # a larger sample (float32) makes the default k-means two-level (see fit)
-CELL_SAMPLE_BYTES = 64 << 20    # the most sample a cell's k-means holds (float32); the coarse k-means holds half
+CELL_SAMPLE_BYTES = 32 << 20    # the most sample a cell's k-means holds (float32); the coarse k-means holds half
 
 
 @dataclass
