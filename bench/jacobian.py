@@ -38,18 +38,9 @@ PAIR = ROOT.parent / "shared" / "data" / "moda_modc_2onk.fasta"
 
 
 def model(path: Path) -> Path:
-    import argparse as ap
+    from glmkit.demo import write_random_esm2
 
-    import esm
-    import torch
-
-    torch.manual_seed(0)
-    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
-    net = esm.model.esm2.ESM2(num_layers=6, embed_dim=320, attention_heads=20, alphabet=alphabet, token_dropout=True)
-    args = ap.Namespace(encoder_layers=6, encoder_embed_dim=320, encoder_attention_heads=20, token_dropout=True)
-    torch.save({"cfg": {"model": args},
-                "model": {f"encoder.sentence_encoder.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
+    return write_random_esm2(path, 6, 320, 20)   # esm2_t6_8M's shape, seed 0
 
 
 def pair(n: int | None, out: Path) -> Path:

@@ -124,20 +124,9 @@ def training_speed(log: Path, skip: int = 10) -> tuple[float, float]:
 
 
 def tiny_esm(path: Path) -> Path:
-    import argparse as ap
+    from glmkit.demo import write_random_esm2
 
-    import torch
-
-    if not path.exists():
-        import esm
-
-        torch.manual_seed(0)
-        model = esm.model.esm2.ESM2(num_layers=1, embed_dim=DIM, attention_heads=20,
-                                    alphabet=esm.data.Alphabet.from_architecture("ESM-1b"), token_dropout=True)
-        args = ap.Namespace(encoder_layers=1, encoder_embed_dim=DIM, encoder_attention_heads=20, token_dropout=True)
-        torch.save({"cfg": {"model": args}, "model": {f"encoder.sentence_encoder.{k}": v
-                                                      for k, v in model.state_dict().items()}}, path)
-    return path
+    return path if path.exists() else write_random_esm2(path, 1, DIM, 20)
 
 
 def main() -> int:

@@ -64,7 +64,7 @@ class SemanticOptions:
     keep_order: str = "hard"
     eps: tuple[float, ...] = (2e-3,)
     buckets: int | None = None
-    coarse: int | None = None             # two-level k-means cells; None: sqrt(clusters) from TWO_LEVELS_FROM, 0: one
+    coarse: int | None = None             # two-level k-means cells; None: see fit (FLAT_SAMPLE_BYTES); 0: one
     block: int = 1024                     # items per similarity block: block^2 floats per thread
     threads: int = 0
     shard: tuple[int, int] | None = None
@@ -276,6 +276,7 @@ def assign(source: EmbeddingSource, centroids_path: str, folder: Path, shard: tu
 
     nearest_centroid = NearestCentroid(c)
     c.centroids = c.coarse = None   # held transposed by nearest_centroid: not twice
+
     def nearest(block):
         first, ids, vectors = block
         return first, ids, vectors, nearest_centroid(normalized(vectors, ids, source.path))
