@@ -199,15 +199,27 @@ def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Cen
     parts, offsets = [], [0]
     for c in range(coarse):
         if per_cell[c]:
-            x = np.memmap(scratch / f"cell{c}", dtype=source.dtype, mode="r").reshape(-1, source.dim)
-            if len(x) > cell_rows:
-                x = x[np.sort(rng.choice(len(x), cell_rows, replace=False))]
+            x = _cell_sample(scratch / f"cell{c}", source, cell_rows, rng)
             parts.append(_kmeans(normalized(x), int(per_cell[c]), options))
             del x
             (scratch / f"cell{c}").unlink()
         offsets.append(offsets[-1] + int(per_cell[c]))
     plan["clusters"] = offsets[-1]
     return Centroids("", np.vstack(parts), plan, "", top, np.asarray(offsets, dtype=np.int64))
+
+
+def _cell_sample(path: Path, source: EmbeddingSource, most: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``most`` random rows of a cell's file, read row by row: a memory map's fancy index would map the
+    pages of the whole file into the process (counted in its RSS, and the largest cell grows with the input)."""
+    row_bytes = source.dim * np.dtype(source.dtype).itemsize
+    n = path.stat().st_size // row_bytes
+    rows = np.arange(n) if n <= most else np.sort(rng.choice(n, most, replace=False))
+    out = np.empty((len(rows), source.dim), dtype=source.dtype)
+    with open(path, "rb") as fh:
+        for i, row in enumerate(rows.tolist()):
+            fh.seek(row * row_bytes)
+            fh.readinto(memoryview(out[i]).cast("B"))
+    return out
 
 
 def _unit_sample(source: EmbeddingSource, rows: np.ndarray) -> np.ndarray:
