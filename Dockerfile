@@ -4,11 +4,14 @@
 #   docker build --build-arg BASE=python:3.11-slim-bookworm --build-arg TORCH=cpu -t glmkit:cpu .
 #
 # BASE must be a Debian-based image with Python 3.10+ (the default has CUDA and PyTorch already). TORCH=cpu
-# installs the CPU build of torch from PyTorch's index; TORCH=base keeps the base image's torch.
+# installs the CPU build of torch from PyTorch's index (TORCH_PIP: what pip is told instead, e.g. a local wheel);
+# TORCH=base keeps the base image's torch. bin/build-container-offline builds the CPU image with no registry of
+# images at all and runs the quick demo in it.
 ARG BASE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE}
 
 ARG TORCH=base
+ARG TORCH_PIP="torch --index-url https://download.pytorch.org/whl/cpu"
 # Apptainer/Singularity run as the calling user in a read-only image: caches go to /tmp (bind a hub cache over it)
 ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -29,7 +32,7 @@ COPY pyproject.toml README.md LICENSE ./
 # torch as the base image has it, or the newest CPU build; the rest at pyproject.toml's bounds
 # hadolint ignore=DL3013
 RUN if [ "$TORCH" = "cpu" ]; then \
-        pip install torch --index-url https://download.pytorch.org/whl/cpu; \
+        pip install $TORCH_PIP; \
     fi \
     && python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(d['dependencies'] + d['optional-dependencies']['models']))" > /tmp/requirements.txt \

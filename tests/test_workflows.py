@@ -115,3 +115,27 @@ def test_container_files_install_dependencies_before_the_source():
     assert "mmseqs2" in docker and "ARG BASE=" in docker
     apptainer = (ROOT / "glmkit.def").read_text()
     assert "%runscript" in apptainer and 'exec glmkit "$@"' in apptainer and "mmseqs2" in apptainer
+
+
+def test_dockerignore_admits_what_the_image_copies_and_nothing_heavy():
+    """The build context is what .dockerignore admits: every COPY source must be in it, and the heavy folders of a
+    working checkout (virtual environments, benchmark outputs, tests' data) must not."""
+    import fnmatch
+
+    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+
+    def admitted(path: str) -> bool:
+        keep = True
+        for rule in rules:
+            negate, pattern = rule.startswith("!"), rule.lstrip("!")
+            if fnmatch.fnmatch(path, pattern) or path.startswith(pattern.rstrip("/") + "/"):
+                keep = negate
+        return keep
+
+    sources = [word for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+               for word in line.split()[1:-1]]
+    assert sources and all(admitted(s) for s in sources), sources
+    assert admitted("glmkit/cli.py")
+    for heavy in (".venv/bin/python", "bench/out/dedup/items.zarr", "tests/test_cli.py", ".git/HEAD"):
+        assert not admitted(heavy), heavy
