@@ -320,7 +320,7 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
               help="Split each step's rows into this many forward/backward passes (gradients synchronised once).")
 @click.option("--recipe", type=click.Choice(["glmkit", "reference"]), default="glmkit", show_default=True,
               help="reference: the gLM train.py's recipe (Bernoulli masks, loss over all positions, constant lr, "
-                   "no decay or clipping); see docs/usage.md.")
+                   "no decay or clipping); see docs/commands/pretrain.md.")
 @click.option("--corpus", help="Corpus store to build or reuse [default: OUTPUT/corpus.zarr]; share one between "
                                "runs on the same inputs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),

@@ -4,7 +4,7 @@ glmkit.json, from which `import-glm` restores exactly this model (its normalisat
 
 The reference's batch_data.py does not clip standardised embeddings; a model
 trained by glmkit saw them clipped to +-10, so outside that range the reference
-pipeline feeds it slightly other inputs than glmkit does (rare: docs/usage.md).
+pipeline feeds it slightly other inputs than glmkit does (rare: docs/commands/import-glm.md).
 """
 
 from __future__ import annotations

@@ -412,6 +412,11 @@ def _write(output, tsv, png, force, contacts, query: Query, scorer, options, rec
             "top_inter": bool(rows and rows[0]["inter_element"])}
 
 
+def _short(name: str, most: int = 30) -> str:
+    """Element names in titles: assembly contig names run to 40 characters and more."""
+    return name if len(name) <= most else name[:12] + "..." + name[-(most - 15):]
+
+
 def plot_contacts(contacts: np.ndarray, query: Query, png: str, title: str) -> None:
     """The map with element boundaries marked; beside it, the block between the first two elements (or, with
     more, the map with every element's own block blanked): the inter-element contacts on their own scale."""
@@ -431,7 +436,7 @@ def plot_contacts(contacts: np.ndarray, query: Query, png: str, title: str) -> N
     for b in bounds:
         ax.axhline(b - 0.5, color="red", lw=0.6)
         ax.axvline(b - 0.5, color="red", lw=0.6)
-    ax.set(title=title, xlabel="position", ylabel="position")
+    ax.set(title=title.replace(", ", "\n", 1), xlabel="position", ylabel="position")
     if n_elements > 1:
         ax = axes[0, 1]
         if n_elements == 2:
@@ -439,8 +444,9 @@ def plot_contacts(contacts: np.ndarray, query: Query, png: str, title: str) -> N
             block = contacts[np.ix_(a, b)]
             ax.imshow(block, cmap="Blues", vmin=0, vmax=np.percentile(block, 99.5) if block.size else 1,
                       aspect="auto")
-            ax.set(title=f"inter-element: {query.element_names[0]} x {query.element_names[1]}",
-                   xlabel=f"{query.element_names[1]} residue", ylabel=f"{query.element_names[0]} residue")
+            first, second = (_short(name) for name in query.element_names[:2])
+            ax.set(title=f"inter-element block\n{first} x {second}", xlabel=f"{second} residue",
+                   ylabel=f"{first} residue")
         else:
             inter = np.where((e[:, None] != e[None, :]) & (e[:, None] >= 0) & (e[None, :] >= 0), contacts, 0)
             ax.imshow(inter, cmap="Blues", vmin=0, vmax=np.percentile(inter, 99.5))
