@@ -80,6 +80,13 @@ def test_pages_mark_what_they_do_not_run_and_run_the_rest():
     assert "not run: the published ESM2 weights" in (ROOT / "docs" / "commands" / "embed.md").read_text()
 
 
+def test_every_other_page_says_why_its_blocks_are_not_run():
+    """README, formats, workflows, benchmarks: installs, clusters, benchmark runs — each block marked, with why."""
+    for page in PAGES:
+        if page not in COMMAND_PAGES and page.name != "tutorial.md":   # those two are run
+            assert runnable_blocks(page) == [], f"{page.name}: a sh block neither run by a test nor marked not run"
+
+
 def test_options_tables_are_the_commands_help():
     result = subprocess.run([sys.executable, str(ROOT / "docs" / "make_options.py"), "--check"],
                             capture_output=True, text=True)
