@@ -65,7 +65,7 @@ class EmbedOptions:
 
 def proteins_of_store(path: str) -> Iterator[tuple[str, bytes]]:
     store = ElementStore(path)
-    for batch in store.batches():
+    for batch in store.batches(columns=("id", "type", "aa")):
         cds = np.flatnonzero(batch.elements["type"] == CDS)
         for i in cds:
             aa = batch.elements["aa"][i]

@@ -85,7 +85,7 @@ def neighbour_pairs(context, element_paths: Sequence[str]) -> Pairs:
     source = np.empty(n, object)
     found = np.zeros(n, bool)
     for path in element_paths:
-        for batch in ElementStore(path).batches():
+        for batch in ElementStore(path).batches(columns=("id", "type", "strand", "start", "end")):
             e = batch.elements
             contig_of = np.repeat(np.arange(len(batch.counts)), batch.counts)
             for i in np.flatnonzero(e["type"] == CDS):

@@ -288,3 +288,21 @@ def test_output_in_a_folder_that_is_a_file_or_unwritable(tmp_path):
         with pytest.raises(GlmkitError, match=r"ro/x\.tsv: cannot write in .*ro \(permission denied\)"):
             with atomic_outputs([str(ro / "x.tsv")]):
                 pass
+
+
+def test_element_store_reads_only_the_columns_asked_for(tmp_path):
+    from conftest import build_store, cds, igs
+    from glmkit.io.elements import ElementStore
+
+    path = build_store(tmp_path / "e.zarr", [("c1", 100, [cds(aa=b"MKV"), igs(), cds(aa=b"MAAT", strand=-1)]),
+                                              ("c2", 50, [cds(aa=b"MW")])])
+    store = ElementStore(path)
+    full = list(store.batches(max_elements=2))
+    some = list(store.batches(max_elements=2, columns=("id", "strand", "aa")))
+    assert [b.n_contigs for b in some] == [b.n_contigs for b in full] == [1, 1]
+    for a, b in zip(full, some):
+        assert set(b.elements) == {"id", "strand", "aa"}
+        for name in b.elements:
+            assert list(b.elements[name]) == list(a.elements[name])
+        assert list(b.contigs["name"]) == list(a.contigs["name"])
+    assert list(some[0].elements["aa"]) == [b"MKV", b"", b"MAAT"]

@@ -152,21 +152,23 @@ class ElementStore:
         self.n_contigs = len(self.offsets) - 1
         self.n_elements = int(self.offsets[-1])
 
-    def read(self, start: int = 0, stop: int | None = None) -> ElementBatch:
-        """Contigs ``start:stop`` and all their elements."""
+    def read(self, start: int = 0, stop: int | None = None, columns: Iterable[str] | None = None) -> ElementBatch:
+        """Contigs ``start:stop`` and all their elements; of the elements, only ``columns`` if given (the
+        sequences, ``nt`` above all, are most of a batch's memory: a reader that needs none should not pay)."""
         stop = self.n_contigs if stop is None else stop
         e0, e1 = int(self.offsets[start]), int(self.offsets[stop])
+        wanted = ELEMENT_COLUMNS if columns is None else {n: ELEMENT_COLUMNS[n] for n in columns}
         contigs = {n: read_column(self.group["contigs"], n, d, start, stop) for n, d in CONTIG_COLUMNS.items()}
-        elements = {n: read_column(self.group["elements"], n, d, e0, e1) for n, d in ELEMENT_COLUMNS.items()}
+        elements = {n: read_column(self.group["elements"], n, d, e0, e1) for n, d in wanted.items()}
         return ElementBatch(contigs, elements, np.diff(self.offsets[start:stop + 1]))
 
-    def batches(self, max_elements: int = 200_000) -> Iterator[ElementBatch]:
-        """Whole contigs, about ``max_elements`` elements per batch."""
+    def batches(self, max_elements: int = 200_000, columns: Iterable[str] | None = None) -> Iterator[ElementBatch]:
+        """Whole contigs, about ``max_elements`` elements per batch (``columns``: as ``read``)."""
         start = 0
         while start < self.n_contigs:
             stop = int(np.searchsorted(self.offsets, self.offsets[start] + max_elements, side="right")) - 1
             stop = min(max(stop, start + 1), self.n_contigs)
-            yield self.read(start, stop)
+            yield self.read(start, stop, columns)
             start = stop
 
 

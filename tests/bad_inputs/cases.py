@@ -120,7 +120,7 @@ DAMAGE = {  # name -> (function, what the error says)
     "missing-array": (missing_array, "is missing"),
 }
 STORES = {  # store in base -> an array to damage
-    "el.zarr": "elements/start",
+    "el.zarr": "elements/type",   # a column every reader of element stores reads (readers skip the others)
     "emb.zarr": "embedding",
     "ctx.zarr": "genes/embedding",
 }
