@@ -636,7 +636,7 @@ def _fit_options(func):
                         "each with its own share of the clusters; 0: one level [default: one level below 4,096 "
                         "clusters, sqrt(clusters) cells from there].")(func)
     func = click.option("--buckets", type=click.IntRange(min=1), help="Buckets of clusters: the unit of pruning "
-                        "work and memory, and the most prune shares [default: one per 100,000 items, at least 16].")(func)
+                        "work and memory, and the most prune shares [default: one per 10,000 items, at least 16].")(func)
     return func
 
 

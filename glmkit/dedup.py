@@ -48,7 +48,7 @@ log = logging.getLogger("glmkit")
 
 KEEP_ORDERS = ("hard", "easy", "random")
 ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
-ITEMS_PER_BUCKET = 100_000   # default --buckets: the unit of pruning work and of its memory
+ITEMS_PER_BUCKET = 10_000    # default --buckets: the unit of pruning work and of its memory (~140 MB at 640 dims)
 GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
 FLAT_SAMPLE_BYTES = 256 << 20   # a larger sample (float32) makes the default k-means two-level (see fit)
 CELL_SAMPLE_BYTES = 32 << 20    # the most sample a cell's k-means holds (float32); the coarse k-means holds half
