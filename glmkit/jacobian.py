@@ -412,7 +412,7 @@ def _write(output, tsv, png, force, contacts, query: Query, scorer, options, rec
             "top_inter": bool(rows and rows[0]["inter_element"])}
 
 
-def _short(name: str, most: int = 30) -> str:
+def _short(name: str, most: int = 24) -> str:
     """Element names in titles: assembly contig names run to 40 characters and more."""
     return name if len(name) <= most else name[:12] + "..." + name[-(most - 15):]
 
