@@ -44,7 +44,7 @@ def digests(hexes) -> np.ndarray:
     if not len(fixed):
         return np.zeros(0, dtype="S32")
     try:
-        return np.frombuffer(binascii.unhexlify(fixed.tobytes()), dtype="S32")
+        return np.frombuffer(binascii.unhexlify(np.ascontiguousarray(fixed).view(np.uint8)), dtype="S32")   # no copy
     except binascii.Error:
         bad = next(h for h in fixed if len(h) != 64 or not all(c in b"0123456789abcdef" for c in h))
         raise GlmkitError(f"not a sha256 hex digest: {bad.decode(errors='replace')!r}") from None
@@ -93,8 +93,11 @@ class EmbeddingStore:
     @property
     def index(self) -> HashIndex:
         if self._index is None:
-            self._index = HashIndex(np.concatenate([self.hashes.astype("S64"), self.alias_hashes.astype("S64")]),
-                                    np.concatenate([np.arange(len(self.hashes)), self.alias_rows]))
+            own = self.hashes.astype("S64")   # one copy of a million hashes is 64 MB: no concatenation without aliases
+            if len(self.alias_hashes):
+                own = np.concatenate([own, self.alias_hashes.astype("S64")])
+            self._index = HashIndex(own, np.concatenate([np.arange(len(self.hashes)), self.alias_rows]))
+            del own
         return self._index
 
     def rows(self, hashes) -> np.ndarray:
