@@ -1,6 +1,7 @@
 """The docs cannot drift from the code.
 
-- Every sh block of the command pages and the tutorial is executed (test_examples_run): the command pages in a
+- Every sh block of the command pages and the tutorial is executed (test_command_page_examples_run,
+  test_tutorial_runs_from_an_empty_folder): the command pages in a
   folder made by `glmkit demo --quick`, the tutorial from an empty folder. A block that needs what this machine
   cannot have (published weights, GPUs, licensed files) says why on an HTML comment `<!-- not run: WHY -->`
   just above it; those, and the commands of every other page, are checked for real subcommand and option names.
@@ -22,8 +23,8 @@ import pytest
 from conftest import run
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "commands").glob("*.md"))]
 COMMAND_PAGES = sorted((ROOT / "docs" / "commands").glob("*.md"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *COMMAND_PAGES]
 NOT_RUN = re.compile(r"<!-- not run: (.+?) -->\n\s*$")
 GROUPS = {"dedup": {"semantic", "fit", "assign", "prune", "merge", "proteins"}, "operons": {"fit", "predict", "eval"}}
 

@@ -97,7 +97,6 @@ class EmbeddingStore:
             if len(self.alias_hashes):
                 own = np.concatenate([own, self.alias_hashes.astype("S64")])
             self._index = HashIndex(own, np.concatenate([np.arange(len(self.hashes)), self.alias_rows]))
-            del own
         return self._index
 
     def rows(self, hashes) -> np.ndarray:
