@@ -213,7 +213,7 @@ def _plan(stores: list[EmbeddingStore], wanted: list[str], sequences: dict, shar
     from glmkit.io.embeddings import HashIndex, digests
 
     if stores:
-        hexes = np.concatenate([s.hashes.astype("S64") for s in stores])
+        hexes = np.concatenate([s.fixed_hashes() for s in stores])
         source = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(stores)])
         source_row = np.concatenate([np.arange(len(s), dtype=np.int64) for s in stores])
         _, first = np.unique(digests(hexes), return_index=True)

@@ -306,3 +306,25 @@ def test_element_store_reads_only_the_columns_asked_for(tmp_path):
             assert list(b.elements[name]) == list(a.elements[name])
         assert list(b.contigs["name"]) == list(a.contigs["name"])
     assert list(some[0].elements["aa"]) == [b"MKV", b"", b"MAAT"]
+
+
+def test_embedding_store_index_reads_the_hash_column_chunk_by_chunk(tmp_path):
+    """Lookups span several chunks of the hash column (4 rows each here) and never load it as strings."""
+    import hashlib
+
+    from glmkit.io.embeddings import EmbeddingStore, write_embedding_store
+
+    hexes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(11)]
+    vectors = np.arange(11 * 3, dtype=np.float32).reshape(11, 3)
+    chunks = [(hexes[i:i + 4], [5] * len(hexes[i:i + 4]), vectors[i:i + 4]) for i in range(0, 11, 4)]
+    write_embedding_store(tmp_path / "e.zarr", 11, 3, chunks, {"name": "t"}, dtype="float32", chunk_rows=4)
+    store = EmbeddingStore(tmp_path / "e.zarr")
+    assert len(store) == 11
+    absent = hashlib.sha256(b"absent").hexdigest()
+    query = [hexes[7], absent, hexes[0], hexes[10], hexes[3]]
+    assert store.rows(query).tolist() == [7, -1, 0, 10, 3]
+    assert store._hashes is None   # the index came from 32-byte digests, not from the string column
+    np.testing.assert_array_equal(store.get([hexes[9], hexes[2]]), vectors[[9, 2]])
+    assert store.fixed_hashes().tolist() == [h.encode() for h in hexes]
+    assert store.fixed_hashes("S32").tolist() == [bytes.fromhex(h) for h in hexes]
+    assert list(store.hashes) == hexes

@@ -53,8 +53,9 @@ def digests(hexes) -> np.ndarray:
 class HashIndex:
     """Rows by sequence hash through a sorted array of 32-byte digests: 40 bytes per key, not a dict of strings."""
 
-    def __init__(self, hexes, rows: np.ndarray):
-        keys = digests(hexes)
+    def __init__(self, hexes, rows: np.ndarray, keys: np.ndarray | None = None):
+        """``keys``: the digests of ``hexes``, already made (then ``hexes`` is not read)."""
+        keys = digests(hexes) if keys is None else keys
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], np.asarray(rows, dtype=np.int64)[order]
 
@@ -78,25 +79,44 @@ class EmbeddingStore:
         self.group = open_store(path, SCHEMA, required=("hash", "length", "embedding"))
         self.attrs = self.group.attrs.asdict()
         self.model: dict = self.attrs["model"]
-        self.hashes = self.group["hash"][:]
         self.lengths = self.group["length"][:]
         self.embedding = self.group["embedding"]
         if "aliases" in self.group:
             self.alias_hashes, self.alias_rows = self.group["aliases/hash"][:], self.group["aliases/row"][:]
         else:
-            self.alias_hashes, self.alias_rows = np.zeros(0, dtype=self.hashes.dtype), np.zeros(0, np.int64)
+            self.alias_hashes, self.alias_rows = np.zeros(0, dtype="S64"), np.zeros(0, np.int64)
+        self._hashes: np.ndarray | None = None
         self._index: HashIndex | None = None
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return self.group["hash"].shape[0]
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """Every row's hash as a string, read on first use: about 80 bytes a row, which neither the index nor
+        the corpus build needs (a million rows are 80 MB)."""
+        if self._hashes is None:
+            self._hashes = self.group["hash"][:]
+        return self._hashes
+
+    def fixed_hashes(self, dtype: str = "S64") -> np.ndarray:
+        """Every row's hash, read chunk by chunk into fixed width: "S64" hex (64 bytes a row) or "S32" digests
+        (32), never holding the whole column as variable-width strings."""
+        column = self.group["hash"]
+        out = np.empty(len(self), dtype=dtype)
+        step = column.chunks[0]
+        for start in range(0, len(out), step):
+            part = column[start:start + step].astype("S64")
+            out[start:start + len(part)] = digests(part) if dtype == "S32" else part
+        return out
 
     @property
     def index(self) -> HashIndex:
         if self._index is None:
-            own = self.hashes.astype("S64")   # one copy of a million hashes is 64 MB: no concatenation without aliases
+            keys = self.fixed_hashes("S32")   # 32 bytes a row: no string copy of the column at all
             if len(self.alias_hashes):
-                own = np.concatenate([own, self.alias_hashes.astype("S64")])
-            self._index = HashIndex(own, np.concatenate([np.arange(len(self.hashes)), self.alias_rows]))
+                keys = np.concatenate([keys, digests(self.alias_hashes.astype("S64"))])
+            self._index = HashIndex(None, np.concatenate([np.arange(len(self)), self.alias_rows]), keys=keys)
         return self._index
 
     def rows(self, hashes) -> np.ndarray:
