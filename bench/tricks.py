@@ -8,7 +8,10 @@ the workload it serves:
 
   malloc       embed: ESM2 forward (a 12-layer, 480-wide ESM2, esm2_t12_35M's shape, random weights; 13 proteins of
                300 residues) in a child process with and without glibc keeping freed buffers
-               (glmkit.models.device.keep_freed_memory, which only the glmkit command-line process applies)
+               (glmkit.memory.keep_freed_memory, which only the glmkit command-line process applies)
+  arenas       contextualize: peak RSS (and time) of `glmkit contextualize` over bench/scale.py's corpus of 10^5
+               proteins (and its tiny gLM), with freed buffers kept in one glibc arena vs one arena per thread
+               (keep_freed_memory's one_arena)
 
   gc           call: `glmkit call` on the C. diphtheriae chromosome (single mode), with and without freezing the
                live objects out of the cyclic GC (call.py's gc.freeze, the CLI's exit-time freeze)
@@ -61,7 +64,7 @@ def report(name: str, without: float, with_: float, unit: str = "s") -> None:
 ESM_FORWARD = """
 import sys, time, torch
 from glmkit.models.esm2 import ESM2, ESM2Config
-from glmkit.models.device import keep_freed_memory
+from glmkit.memory import keep_freed_memory
 if "malloc" in sys.argv: keep_freed_memory()
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -82,6 +85,33 @@ def esm_forward(*flags) -> float:
 
 def malloc(repeats: int) -> None:
     report("malloc", *alternate(lambda: esm_forward(), lambda: esm_forward("malloc"), repeats))
+
+
+def arenas(repeats: int) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from scale import build, measured
+
+    folder = ROOT / "bench" / "out" / "scale" / "100000"
+    elements, embeddings = build(100_000, folder)
+    glm = folder / "glm"
+    if not (glm / "checkpoint").exists():
+        subprocess.run([sys.executable, "-m", "glmkit", "pretrain", elements, "-e", embeddings, "-o", glm, "--force",
+                        "-q", "--preset", "tiny", "--max-steps", "20", "--threads", "2"], check=True)
+
+    def run(one_arena: bool) -> tuple[float, float]:
+        code = ("import sys\nimport glmkit.memory as memory\nkeep = memory.keep_freed_memory\n"
+                f"memory.keep_freed_memory = lambda: keep(one_arena={one_arena})\n"
+                f"sys.argv = ['glmkit', 'contextualize', {str(elements)!r}, '-e', {str(embeddings)!r}, '-m', "
+                f"{str(glm)!r}, '-o', {str(folder / 'arenas.zarr')!r}, '--force', '-q', '--threads', '2']\n"
+                "from glmkit.cli import main\nmain()\n")
+        return measured([sys.executable, "-c", code])
+
+    without, with_ = [], []
+    for _ in range(repeats):
+        without.append(run(False))
+        with_.append(run(True))
+    report("arenas", min(m for m, _ in without), min(m for m, _ in with_), "MB")
+    report("  (time)", min(s for _, s in without), min(s for _, s in with_))
 
 
 # -- call ------------------------------------------------------------------------------------------------------
@@ -214,7 +244,7 @@ def glm2_mask(repeats: int) -> None:
     report("glm2-mask", *alternate(lambda: timed(expanded), lambda: timed(broadcast), repeats), unit="ms")
 
 
-TRICKS = {"malloc": malloc, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
+TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
           "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask}
 
 

@@ -780,7 +780,7 @@ def main() -> None:
 
     stop.install()  # SIGTERM (schedulers) like Ctrl-C: clean up, say how to resume
     if len(sys.argv) > 1 and sys.argv[1] in MODEL_COMMANDS:  # this process is glmkit's own: process-wide settings
-        from glmkit.models.device import keep_freed_memory
+        from glmkit.memory import keep_freed_memory
 
         keep_freed_memory()
     try:

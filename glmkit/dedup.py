@@ -43,6 +43,7 @@ from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, Assig
                              write_prune_manifest)
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
+from glmkit.memory import release_freed_memory
 
 log = logging.getLogger("glmkit")
 
@@ -108,16 +109,6 @@ def ordered_map(func, items, threads: int):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def release_freed_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere) between steps, so that
-    one step's transient buffers do not stay in the process's RSS for the next. Changes no setting."""
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _faiss():

@@ -80,12 +80,12 @@ def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi
 
     import torch
 
-    import glmkit.models.device as device
+    import glmkit.memory as memory
     from glmkit.call import run_call
     from glmkit.embed import EmbedOptions, run_embed
 
     calls = []
-    monkeypatch.setattr(device, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or True)
     kept = [object() for _ in range(10)]
     gc.freeze()  # the caller froze its own objects
     try:

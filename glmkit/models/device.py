@@ -48,32 +48,3 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to reuse freed activation buffers instead of returning them to the OS; True if it agreed.
-
-    By default glibc serves allocations over 32 MiB with mmap and unmaps them on
-    free, so every forward pass page-faults its large activations anew (see
-    bench/tricks.py malloc). Same effect as the MALLOC_* environment variables or
-    jemalloc/tcmalloc; no-op off glibc. Process-wide and permanent (glibc cannot
-    report the previous values to restore), so only glmkit's own command-line
-    process calls it (glmkit.cli.main), never a library caller's.
-    """
-    import ctypes
-    import ctypes.util
-    import logging
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    # the largest mmap threshold glibc accepts is HEAP_MAX/2 (32 MiB on 32-bit, 32 MiB x 2 on 64-bit builds vary):
-    # try 1 GiB, then smaller
-    agreed = any(mallopt(M_MMAP_THRESHOLD, size) == 1 for size in (1 << 30, 1 << 25))
-    agreed = agreed and mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) == 1 and mallopt(M_TOP_PAD, 256 << 20) == 1
-    if not agreed:
-        logging.getLogger("glmkit").debug("glibc refused the malloc settings; freed buffers go back to the OS")
-    return agreed
