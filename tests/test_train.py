@@ -67,14 +67,66 @@ def _log(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in (path / "log.tsv").read_text().splitlines()]
 
 
+# Records every read of genes from the corpus store, by the batch it was for: (step, [[first gene, genes], ...]);
+# validation batches have step -1. RECORD_READS(path) writes them as JSON at exit.
+RECORD_READS = """
+import atexit, json, threading
+import glmkit.glm_task as glm_task
+_batch, _lock, READS = glm_task.GLMTask._batch, threading.Lock(), []
+class _Recording:
+    def __init__(self, reader):
+        self.reader, self.calls = reader, []
+    def genes(self, start, n):
+        self.calls.append([int(start), int(n)])
+        return self.reader.genes(start, n)
+def _recorded(self, rows, global_rows, step, reader):
+    recording = _Recording(reader)
+    result = _batch(self, rows, global_rows, step, recording)
+    with _lock:
+        READS.append([int(step), recording.calls])
+    return result
+glm_task.GLMTask._batch = _recorded
+def RECORD_READS(path):
+    atexit.register(lambda: open(path, "w").write(json.dumps(READS)))
+"""
+
+
+def _reads_by_step(reads: list, steps: int) -> dict:
+    """step -> sorted (first gene, genes) of every read for it; training steps beyond ``steps`` (read ahead by the
+    prefetcher) left out."""
+    out: dict = {}
+    for step, calls in reads:
+        if step < steps:
+            out.setdefault(step, []).extend(map(tuple, calls))
+    return {k: sorted(v) for k, v in out.items()}
+
+
 @needs_torchrun
 def test_two_processes_equal_one_process_on_the_same_global_batch(corpus, tmp_path):
     """Gradients really synchronised: 2 processes x 2 rows = 1 process x 4 rows, step by step, to float tolerance;
-    both ranks hold identical weights; validation shared out and reduced gives the same figures; rank 0 logs."""
-    one = run(*_args(corpus, tmp_path / "one"), "-q")
+    both ranks hold identical weights; validation shared out and reduced gives the same figures; rank 0 logs.
+    Reads, recorded inside the run: at every step each rank reads its own half of the sub-contigs, and the two
+    halves together are what the single process read (training and validation)."""
+    import glmkit.glm_task as glm_task
+
+    recorder: dict = {}
+    exec(RECORD_READS, recorder)   # records this process's reads from here ...
+    try:
+        one = run(*_args(corpus, tmp_path / "one"), "-q")
+    finally:
+        glm_task.GLMTask._batch = recorder["_batch"]   # ... to here
     assert one.exit_code == 0, one.stderr
-    two = torchrun(_args(corpus, tmp_path / "two"), tmp_path)
+    hook = RECORD_READS + f"RECORD_READS(os.path.join({str(tmp_path / 'two')!r}, "\
+                          "f\"reads{os.environ['RANK']}.json\"))\n"
+    two = torchrun(_args(corpus, tmp_path / "two"), tmp_path, hook)
     assert two.returncode == 0, two.stderr[-3000:]
+    single = _reads_by_step(recorder["READS"], 6)
+    ranks = [_reads_by_step(json.loads((tmp_path / "two" / f"reads{r}.json").read_text()), 6) for r in (0, 1)]
+    assert sorted(single) == [-1, 0, 1, 2, 3, 4, 5] and all(set(range(6)) <= set(r) for r in ranks)
+    for step in single:   # -1: validation, shared out by rows too (a rank may have none of a small split's rows)
+        assert sorted(ranks[0].get(step, []) + ranks[1].get(step, [])) == single[step], step
+        if step >= 0:     # 4 rows a step: each rank reads its 2 rows' sub-contigs, never the whole step's
+            assert all(0 < len(r[step]) < len(single[step]) for r in ranks), step
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     # Adam divides each gradient by its own size, so float-rounding differences in near-zero gradients can move a
     # weight by a fraction of lr (1e-3); unsynchronised gradients (each rank seeing half the batch) move many
