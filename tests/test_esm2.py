@@ -39,6 +39,19 @@ def test_hidden_states_equal_fair_esm(esm_checkpoint, layer):
         torch.testing.assert_close(mine[i, :len(s) + 2], theirs[i, :len(s) + 2], atol=1e-5, rtol=1e-5)
 
 
+def test_fair_esm_file_in_torchs_legacy_format_loads_too(tmp_path, esm_checkpoint):
+    """Files are memory-mapped when loaded; one written in torch's pre-1.6 (not zip) format cannot be, and is read
+    whole instead, to the same weights."""
+    import argparse
+
+    path = esm_checkpoint[0]
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
+    torch.save(data, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    mapped, legacy = load_fair_esm_file(path).model.state_dict(), load_fair_esm_file(tmp_path / "legacy.pt").model
+    assert all(torch.equal(mapped[k], v) for k, v in legacy.state_dict().items())
+
+
 def _transformers_folder(path, masked_lm: bool, **save_options):
     """A random-weight ESM2 saved by the installed transformers' own save_pretrained (5.x: LayerNorms written
     as gamma/beta); returns the folder and transformers' model for reference outputs."""
