@@ -18,7 +18,7 @@ from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.provenance import set_command_line
 
-MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "demo")  # (run models: the malloc setting pays off)
+MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "jacobian", "demo")  # models run: the malloc setting pays
 PIPELINE = ("call", "filter", "embed", "pretrain", "import-glm", "export-glm", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
             "validate", "demo")
 
@@ -452,7 +452,7 @@ def export_glm_command(model_path, output, force):
 @click.option("--min-separation", type=click.IntRange(min=1), default=6, show_default=True,
               help="Within one element, leave pairs closer than this out of the TSV.")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              help="Mutant sequences per forward pass [default: 8 on CPU, 64 on GPU].")
+              help="Mutant sequences per forward pass [default: 3 on CPU, 64 on GPU].")
 @click.option("--block", type=click.IntRange(min=1), default=16, show_default=True,
               help="Positions per saved block (a rerun after a crash resumes from finished blocks).")
 @device_options

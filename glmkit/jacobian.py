@@ -49,8 +49,8 @@ STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both mod
 class JacobianOptions:
     region: str | None = None       # element store input: CONTIG or CONTIG:FIRST-LAST (elements, 1-based)
     fast: bool = False              # substitute <mask> only
-    batch_size: int | None = None   # sequences per forward pass; None: 8 on CPU (as fast as 64 there, and its
-                                    # activations are what memory holds), 64 on GPUs
+    batch_size: int | None = None   # sequences per forward pass; None: 3 on CPU (as fast as 4 or 8 there, and
+                                    # less memory: its buffers are what memory holds beyond torch), 64 on GPUs
     block: int = 16                 # positions per saved block (the unit of resume)
     top: int = 100                  # rows of the top-contacts TSV
     min_separation: int = 6         # within one element, contacts closer than this are left out of the TSV
@@ -258,6 +258,7 @@ def run_jacobian(input_path: str, model_spec: str, output: str, options: Jacobia
 def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions, force: bool) -> dict:
     import torch
 
+    from glmkit.memory import release_freed_memory
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
 
     elements, record = read_elements(input_path, options.region)
@@ -266,7 +267,8 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
     scorer.model.to(device)
-    batch_size = options.batch_size or (64 if device.type == "cuda" else 8)
+    release_freed_memory()   # the loader's transient copies: the batches need far less than they took
+    batch_size = options.batch_size or (64 if device.type == "cuda" else 3)
     L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
     plan = hashlib.sha256(json.dumps([record, scorer.identity, options.fast, options.block, options.region,
                                       query.tokens.tolist()]).encode()).hexdigest()
@@ -294,6 +296,9 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
                             z[b0:b1] = _block(scorer, query, tokens, wild, valid, b0, b1, batch_size)
                             done.touch()
                         bar.update(b1 - b0)
+            del tokens, wild
+            scorer.model = None         # what follows needs no model: its weights and the batches' buffers go
+            release_freed_memory()      # back to the OS before the norms and the picture, not on top of them
             contacts = contacts_from_work(z, options.block, scorer.symmetrise_jacobian)
         summary = _write(output, tsv, png, force, contacts, query, scorer, options, record, model_spec)
     except BaseException as e:
