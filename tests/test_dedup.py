@@ -134,6 +134,35 @@ def test_sample_rows_are_distinct_sorted_and_uniform():
     assert (_sample_rows(50, 80, np.random.default_rng(1)) == np.arange(50)).all()
 
 
+
+def test_a_large_stores_sample_reads_a_share_of_its_chunks():
+    """2,000 of 100,003 rows in chunks of 100: from 2 x 20 chunks at least SPREAD_CHUNKS (here 64), not from
+    nearly all 1,001 as a uniform draw would; still distinct, sorted, in range (the short last chunk included),
+    spread over the whole store and the same for the same seed. Small samples of small stores keep the uniform
+    draw row for row."""
+    from glmkit import dedup
+
+    n, chunk = 100_003, 100
+    uniform = dedup._sample_rows(n, 2_000, np.random.default_rng(3))
+    assert len(np.unique(uniform // chunk)) > 800
+    old = dedup.SPREAD_CHUNKS
+    dedup.SPREAD_CHUNKS = 64
+    try:
+        rows = dedup._sample_stored_rows(n, 2_000, chunk, np.random.default_rng(3))
+        again = dedup._sample_stored_rows(n, 2_000, chunk, np.random.default_rng(3))
+        with_last = [dedup._sample_stored_rows(n, 20_000, chunk, np.random.default_rng(s)) for s in range(20)]
+        small = dedup._sample_stored_rows(5_000, 2_000, chunk, np.random.default_rng(3))
+    finally:
+        dedup.SPREAD_CHUNKS = old
+    assert len(rows) == 2_000 and (np.diff(rows) > 0).all() and rows[0] >= 0 and rows[-1] < n
+    assert (rows == again).all()
+    assert len(np.unique(rows // chunk)) <= 64 and rows[0] < n // 4 and rows[-1] > 3 * n // 4
+    for r in with_last:   # 400 of 1,001 chunks: the short last one (rows 100,000-100,002) is often among them
+        assert len(r) == 20_000 and (np.diff(r) > 0).all() and r[-1] < n
+    assert any(r[-1] >= 100_000 for r in with_last)
+    assert (small == dedup._sample_rows(5_000, 2_000, np.random.default_rng(3))).all()
+
+
 def test_shares_merge_to_the_single_run_byte_for_byte(planted, tmp_path):
     semantic(planted, tmp_path / "single")
     common = ["--threads", "1"]
