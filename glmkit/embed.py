@@ -216,13 +216,15 @@ def _plan(stores: list[EmbeddingStore], wanted: list[str], sequences: dict, shar
         hexes = np.concatenate([s.fixed_hashes() for s in stores])
         source = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(stores)])
         source_row = np.concatenate([np.arange(len(s), dtype=np.int64) for s in stores])
-        _, first = np.unique(digests(hexes), return_index=True)
+        keys = digests(hexes)
+        _, first = np.unique(keys, return_index=True)
         keep = np.zeros(len(hexes), bool)
         keep[first] = True
-        hexes, source, source_row = hexes[keep], source[keep], source_row[keep]
+        hexes, keys, source, source_row = hexes[keep], keys[keep], source[keep], source_row[keep]
     else:
-        hexes, source, source_row = np.zeros(0, "S64"), np.zeros(0, np.int32), np.zeros(0, np.int64)
-    stored = HashIndex(hexes, np.arange(len(hexes)))
+        hexes, keys, source, source_row = np.zeros(0, "S64"), np.zeros(0, "S32"), np.zeros(0, np.int32), \
+            np.zeros(0, np.int64)
+    stored = HashIndex(hexes, np.arange(len(hexes)), keys=keys)   # digests made once, above
     candidates = sorted(set(wanted))
     missing = stored.lookup(candidates) < 0 if candidates else np.zeros(0, bool)
     new = sorted((h for h, m in zip(candidates, missing) if m and _in_shard(h, shard)),

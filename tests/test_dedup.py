@@ -135,7 +135,7 @@ def test_sample_rows_are_distinct_sorted_and_uniform():
 
 
 
-def test_a_large_stores_sample_reads_a_share_of_its_chunks():
+def test_a_large_stores_sample_reads_a_share_of_its_chunks(monkeypatch):
     """2,000 of 100,003 rows in chunks of 100: from 2 x 20 chunks at least SPREAD_CHUNKS (here 64), not from
     nearly all 1,001 as a uniform draw would; still distinct, sorted, in range (the short last chunk included),
     spread over the whole store and the same for the same seed. Small samples of small stores keep the uniform
@@ -145,15 +145,11 @@ def test_a_large_stores_sample_reads_a_share_of_its_chunks():
     n, chunk = 100_003, 100
     uniform = dedup._sample_rows(n, 2_000, np.random.default_rng(3))
     assert len(np.unique(uniform // chunk)) > 800
-    old = dedup.SPREAD_CHUNKS
-    dedup.SPREAD_CHUNKS = 64
-    try:
-        rows = dedup._sample_stored_rows(n, 2_000, chunk, np.random.default_rng(3))
-        again = dedup._sample_stored_rows(n, 2_000, chunk, np.random.default_rng(3))
-        with_last = [dedup._sample_stored_rows(n, 20_000, chunk, np.random.default_rng(s)) for s in range(20)]
-        small = dedup._sample_stored_rows(5_000, 2_000, chunk, np.random.default_rng(3))
-    finally:
-        dedup.SPREAD_CHUNKS = old
+    monkeypatch.setattr(dedup, "SPREAD_CHUNKS", 64)
+    rows = dedup._sample_stored_rows(n, 2_000, chunk, np.random.default_rng(3))
+    again = dedup._sample_stored_rows(n, 2_000, chunk, np.random.default_rng(3))
+    with_last = [dedup._sample_stored_rows(n, 20_000, chunk, np.random.default_rng(s)) for s in range(20)]
+    small = dedup._sample_stored_rows(5_000, 2_000, chunk, np.random.default_rng(3))
     assert len(rows) == 2_000 and (np.diff(rows) > 0).all() and rows[0] >= 0 and rows[-1] < n
     assert (rows == again).all()
     assert len(np.unique(rows // chunk)) <= 64 and rows[0] < n // 4 and rows[-1] > 3 * n // 4
