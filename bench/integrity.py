@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def build(path: Path, rows: int, dim: int, chunk_rows: int) -> None:
-    from glmkit.io.embeddings import ResumableEmbeddingWriter
+    from glmkit.io.embeddings import PlannedRows, ResumableEmbeddingWriter
 
     hashes = [f"{i:064x}" for i in range(rows)]
     model = {"name": "bench", "embed_dim": dim, "layer": 1}
-    writer = ResumableEmbeddingWriter(path, {}, [], hashes, [100] * rows, dim, "float16", model, chunk_rows)
+    planned = PlannedRows.in_memory(hashes, [100] * rows)
+    writer = ResumableEmbeddingWriter(path, {}, [], planned, dim, "float16", model, chunk_rows)
     rng = np.random.default_rng(0)
     for k in writer.pending():
         r = writer.rows(k)

@@ -57,7 +57,7 @@ def _assemblies(out: Path) -> Path:
 def random_embedding_store(elements: list[Path], out: Path, dim: int = 1280, seed: int = 0) -> Path:
     """One row per distinct protein of ``elements`` (real hashes), random float16 values."""
     from glmkit.io.elements import CDS, ElementStore
-    from glmkit.io.embeddings import ResumableEmbeddingWriter, sequence_hash
+    from glmkit.io.embeddings import PlannedRows, ResumableEmbeddingWriter, sequence_hash
 
     hashes = {}
     for path in elements:
@@ -67,7 +67,8 @@ def random_embedding_store(elements: list[Path], out: Path, dim: int = 1280, see
                     hashes.setdefault(sequence_hash(aa), len(aa))
     model = {"name": "random_1280", "sha256": "0" * 64, "embed_dim": dim, "layer": 1, "max_residues": 1022,
              "long": "truncate", "pooling": "mean", "num_layers": 1, "attention_heads": 1, "source": "random"}
-    writer = ResumableEmbeddingWriter(out, {}, [], list(hashes), list(hashes.values()), dim, "float16", model, 4096)
+    planned = PlannedRows.in_memory(list(hashes), list(hashes.values()))
+    writer = ResumableEmbeddingWriter(out, {}, [], planned, dim, "float16", model, 4096)
     rng = np.random.default_rng(seed)
     for k in writer.pending():
         rows = writer.rows(k)

@@ -18,7 +18,7 @@ peak RSS from the kernel (ru_maxrss of the child):
   of that time the loop waited for data;
 - `glmkit contextualize` of the whole corpus with that model: genes/s;
 - `glmkit embed` extending the n-row store by 100 new proteins (planning reads
-  every stored hash): peak RSS.
+  the stored hashes chunk by chunk, holding none of them): peak RSS.
 
 Plus, in this process, the once-per-corpus steps on their own up to 10^6
 sub-contigs: packing (glmkit.data.pack_rows) and choosing the split.
@@ -49,7 +49,7 @@ def _protein(i: int) -> bytes:
 
 def build(n: int, out: Path) -> tuple[Path, Path]:
     from glmkit.io.elements import CONTIG_COLUMNS, ELEMENT_COLUMNS, ElementBatch, ElementStoreWriter, column_array
-    from glmkit.io.embeddings import ResumableEmbeddingWriter, sequence_hash
+    from glmkit.io.embeddings import PlannedRows, ResumableEmbeddingWriter, sequence_hash
 
     elements, embeddings = out / "elements.zarr", out / "embeddings.zarr"
     if elements.exists() and embeddings.exists():
@@ -57,7 +57,7 @@ def build(n: int, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(n)
     writer = ElementStoreWriter(elements, {"synthetic": n}, [])
-    gene, contig, hashes = 0, 0, []
+    gene, contig = 0, 0
     while gene < n:
         cols = {k: [] for k in ELEMENT_COLUMNS}
         contigs = {k: [] for k in CONTIG_COLUMNS}
@@ -70,7 +70,6 @@ def build(n: int, out: Path) -> tuple[Path, Path]:
                 contigs[k].append(v)
             for g in range(genes):
                 aa = _protein(gene + g)
-                hashes.append(sequence_hash(aa))
                 for k, v in (("id", f"{name}_{g + 1}"), ("type", 0), ("strand", 1 if (gene + g) % 3 else -1),
                              ("start", g * 150 + 1), ("end", g * 150 + 123), ("partial_left", False),
                              ("partial_right", False), ("translation_table", 11), ("start_type", "ATG"),
@@ -89,8 +88,13 @@ def build(n: int, out: Path) -> tuple[Path, Path]:
     # the ESM2 that extends the store below (its checksum is not known here: null matches it)
     model = {"name": "esm_t1_1280", "sha256": None, "embed_dim": DIM, "layer": 1, "max_residues": 1022,
              "long": "truncate", "pooling": "mean", "num_layers": 1, "attention_heads": 1, "source": "random"}
-    store = ResumableEmbeddingWriter(embeddings, {}, [], np.array(hashes, dtype="S64")[order], [40] * n, DIM,
-                                     "float16", model, 1024)
+
+    def pieces(step: int = 1 << 16):   # the hash column made piece by piece: no list of n hashes
+        for start in range(0, n, step):
+            rows = order[start:start + step]
+            yield np.array([sequence_hash(_protein(int(i))) for i in rows], dtype="S64"), np.full(len(rows), 40)
+    planned = PlannedRows(n, 0, pieces, lambda: [])
+    store = ResumableEmbeddingWriter(embeddings, {}, [], planned, DIM, "float16", model, 1024)
     for k in store.pending():
         rows = store.rows(k)
         store.write_chunk(k, rng.normal(size=(len(rows), DIM)).astype(np.float16))

@@ -25,6 +25,7 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS, ElementStore
+from glmkit.embed_plan import EmbedPlan, plan_embed
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
 from glmkit.io.fasta import PROTEIN_ALPHABET, read_fasta
 from glmkit.io.files import InputFile, atomic_outputs, claim_outputs
@@ -194,44 +195,6 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         return _embed(inputs, output, map_path, options, force)
 
 
-@dataclass
-class _Plan:
-    """The output's rows: first those copied from the stores given (first occurrence of a hash wins, in store
-    order), then the new ones (by length). Arrays, not Python objects per row: a store of 10^6 rows costs about
-    120 bytes a row while planning (bench/scale.py measures it)."""
-    hashes: np.ndarray        # S64 hex, every row
-    source: np.ndarray        # per copied row: index of its store
-    source_row: np.ndarray    # per copied row: its row there
-    new: list[str]            # hashes to embed, in row order after the copied ones
-
-    @property
-    def n_copied(self) -> int:
-        return len(self.source)
-
-
-def _plan(stores: list[EmbeddingStore], wanted: list[str], sequences: dict, shard) -> _Plan:
-    from glmkit.io.embeddings import HashIndex, digests
-
-    if stores:
-        hexes = np.concatenate([s.fixed_hashes() for s in stores])
-        source = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(stores)])
-        source_row = np.concatenate([np.arange(len(s), dtype=np.int64) for s in stores])
-        keys = digests(hexes)
-        _, first = np.unique(keys, return_index=True)
-        keep = np.zeros(len(hexes), bool)
-        keep[first] = True
-        hexes, keys, source, source_row = hexes[keep], keys[keep], source[keep], source_row[keep]
-    else:
-        hexes, keys, source, source_row = np.zeros(0, "S64"), np.zeros(0, "S32"), np.zeros(0, np.int32), \
-            np.zeros(0, np.int64)
-    stored = HashIndex(hexes, np.arange(len(hexes)), keys=keys)   # digests made once, above
-    candidates = sorted(set(wanted))
-    missing = stored.lookup(candidates) < 0 if candidates else np.zeros(0, bool)
-    new = sorted((h for h, m in zip(candidates, missing) if m and _in_shard(h, shard)),
-                 key=lambda h: (len(sequences[h]), h))
-    return _Plan(np.concatenate([hexes, np.array(new, dtype="S64")]), source, source_row, new)
-
-
 def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: EmbedOptions, force: bool) -> dict:
     proteins, sequences, stores, records = collect_inputs(inputs, options.nucleotide_check)
     representative = {h: h for h in sequences}
@@ -241,7 +204,8 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
         representative = linclust(sequences, options.cluster_id, options.coverage, options.threads)
         log.info(f"embed: {len(sequences):,} distinct proteins in {len(set(representative.values())):,} clusters "
                  f"at {options.cluster_id:.0%} identity, {options.coverage:.0%} coverage")
-    plan = _plan(stores, [representative[h] for _, h in proteins], sequences, options.shard)
+    plan = plan_embed(stores, sequences, representative, (representative[h] for _, h in proteins),
+                      lambda h: _in_shard(h, options.shard))
 
     loaded, model_attrs, imported = None, None, None
     if options.import_embeddings:
@@ -264,15 +228,9 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
             what = "; ".join(f"{k} {store.model.get(k)} there, {model_attrs.get(k)} now" for k in differs)
             raise GlmkitError(f"{store.path}: embeddings were made with other settings ({what})")
 
-    copied_lengths = [stores[i].lengths[plan.source_row[plan.source == i]] for i in range(len(stores))]
-    lengths = np.zeros(len(plan.hashes), np.int32)
-    for i, values in enumerate(copied_lengths):
-        lengths[:plan.n_copied][plan.source == i] = values
-    lengths[plan.n_copied:] = [len(sequences[h]) for h in plan.new]
     parameters = {k: v for k, v in asdict(options).items() if k != "model"}
-    writer = ResumableEmbeddingWriter(output, parameters, records, plan.hashes, lengths, model_attrs["embed_dim"],
-                                      options.dtype, model_attrs, options.chunk_rows,
-                                      aliases=_aliases(plan, representative, stores))
+    writer = ResumableEmbeddingWriter(output, parameters, records, plan.rows(), model_attrs["embed_dim"],
+                                      options.dtype, model_attrs, options.chunk_rows)
     threads = contextlib.nullcontext()
     if loaded is not None and loaded.device.type == "cpu":
         from glmkit.models.device import torch_threads
@@ -299,10 +257,8 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
                     else:
                         chunk[split:] = embed_sequences(loaded.model, [sequences[h] for h in fresh], options,
                                                         model_attrs["layer"], loaded.device, loaded.dtype, bar)
-                for i, store in enumerate(stores):  # rows copied from store i: read in its own row order
-                    mine = np.flatnonzero(plan.source[rows.start:rows.start + split] == i)
-                    if len(mine):
-                        chunk[mine] = store.read_rows(plan.source_row[rows.start + mine])
+                for i, positions, store_rows in plan.copied(rows.start, rows.stop):
+                    chunk[positions] = stores[i].read_rows(store_rows)
                 writer.write_chunk(k, chunk.astype(options.dtype))
     except BaseException as e:
         writer.discard_if_empty()  # a work folder is kept only if it holds finished chunks to resume from
@@ -322,29 +278,7 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
             "seconds": elapsed}
 
 
-def _aliases(plan: _Plan, representative: dict[str, str], stores: list[EmbeddingStore]) -> dict[str, int]:
-    """Proteins without a row of their own -> the row standing for them: MMseqs2 cluster members (their
-    representative's row), and the aliases of the stores given as inputs (their rows, renumbered)."""
-    from glmkit.io.embeddings import HashIndex
-
-    index = HashIndex(plan.hashes, np.arange(len(plan.hashes)))
-    members = [h for h, rep in representative.items() if h != rep]
-    aliases: dict[str, int] = {}
-    if members:
-        own, target = index.lookup(members), index.lookup([representative[h] for h in members])
-        aliases = {h: int(t) for h, o, t in zip(members, own, target) if o < 0 <= t}
-    for store in stores:
-        if not len(store.alias_hashes):
-            continue
-        own = index.lookup(store.alias_hashes.astype("S64"))
-        target = index.lookup(store.hashes[store.alias_rows].astype("S64"))
-        for h, o, t in zip(store.alias_hashes.tolist(), own, target):
-            if o < 0 <= t:
-                aliases.setdefault(str(h), int(t))
-    return aliases
-
-
-def _imported(options: EmbedOptions, proteins: list[tuple[str, str]], plan: _Plan):
+def _imported(options: EmbedOptions, proteins: list[tuple[str, str]], plan: EmbedPlan):
     """The imported embeddings, the model attributes the user stated, and for each hash to fill the row of the
     imported file that holds it. Every imported id must name an input protein, and every protein without a row
     in the stores given must have an imported embedding."""

@@ -150,7 +150,7 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
     """Write train.zarr, test.zarr, embeddings.zarr, train/test.pairs.tsv, partners/ into ``out``; returns a
     summary."""
     from glmkit.io.elements import CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, ElementBatch, ElementStoreWriter, column_array
-    from glmkit.io.embeddings import ResumableEmbeddingWriter, sequence_hash
+    from glmkit.io.embeddings import PlannedRows, ResumableEmbeddingWriter, sequence_hash
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,8 +215,9 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
     model = {"name": "synthetic-families", "sha256": hashlib.sha256(repr(asdict(spec)).encode()).hexdigest(),
              "embed_dim": spec.dim, "layer": 1, "max_residues": None, "long": None, "pooling": "mean",
              "source": "glmkit.synthetic"}
-    store = ResumableEmbeddingWriter(out / "embeddings.zarr", {"synthetic": asdict(spec)}, [], hashes[first],
-                                     [100] * len(first), spec.dim, "float16", model, 4096)
+    planned = PlannedRows.in_memory(hashes[first], [100] * len(first))
+    store = ResumableEmbeddingWriter(out / "embeddings.zarr", {"synthetic": asdict(spec)}, [], planned, spec.dim,
+                                     "float16", model, 4096)
     vectors = np.stack(vectors)[first]
     for k in store.pending():
         rows = store.rows(k)

@@ -168,13 +168,14 @@ def test_warmup_default_scales_with_short_runs():
 
 def test_nan_embeddings_are_refused_naming_genes(tmp_path, corpus):
     shutil.copytree(corpus[1], tmp_path / "nan.zarr")
-    from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter
+    from glmkit.io.embeddings import EmbeddingStore, PlannedRows, ResumableEmbeddingWriter
 
     store = EmbeddingStore(corpus[1])
     values = store.embedding[:]
     values[5, 3] = np.nan
-    writer = ResumableEmbeddingWriter(tmp_path / "nan2.zarr", {}, [], [str(h) for h in store.hashes],
-                                      store.lengths.tolist(), values.shape[1], "float32", store.model, len(values))
+    rows = PlannedRows.in_memory(store.hashes, store.lengths)
+    writer = ResumableEmbeddingWriter(tmp_path / "nan2.zarr", {}, [], rows, values.shape[1], "float32", store.model,
+                                      len(values))
     writer.write_chunk(0, values)
     writer.publish([])
     with pytest.raises(GlmkitError, match=r"NaN or infinite embeddings for 1 protein \(genes contig_"):

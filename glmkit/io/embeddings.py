@@ -18,11 +18,13 @@ Version 1 stores (no aliases) are read as they are.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from glmkit.io.files import publish, remove, work_folder
 from glmkit.io.store import create_store, finish_store, new_array, open_store
 
 SCHEMA = "glmkit.embeddings"
+HASH_CHUNK_ROWS = 1 << 16   # rows a chunk of the hash, length and alias columns
 log = logging.getLogger("glmkit")
 
 
@@ -53,18 +56,23 @@ def digests(hexes) -> np.ndarray:
 class HashIndex:
     """Rows by sequence hash through a sorted array of 32-byte digests: 40 bytes per key, not a dict of strings."""
 
-    def __init__(self, hexes, rows: np.ndarray, keys: np.ndarray | None = None):
-        """``keys``: the digests of ``hexes``, already made (then ``hexes`` is not read)."""
-        keys = digests(hexes) if keys is None else keys
+    def __init__(self, keys: np.ndarray, rows: np.ndarray):
+        """``keys``: S32 digests (``digests(hexes)``), one per row of ``rows``."""
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], np.asarray(rows, dtype=np.int64)[order]
+
+    @classmethod
+    def of_hexes(cls, hexes, rows: np.ndarray) -> HashIndex:
+        return cls(digests(hexes), rows)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def lookup(self, hexes) -> np.ndarray:
         """Row of each hash, -1 where absent."""
-        query = digests(hexes)
+        return self.lookup_digests(digests(hexes))
+
+    def lookup_digests(self, query: np.ndarray) -> np.ndarray:
         at = np.searchsorted(self.keys, query)
         found = at < len(self.keys)
         found[found] = self.keys[at[found]] == query[found]
@@ -79,12 +87,7 @@ class EmbeddingStore:
         self.group = open_store(path, SCHEMA, required=("hash", "length", "embedding"))
         self.attrs = self.group.attrs.asdict()
         self.model: dict = self.attrs["model"]
-        self.lengths = self.group["length"][:]
         self.embedding = self.group["embedding"]
-        if "aliases" in self.group:
-            self.alias_hashes, self.alias_rows = self.group["aliases/hash"][:], self.group["aliases/row"][:]
-        else:
-            self.alias_hashes, self.alias_rows = np.zeros(0, dtype="S64"), np.zeros(0, np.int64)
         self._hashes: np.ndarray | None = None
         self._index: HashIndex | None = None
 
@@ -99,14 +102,41 @@ class EmbeddingStore:
             self._hashes = self.group["hash"][:]
         return self._hashes
 
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        return self.group["length"][:]
+
+    @functools.cached_property
+    def alias_hashes(self) -> np.ndarray:
+        """Hashes of the proteins without a row of their own (read on first use, like ``alias_rows``)."""
+        return self.group["aliases/hash"][:] if "aliases" in self.group else np.zeros(0, dtype="S64")
+
+    @functools.cached_property
+    def alias_rows(self) -> np.ndarray:
+        return self.group["aliases/row"][:] if "aliases" in self.group else np.zeros(0, np.int64)
+
+    @property
+    def n_aliases(self) -> int:
+        return self.group["aliases/hash"].shape[0] if "aliases" in self.group else 0
+
+    def hash_chunks(self, aliases: bool = False):
+        """(first row, S64 hashes, int32 lengths) of consecutive stored chunks of the hash column, or with
+        ``aliases`` (first alias, S64 hashes, int64 rows) of the alias columns: a column read without ever
+        holding all of it."""
+        if aliases and not self.n_aliases:
+            return
+        hashes, other = ((self.group["aliases/hash"], self.group["aliases/row"]) if aliases
+                         else (self.group["hash"], self.group["length"]))
+        step = hashes.chunks[0]
+        for start in range(0, hashes.shape[0], step):
+            part = hashes[start:start + step].astype("S64")
+            yield start, part, other[start:start + len(part)]
+
     def fixed_hashes(self, dtype: str = "S64") -> np.ndarray:
         """Every row's hash, read chunk by chunk into fixed width: "S64" hex (64 bytes a row) or "S32" digests
         (32), never holding the whole column as variable-width strings."""
-        column = self.group["hash"]
         out = np.empty(len(self), dtype=dtype)
-        step = column.chunks[0]
-        for start in range(0, len(out), step):
-            part = column[start:start + step].astype("S64")
+        for start, part, _ in self.hash_chunks():
             out[start:start + len(part)] = digests(part) if dtype == "S32" else part
         return out
 
@@ -116,7 +146,7 @@ class EmbeddingStore:
             keys = self.fixed_hashes("S32")   # 32 bytes a row: no string copy of the column at all
             if len(self.alias_hashes):
                 keys = np.concatenate([keys, digests(self.alias_hashes.astype("S64"))])
-            self._index = HashIndex(None, np.concatenate([np.arange(len(self)), self.alias_rows]), keys=keys)
+            self._index = HashIndex(keys, np.concatenate([np.arange(len(self)), self.alias_rows]))
         return self._index
 
     def rows(self, hashes) -> np.ndarray:
@@ -142,35 +172,88 @@ class EmbeddingStore:
         return self.read_rows(rows)
 
 
+@dataclass
+class PlannedRows:
+    """The hash and length columns and the aliases a ResumableEmbeddingWriter writes, given as consecutive
+    pieces so that a plan over a large store never holds all its hashes: ``pieces()`` yields (S64 hashes,
+    int32 lengths) and ``alias_pieces()`` (S64 hashes, int64 rows); each may be called more than once."""
+    n: int
+    n_aliases: int
+    pieces: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+    alias_pieces: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+    @classmethod
+    def in_memory(cls, hashes: Sequence[str], lengths: Sequence[int],
+                  aliases: dict[str, int] | None = None) -> PlannedRows:
+        """``aliases``: hash of a protein without a row of its own -> the row that stands for it."""
+        hashes, lengths = np.asarray(hashes, dtype="S64"), np.asarray(lengths, dtype=np.int32)
+        aliases = dict(sorted((aliases or {}).items()))
+        alias_hashes = np.array(list(aliases), dtype="S64")
+        alias_rows = np.array(list(aliases.values()), dtype=np.int64)
+        return cls(len(hashes), len(aliases), lambda: [(hashes, lengths)], lambda: [(alias_hashes, alias_rows)])
+
+    def fingerprint(self) -> str:
+        """sha256 of every piece: one more pass over them, not a copy."""
+        sha = hashlib.sha256()
+        for pieces in (self.pieces(), self.alias_pieces()):
+            for first, second in pieces:
+                sha.update(np.ascontiguousarray(first, dtype="S64").tobytes())
+                sha.update(np.ascontiguousarray(second, dtype=np.int64).tobytes())
+            sha.update(b"|")
+        return sha.hexdigest()
+
+
+def _write_pieces(arrays: Sequence, pieces: Iterable[tuple], n: int) -> None:
+    """Consecutive pieces of equally long columns written one whole stored chunk at a time (a string chunk
+    written in parts would be read back and rewritten for each part)."""
+    step, at, held = arrays[0].chunks[0], 0, []
+
+    def flush(upto: int) -> int:
+        parts = [np.concatenate(column) for column in zip(*held)]
+        for array, part in zip(arrays, parts):
+            array[at:at + upto] = part[:upto].astype(np.dtypes.StringDType()) if part.dtype.kind == "S" \
+                else part[:upto]
+        held[:] = [tuple(part[upto:] for part in parts)]
+        return at + upto
+
+    for piece in pieces:
+        held.append(piece)
+        size = sum(len(p[0]) for p in held)
+        if size >= step:
+            at = flush(size - size % step)
+    size = sum(len(p[0]) for p in held)
+    if size:
+        at = flush(size)
+    if at != n:
+        raise ValueError(f"{at} rows written, {n} planned")
+
+
 class ResumableEmbeddingWriter:
     """Writes a planned store chunk by chunk; restarting with the same plan resumes it."""
 
-    def __init__(self, final: str | Path, parameters: dict, inputs: Sequence, hashes: Sequence[str],
-                 lengths: Sequence[int], dim: int, dtype: str, model: dict, chunk_rows: int,
-                 aliases: dict[str, int] | None = None):
-        """``aliases``: hash of a protein without a row of its own -> the row that stands for it."""
+    def __init__(self, final: str | Path, parameters: dict, inputs: Sequence, rows: PlannedRows,
+                 dim: int, dtype: str, model: dict, chunk_rows: int):
         self.final = Path(final)
         self.work = work_folder(self.final)
         self.chunk_rows = chunk_rows
-        hashes = np.asarray(hashes, dtype="S64")
-        self.n = len(hashes)
-        aliases = dict(sorted((aliases or {}).items()))
-        plan = hashlib.sha256(hashes.tobytes() + json.dumps([dim, dtype, model, chunk_rows, aliases]).encode())
+        self.n = rows.n
+        plan = hashlib.sha256((rows.fingerprint() + json.dumps([dim, dtype, model, chunk_rows])).encode())
         plan = plan.hexdigest()
         self.group = self._resume(plan)
         if self.group is None:
             remove(self.work)
             self.group = create_store(self.work, SCHEMA, parameters, inputs)
             self.group.attrs.update({"model": model, "plan_sha256": plan})
-            rows = max(chunk_rows, 1)
             g = self.group
-            new_array(g, "hash", data=hashes.astype(np.dtypes.StringDType()), chunks=(1 << 16,))
-            new_array(g, "length", data=np.asarray(lengths, dtype=np.int32), chunks=(1 << 16,))
-            new_array(g, "embedding", shape=(self.n, dim), chunks=(rows, dim), dtype=dtype)
-            if aliases:
-                new_array(g, "aliases/hash", data=np.array(list(aliases), dtype=np.dtypes.StringDType()),
-                          chunks=(1 << 16,))
-                new_array(g, "aliases/row", data=np.array(list(aliases.values()), dtype=np.int64), chunks=(1 << 16,))
+            columns = [new_array(g, "hash", shape=(self.n,), chunks=(HASH_CHUNK_ROWS,), dtype=np.dtypes.StringDType()),
+                       new_array(g, "length", shape=(self.n,), chunks=(HASH_CHUNK_ROWS,), dtype=np.int32)]
+            _write_pieces(columns, rows.pieces(), self.n)
+            new_array(g, "embedding", shape=(self.n, dim), chunks=(max(chunk_rows, 1), dim), dtype=dtype)
+            if rows.n_aliases:
+                columns = [new_array(g, "aliases/hash", shape=(rows.n_aliases,), chunks=(HASH_CHUNK_ROWS,),
+                                     dtype=np.dtypes.StringDType()),
+                           new_array(g, "aliases/row", shape=(rows.n_aliases,), chunks=(HASH_CHUNK_ROWS,), dtype=np.int64)]
+                _write_pieces(columns, rows.alias_pieces(), rows.n_aliases)
             # one flag per chunk, each its own file: set only after its chunk is fully written
             new_array(g, "chunk_done", shape=(self.n_chunks,), chunks=(1,), dtype=bool, fill_value=False)
         self.done = self.group["chunk_done"][:]

@@ -136,12 +136,12 @@ def write(path: Path, text: str | bytes) -> Path:
 def embedding_store_like(base: Path, out: Path, change: Callable) -> Path:
     """A finished embedding store with the base store's rows, model and hashes, its values passed through
     ``change`` (made with glmkit's own writer, so it is whole: only its values are wrong)."""
-    from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter
+    from glmkit.io.embeddings import EmbeddingStore, PlannedRows, ResumableEmbeddingWriter
 
     store = EmbeddingStore(base / "emb.zarr")
     values = change(store.embedding[:].copy())
     hashes = [str(h) for h in store.hashes]
-    writer = ResumableEmbeddingWriter(out, {}, [], hashes, store.lengths.tolist(), values.shape[1],
+    writer = ResumableEmbeddingWriter(out, {}, [], PlannedRows.in_memory(hashes, store.lengths), values.shape[1],
                                       str(values.dtype), store.model, len(hashes))
     writer.write_chunk(0, values)
     writer.publish([])
@@ -149,12 +149,12 @@ def embedding_store_like(base: Path, out: Path, change: Callable) -> Path:
 
 
 def subset_embedding_store(base: Path, out: Path) -> Path:
-    from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter
+    from glmkit.io.embeddings import EmbeddingStore, PlannedRows, ResumableEmbeddingWriter
 
     store = EmbeddingStore(base / "emb.zarr")
     keep = len(store) // 2
-    writer = ResumableEmbeddingWriter(out, {}, [], [str(h) for h in store.hashes[:keep]],
-                                      store.lengths[:keep].tolist(), store.embedding.shape[1], "float32",
+    writer = ResumableEmbeddingWriter(out, {}, [], PlannedRows.in_memory(
+        [str(h) for h in store.hashes[:keep]], store.lengths[:keep]), store.embedding.shape[1], "float32",
                                       store.model, keep)
     writer.write_chunk(0, store.embedding[:keep])
     writer.publish([])
