@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: how memory and time of pretrain, contextualize and embed grow with the corpus.
 
-    python bench/scale.py [--sizes 10000 100000 1000000] [--steps 60] [--out bench/out/scale]
+    python bench/scale.py [--sizes 10000 100000 1000000] [--steps 300] [--out bench/out/scale]
 
 For each size n (distinct proteins = genes): a synthetic element store of
 contigs of 15-300 genes (log-uniform, so that filter-style sub-contigs and
@@ -136,7 +136,7 @@ def tiny_esm(path: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scale")
     args = parser.parse_args()

@@ -22,6 +22,10 @@ the workload it serves:
   fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
   glm2-mask    pretrain --arch glm2: attention (forward and backward, one layer of the small gLM2) with its mask
                broadcast over heads, (B, 1, L, L), vs expanded to every head as the published forward does
+  jacobian-passes
+               jacobian: `glmkit jacobian` (bench/jacobian.py's workload: an ESM2 of esm2_t6_8M's shape, random
+               weights, the first 120 + 120 residues of the 2ONK pair; ~200 s a run) on 2 threads, its forward passes side by side one thread each
+               (jacobian.PASSES_SIDE_BY_SIDE; batch 1 each) vs one pass at a time over both threads (batch 3)
 (oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
 with torch 2.13 on this machine's AMD EPYC and were removed.)
 """
@@ -244,8 +248,30 @@ def glm2_mask(repeats: int) -> None:
     report("glm2-mask", *alternate(lambda: timed(expanded), lambda: timed(broadcast), repeats), unit="ms")
 
 
+# -- jacobian --------------------------------------------------------------------------------------------------
+
+def jacobian_passes(repeats: int) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from jacobian import OUT, model, pair
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    weights = OUT / "esm2_t6_random.pt" if (OUT / "esm2_t6_random.pt").exists() else model(OUT / "esm2_t6_random.pt")
+    fasta = pair(120, OUT / "pair_120.fasta")
+
+    def run(side_by_side: bool) -> float:
+        code = (f"import sys\nimport glmkit.jacobian as j\nj.PASSES_SIDE_BY_SIDE = {side_by_side}\n"
+                f"sys.argv = ['glmkit', 'jacobian', {str(fasta)!r}, '-m', {str(weights)!r}, '-o', "
+                f"{str(OUT / 'passes.npy')!r}, '--force', '-q', '--threads', '2']\n"
+                "from glmkit.cli import main\nmain()\n")
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t
+
+    report("jacobian-passes", *alternate(lambda: run(False), lambda: run(True), repeats))
+
+
 TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
-          "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask}
+          "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask, "jacobian-passes": jacobian_passes}
 
 
 def main() -> int:

@@ -452,7 +452,8 @@ def export_glm_command(model_path, output, force):
 @click.option("--min-separation", type=click.IntRange(min=1), default=6, show_default=True,
               help="Within one element, leave pairs closer than this out of the TSV.")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              help="Mutant sequences per forward pass [default: 3 on CPU, 64 on GPU].")
+              help="Mutant sequences per forward pass [default: 64 on GPU; on CPU 1, with --threads passes side by "
+                   "side, one thread each; 3 with one thread].")
 @click.option("--block", type=click.IntRange(min=1), default=16, show_default=True,
               help="Positions per saved block (a rerun after a crash resumes from finished blocks).")
 @device_options

@@ -44,6 +44,7 @@ from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, Assig
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
 from glmkit.memory import release_freed_memory
+from glmkit.parallel import ordered_map
 
 log = logging.getLogger("glmkit")
 
@@ -92,24 +93,6 @@ def faiss_threads(n: int):
         yield faiss
     finally:
         faiss.omp_set_num_threads(before)
-
-
-def ordered_map(func, items, threads: int):
-    """``func`` over ``items`` on ``threads`` threads, results in order, at most 2 x threads items in flight."""
-    if threads <= 1:
-        yield from map(func, items)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(func, item))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _faiss():

@@ -14,7 +14,8 @@ simply does not run those mutants. `--fast` substitutes `<mask>` only.
 
 How it stays bounded: positions are taken in blocks (`--block`); each block's
 mutants run in batches (`--batch-size` sequences per forward pass, inference
-mode, autocast on CUDA); the block's slice of J, centred on the axes it holds
+mode, autocast on CUDA; on CPU, `--threads` passes side by side, one thread
+each); the block's slice of J, centred on the axes it holds
 whole (a, j, b), goes to the work folder `.OUTPUT.work/` as one row of chunks
 of a Zarr array, and the block is marked done: a killed run resumes from the
 blocks it finished. The centring over i needs every block, so it comes last,
@@ -43,14 +44,19 @@ from glmkit.log import progress
 
 log = logging.getLogger("glmkit")
 STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both models' vocabulary order
+# On CPU, --threads forward passes side by side, one thread each, instead of each pass split over the threads:
+# a pass of a 240-residue ESM2 (6 layers, 320 wide) is too small to keep two threads busy (15 % faster, 37 against
+# 43 ms a sequence; bench/tricks.py jacobian-passes)
+PASSES_SIDE_BY_SIDE = True
 
 
 @dataclass
 class JacobianOptions:
     region: str | None = None       # element store input: CONTIG or CONTIG:FIRST-LAST (elements, 1-based)
     fast: bool = False              # substitute <mask> only
-    batch_size: int | None = None   # sequences per forward pass; None: 3 on CPU (as fast as 4 or 8 there, and
-                                    # less memory: its buffers are what memory holds beyond torch), 64 on GPUs
+    batch_size: int | None = None   # sequences per forward pass; None: 64 on GPUs; on CPU 1, with --threads
+                                    # passes side by side (3 on one thread: as fast as 4 or 8 there, and less
+                                    # memory: the passes' buffers are what memory holds beyond torch)
     block: int = 16                 # positions per saved block (the unit of resume)
     top: int = 100                  # rows of the top-contacts TSV
     min_separation: int = 6         # within one element, contacts closer than this are left out of the TSV
@@ -268,7 +274,9 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     amp = resolve_precision(options.precision, device)
     scorer.model.to(device)
     release_freed_memory()   # the loader's transient copies: the batches need far less than they took
-    batch_size = options.batch_size or (64 if device.type == "cuda" else 3)
+    cpu = device.type == "cpu"
+    passes = max(1, options.threads) if cpu and PASSES_SIDE_BY_SIDE else 1
+    batch_size = options.batch_size or (64 if not cpu else 1 if passes > 1 else 3)
     L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
     plan = hashlib.sha256(json.dumps([record, scorer.identity, options.fast, options.block, options.region,
                                       query.tokens.tolist()]).encode()).hexdigest()
@@ -281,7 +289,7 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
         raise GlmkitError(f"{work}: the Jacobian of {L:,} positions needs {need / 1e9:.1f} GB of work space; "
                           f"{free / 1e9:.1f} GB are free (try --fast, or a shorter input)")
     try:
-        with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
+        with torch_threads(1 if passes > 1 else options.threads) if cpu else contextlib.nullcontext():
             z = _open_work_array(work, (L, A, L, B), options.block)
             tokens = torch.from_numpy(query.tokens).to(device)
             with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
@@ -293,7 +301,7 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
                         b1 = min(b0 + options.block, L)
                         done = work / f"done-{b0:08d}"
                         if not done.exists():
-                            z[b0:b1] = _block(scorer, query, tokens, wild, valid, b0, b1, batch_size)
+                            z[b0:b1] = _block(scorer, query, tokens, wild, valid, b0, b1, batch_size, passes, amp)
                             done.touch()
                         bar.update(b1 - b0)
             del tokens, wild
@@ -324,9 +332,13 @@ def _open_work_array(work: Path, shape: tuple, block: int):
                              compressors=None, fill_value=0.0)
 
 
-def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: int, batch_size: int) -> np.ndarray:
-    """J[b0:b1] centred on its a, j and b axes: (b1 - b0, A, L, B) float32."""
+def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: int, batch_size: int, passes: int,
+           amp) -> np.ndarray:
+    """J[b0:b1] centred on its a, j and b axes: (b1 - b0, A, L, B) float32. ``passes`` forward passes run side by
+    side, each on its own thread."""
     import torch
+
+    from glmkit.parallel import ordered_map
 
     subs = scorer.substitutes
     L, A = len(query.positions), len(subs)
@@ -334,16 +346,20 @@ def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: i
     positions = query.tokens[query.positions]
     # mutants that change something and count: substituting a token by itself gives exactly 0
     mutants = [(i, a) for i in range(b0, b1) for a in range(A) if valid[i, a] and subs[a] != positions[i]]
-    for k in range(0, len(mutants), batch_size):
-        part = mutants[k:k + batch_size]
-        x = tokens.repeat(len(part), 1)
-        rows = torch.arange(len(part), device=x.device)
-        x[rows, torch.tensor([int(query.positions[i]) for i, _ in part], device=x.device)] = \
-            torch.tensor([int(subs[a]) for _, a in part], device=x.device)
-        f = scorer.logits(x).float()[:, query.positions][:, :, scorer.outputs]                      # (n, L, B)
-        delta = (f - wild[None]).cpu()
+    batches = [mutants[k:k + batch_size] for k in range(0, len(mutants), batch_size)]
+
+    def delta(part):   # inference and autocast modes are per thread: set in each
+        with torch.inference_mode(), torch.autocast(tokens.device.type, dtype=amp, enabled=amp != torch.float32):
+            x = tokens.repeat(len(part), 1)
+            rows = torch.arange(len(part), device=x.device)
+            x[rows, torch.tensor([int(query.positions[i]) for i, _ in part], device=x.device)] = \
+                torch.tensor([int(subs[a]) for _, a in part], device=x.device)
+            f = scorer.logits(x).float()[:, query.positions][:, :, scorer.outputs]                  # (n, L, B)
+            return (f - wild[None]).cpu()
+
+    for part, d in zip(batches, ordered_map(delta, batches, passes)):
         for r, (i, a) in enumerate(part):
-            out[i - b0, a] = delta[r]
+            out[i - b0, a] = d[r]
     for axis in (1, 2, 3):  # centre on a, j, b (the axes this block holds whole); an axis of one (--fast) stays
         if out.shape[axis] > 1:
             out -= out.mean(axis, keepdim=True)

@@ -56,12 +56,12 @@ def _fair_esm_logits(model):
     return logits
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_esm2_equals_the_direct_algorithm_on_fair_esm(esm, tmp_path, fast):
+@pytest.mark.parametrize("fast,threads", [(False, 1), (False, 2), (True, 2)])   # 2: passes side by side
+def test_esm2_equals_the_direct_algorithm_on_fair_esm(esm, tmp_path, fast, threads):
     d, model, alphabet = esm
     out = tmp_path / "c.npy"
     args = ["jacobian", d / "pair.faa", "-m", d / "esm.pt", "-o", out, "--block", "5", "--batch-size", "7",
-            "--threads", "1", "-q"] + (["--fast"] if fast else [])
+            "--threads", threads, "-q"] + (["--fast"] if fast else [])
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     sequence = "MKVLAAGIWTREQ" + "MSTNPKLLEEAGYC"
@@ -102,8 +102,8 @@ def _glm2_logits(model):
     return logits
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_glm2_equals_the_direct_algorithm_with_both_modalities(glm2, tmp_path, fast):
+@pytest.mark.parametrize("fast,threads", [(False, 2), (True, 1)])
+def test_glm2_equals_the_direct_algorithm_with_both_modalities(glm2, tmp_path, fast, threads):
     from glmkit.glm2_data import AA_IDS, NT_IDS
     from glmkit.models.glm2_loading import load_glm2
     from glmkit.models.glm2_tokens import CLS, ID, MASK, PLUS
@@ -111,7 +111,7 @@ def test_glm2_equals_the_direct_algorithm_with_both_modalities(glm2, tmp_path, f
     (tmp_path / "mixed.fasta").write_text(">gene\nMKVLAW\n>igs\nACGTTGCAAT\n")
     out = tmp_path / "c.zarr"
     result = run("jacobian", tmp_path / "mixed.fasta", "-m", glm2 / "m", "-o", out, "--block", "4", "--batch-size",
-                 "9", "--threads", "1", "-q", *(["--fast"] if fast else []))
+                 "9", "--threads", threads, "-q", *(["--fast"] if fast else []))
     assert result.exit_code == 0, result.stderr
     tokens = torch.tensor([CLS, PLUS] + [ID[c] for c in "MKVLAW"] + [PLUS] + [ID[c] for c in "acgttgcaat"])
     outputs = np.array([ID[c] for c in "atcg"] + [ID[c] for c in AMINO])
