@@ -23,9 +23,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from glmkit.embed_plan import EmbedPlan, plan_embed
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS, ElementStore
-from glmkit.embed_plan import EmbedPlan, plan_embed
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
 from glmkit.io.fasta import PROTEIN_ALPHABET, read_fasta
 from glmkit.io.files import InputFile, atomic_outputs, claim_outputs

@@ -173,6 +173,37 @@ def test_extending_a_store_embeds_only_new_proteins(tmp_path, esm_checkpoint):
     assert np.abs(embedded(tmp_path / "all.zarr", old + more) - fair_esm_mean(model, alphabet, old + more)).max() < 1e-4
 
 
+def test_extending_resumes_and_a_changed_store_starts_over(tmp_path, esm_checkpoint, monkeypatch):
+    """An interrupted extension resumes from its finished chunks (its plan read from the store chunk by chunk
+    again); if the store given changed in between, the work folder is discarded."""
+    path = esm_checkpoint[0]
+    old, more = proteins(12, seed=21), proteins(7, seed=22)
+    write_faa(tmp_path / "old.faa", old)
+    faa = write_faa(tmp_path / "more.faa", more, names=[f"q{i}" for i in range(7)])
+    options = EmbedOptions(model=str(path), chunk_rows=4, threads=1)
+    run_embed([str(tmp_path / "old.faa")], str(tmp_path / "old.zarr"), options=options)
+    inputs = [str(tmp_path / "old.zarr"), str(faa)]
+    run_embed(inputs, str(tmp_path / "whole.zarr"), options=options)   # rows 0-11 copied, 12-18 new: 5 chunks
+
+    _interrupt_after(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        run_embed(inputs, str(tmp_path / "resumed.zarr"), options=options)
+    monkeypatch.undo()
+    assert run_embed(inputs, str(tmp_path / "resumed.zarr"), options=options)["embedded"] == 3   # chunk 4 only
+    a, b = EmbeddingStore(tmp_path / "whole.zarr"), EmbeddingStore(tmp_path / "resumed.zarr")
+    assert list(a.hashes) == list(b.hashes)
+    np.testing.assert_array_equal(a.embedding[:], b.embedding[:])
+
+    _interrupt_after(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        run_embed(inputs, str(tmp_path / "again.zarr"), options=options)
+    monkeypatch.undo()
+    write_faa(tmp_path / "old.faa", old[:11])
+    run_embed([str(tmp_path / "old.faa")], str(tmp_path / "old.zarr"), options=options, force=True)
+    assert run_embed(inputs, str(tmp_path / "again.zarr"), options=options)["embedded"] == 7   # all redone
+    assert len(EmbeddingStore(tmp_path / "again.zarr")) == 18
+
+
 def test_refuses_store_from_other_settings(tmp_path, esm_checkpoint):
     path = esm_checkpoint[0]
     faa = write_faa(tmp_path / "p.faa", proteins(4))
