@@ -16,7 +16,7 @@ from glmkit.io.embeddings import EmbeddingStore, HashIndex, PlannedRows, digests
 
 log = logging.getLogger("glmkit")
 
-BUCKET_KEYS = 1 << 22   # hashes held at once while finding repeats across stores (about 200 MB)
+BUCKET_KEYS = 1 << 21   # hashes held at once while finding repeats across stores (~100 bytes each: ~200 MB)
 
 
 @dataclass
@@ -170,19 +170,30 @@ def _repeats(stores: list[EmbeddingStore]):
         keys, where = np.concatenate(keys), np.concatenate(where)
         order = np.argsort(keys, kind="stable")   # stable: a hash's entries stay in store, kind, index order
         keys, where = keys[order], where[order]
-        bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
-        for g in np.flatnonzero(np.diff(bounds) > 1):
-            entries = where[bounds[g]:bounds[g + 1]]
-            rows, aliases = entries[entries[:, 1] == 0], entries[entries[:, 1] == 1]
-            for i, _, index in (aliases if len(rows) else aliases[1:]):
-                dropped_aliases[i].append(index)
-            for i, _, index in rows[1:]:
-                dropped[i].append(index)
-                firsts[i].append(rows[0, [0, 2]])
-    orders = [np.argsort(np.asarray(d, np.int64), kind="stable") for d in dropped]
-    return ([np.asarray(d, np.int64)[o] for d, o in zip(dropped, orders)],
-            [np.asarray(f, np.int64).reshape(-1, 2)[o] for f, o in zip(firsts, orders)],
-            [np.unique(np.asarray(a, np.int64)) for a in dropped_aliases])
+        group = np.cumsum(np.r_[True, keys[1:] != keys[:-1]]) - 1          # each entry's hash, numbered
+        is_row = where[:, 1] == 0
+        position = np.arange(len(keys))
+        none = len(keys)
+        first_row = np.full(group[-1] + 1 if len(keys) else 0, none)      # per hash: its first row entry ...
+        np.minimum.at(first_row, group[is_row], position[is_row])
+        first_alias = np.full(len(first_row), none)                         # ... and its first alias entry
+        np.minimum.at(first_alias, group[~is_row], position[~is_row])
+        has_row = first_row[group] < none
+        drop_row = is_row & (position != first_row[group])
+        drop_alias = ~is_row & (has_row | (position != first_alias[group]))
+        for i in range(len(stores)):
+            mine = where[:, 0] == i
+            dropped[i].append(where[drop_row & mine, 2])
+            firsts[i].append(where[first_row[group[drop_row & mine]]][:, [0, 2]])
+            dropped_aliases[i].append(where[drop_alias & mine, 2])
+    def joined(parts, shape):
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(shape, np.int64)
+
+    dropped = [joined(d, 0) for d in dropped]
+    firsts = [joined(f, (0, 2)) for f in firsts]
+    orders = [np.argsort(d, kind="stable") for d in dropped]
+    return ([d[o] for d, o in zip(dropped, orders)], [f[o] for f, o in zip(firsts, orders)],
+            [np.unique(joined(a, 0)) for a in dropped_aliases])
 
 
 def _bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:

@@ -91,7 +91,7 @@ def columns(planned: PlannedRows):
     return hashes, lengths, dict(zip(alias_hashes, alias_rows)), len(alias_hashes)
 
 
-@pytest.mark.parametrize("bucket_keys", [1 << 22, 7])
+@pytest.mark.parametrize("bucket_keys", [1 << 21, 7])
 def test_plan_equals_a_naive_merge(stores_and_inputs, monkeypatch, bucket_keys):
     monkeypatch.setattr(embed_plan, "BUCKET_KEYS", bucket_keys)   # 7: the repeats are found in 19 passes
     stores, sequences, representative, wanted, in_shard = stores_and_inputs
