@@ -24,8 +24,9 @@ the workload it serves:
                broadcast over heads, (B, 1, L, L), vs expanded to every head as the published forward does
   jacobian-passes
                jacobian: `glmkit jacobian` (bench/jacobian.py's workload: an ESM2 of esm2_t6_8M's shape, random
-               weights, the first 120 + 120 residues of the 2ONK pair; ~200 s a run) on 2 threads, its forward passes side by side one thread each
-               (jacobian.PASSES_SIDE_BY_SIDE; batch 1 each) vs one pass at a time over both threads (batch 3)
+               weights, the first 120 + 120 residues of the 2ONK pair; ~200 s a run) on 2 threads, its forward
+               passes side by side one thread each (jacobian.PASSES_SIDE_BY_SIDE; batch 1 each) vs one pass at a
+               time over both threads (batch 3)
 (oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
 with torch 2.13 on this machine's AMD EPYC and were removed.)
 """
@@ -255,7 +256,9 @@ def jacobian_passes(repeats: int) -> None:
     from jacobian import OUT, model, pair
 
     OUT.mkdir(parents=True, exist_ok=True)
-    weights = OUT / "esm2_t6_random.pt" if (OUT / "esm2_t6_random.pt").exists() else model(OUT / "esm2_t6_random.pt")
+    weights = OUT / "esm2_t6_random.pt"
+    if not weights.exists():
+        model(weights)
     fasta = pair(120, OUT / "pair_120.fasta")
 
     def run(side_by_side: bool) -> float:
@@ -271,7 +274,8 @@ def jacobian_passes(repeats: int) -> None:
 
 
 TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
-          "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask, "jacobian-passes": jacobian_passes}
+          "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask,
+          "jacobian-passes": jacobian_passes}
 
 
 def main() -> int:

@@ -47,9 +47,10 @@ class EmbedPlan:
     def output_rows(self, i: int, rows: np.ndarray) -> np.ndarray:
         """Output row of rows of store ``i`` (a dropped row: the row standing for it)."""
         dropped = self.dropped[i]
-        out = self.offsets[i] + rows - np.searchsorted(dropped, rows)
+        before = np.searchsorted(dropped, rows)                 # dropped rows ahead of each
+        out = self.offsets[i] + rows - before
         if len(dropped):
-            at = np.minimum(np.searchsorted(dropped, rows), len(dropped) - 1)
+            at = np.minimum(before, len(dropped) - 1)
             hit = dropped[at] == rows
             out[hit] = self.replaced_by[i][at[hit]]
         return out
@@ -76,14 +77,12 @@ class EmbedPlan:
         if len(self.found):
             at = self.inputs.lookup_digests(keys)
             keep &= (at < 0) | (self.found[np.maximum(at, 0)] < 0)
-        members = self._member_keys
-        if len(members):
-            keep &= members[np.minimum(np.searchsorted(members, keys), len(members) - 1)] != keys
+        keep &= self._members.lookup_digests(keys) < 0
         return keep
 
     @functools.cached_property
-    def _member_keys(self) -> np.ndarray:
-        return np.sort(digests(self.member_aliases[0]))
+    def _members(self) -> HashIndex:
+        return HashIndex.of_hexes(self.member_aliases[0], self.member_aliases[1])
 
     def rows(self) -> PlannedRows:
         """The output's columns, piece by piece, for the writer."""
@@ -186,6 +185,7 @@ def _repeats(stores: list[EmbeddingStore]):
             dropped[i].append(where[drop_row & mine, 2])
             firsts[i].append(where[first_row[group[drop_row & mine]]][:, [0, 2]])
             dropped_aliases[i].append(where[drop_alias & mine, 2])
+
     def joined(parts, shape):
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(shape, np.int64)
 
