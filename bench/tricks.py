@@ -20,6 +20,12 @@ the workload it serves:
                vs closed one after another
   dropout      pretrain: the gLM's Dropout (24-bit integer masks) vs torch's F.dropout, on one step's activations
   fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
+  blas-beside-torch
+               pretrain: `glmkit pretrain` (small preset, bench/pretrain.py's corpus of real sub-contig lengths, 40
+               steps, fp32 and bf16) with numpy's BLAS on one thread while torch trains (torch_threads, through
+               parallel.one_blas_thread) vs numpy's own thread count: the data thread's PCA product otherwise
+               wakes OpenBLAS workers that spin on the cores torch's threads wait for; seconds a step, from the
+               command's log.tsv
   glm2-mask    pretrain --arch glm2: attention (forward and backward, one layer of the small gLM2) with its mask
                broadcast over heads, (B, 1, L, L), vs expanded to every head as the published forward does
   jacobian-passes
@@ -229,6 +235,33 @@ def fused_adamw(repeats: int) -> None:
     report("fused-adamw", *alternate(lambda: timed(False), lambda: timed(True), repeats), unit="ms")
 
 
+def blas_beside_torch(repeats: int) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pretrain import OUT, SKIP
+    from realistic_corpus import build
+
+    subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    def run(precision: str, one_thread: bool) -> float:
+        out = OUT / "blas_trick"
+        code = ("import sys, contextlib\nimport glmkit.parallel as p\n"
+                + ("" if one_thread else "p.one_blas_thread = contextlib.nullcontext\n")
+                + f"sys.argv = ['glmkit', 'pretrain', {str(subcontigs)!r}, '-e', {str(embeddings)!r}, '-o', "
+                f"{str(out)!r}, '--force', '-q', '--preset', 'small', '--batch-size', '32', '--threads', '2', "
+                f"'--max-steps', '40', '--log-every', '1', '--val-every', '1000000000', '--checkpoint-every', "
+                f"'1000000000', '--val-fraction', '0', '--corpus', {str(OUT / 'corpus.zarr')!r}, '--precision', "
+                f"{precision!r}]\nfrom glmkit.cli import main\nmain()\n")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        seconds = [float(line.split("\t")[header.index("seconds")]) for header in
+                   [(out / "log.tsv").read_text().splitlines()[0].split("\t")]
+                   for line in (out / "log.tsv").read_text().splitlines()[1:]]
+        return (seconds[-1] - seconds[SKIP - 1]) / (len(seconds) - SKIP)
+
+    for precision in ("fp32", "bf16"):
+        report(f"blas {precision}", *alternate(lambda: run(precision, False), lambda: run(precision, True), repeats))
+
+
 def glm2_mask(repeats: int) -> None:
     import torch
     import torch.nn.functional as F
@@ -274,7 +307,8 @@ def jacobian_passes(repeats: int) -> None:
 
 
 TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
-          "dropout": dropout, "fused-adamw": fused_adamw, "glm2-mask": glm2_mask,
+          "dropout": dropout, "fused-adamw": fused_adamw, "blas-beside-torch": blas_beside_torch,
+          "glm2-mask": glm2_mask,
           "jacobian-passes": jacobian_passes}
 
 

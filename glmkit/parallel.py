@@ -3,6 +3,22 @@ and faiss kernels) and are each too small to keep several cores busy on their ow
 
 from __future__ import annotations
 
+import contextlib
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """numpy's BLAS on one thread for a block, then put back (a library caller keeps its own setting).
+
+    Wherever glmkit computes in parallel it spreads the work itself (torch's threads, or ``ordered_map``), and
+    numpy's products run beside that work: a second BLAS team would take the cores the first one waits on
+    (OpenBLAS's idle workers spin), and a product of fixed shape on one thread gives the same bits for any
+    thread count."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
 
 def ordered_map(func, items, threads: int):
     """``func`` over ``items`` on ``threads`` threads, results in order, at most 2 x threads items in flight."""

@@ -95,12 +95,27 @@ def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi
         assert gc.get_freeze_count() > 0.9 * frozen
     finally:
         gc.unfreeze()
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import glmkit.embed
+
+    def blas_threads() -> set:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    during = []
+    embed_sequences = glmkit.embed.embed_sequences
+    monkeypatch.setattr(glmkit.embed, "embed_sequences",
+                        lambda *a, **k: during.append((torch.get_num_threads(), blas_threads())) or
+                        embed_sequences(*a, **k))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_embed([str(tmp_path / "el.zarr")], str(tmp_path / "emb.zarr"),
-                  options=EmbedOptions(model=str(esm_checkpoint[0]), threads=2))
+        with threadpool_limits(limits=2, user_api="blas"):  # the caller's own BLAS setting
+            run_embed([str(tmp_path / "el.zarr")], str(tmp_path / "emb.zarr"),
+                      options=EmbedOptions(model=str(esm_checkpoint[0]), threads=2))
+            assert blas_threads() == {2}
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+    assert during and all(d == (2, {1}) for d in during)  # while glmkit computed: its threads, one BLAS thread
     assert calls == [] and kept

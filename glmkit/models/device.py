@@ -41,10 +41,16 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def torch_threads(n: int):
-    """torch's intra-op threads set to ``n`` for a block, then put back: a library caller keeps its own setting."""
+    """torch's intra-op threads set to ``n`` and numpy's BLAS to one for a block, then both put back: a library
+    caller keeps its own settings. numpy's products (a batch's PCA labels, in the data thread) run beside
+    torch's: on their own BLAS threads they took the cores torch's threads wait on (bench/tricks.py
+    blas-beside-torch: a gLM training step's forward pass 172 -> 126 ms in bf16)."""
+    from glmkit.parallel import one_blas_thread
+
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, n))
     try:
-        yield
+        with one_blas_thread():
+            yield
     finally:
         torch.set_num_threads(before)
