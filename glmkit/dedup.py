@@ -44,7 +44,7 @@ from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, Assig
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
 from glmkit.memory import release_freed_memory
-from glmkit.parallel import ordered_map
+from glmkit.parallel import one_blas_thread, ordered_map
 
 log = logging.getLogger("glmkit")
 
@@ -71,17 +71,6 @@ class SemanticOptions:
     block: int = 1024                     # items per similarity block: block^2 floats per thread
     threads: int = 0
     shard: tuple[int, int] | None = None
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """BLAS on one thread for a block, then put back (a library caller keeps its own setting). glmkit runs its
-    matrix products in parallel itself, each of a fixed shape on one thread: the same bits for any thread count
-    (a multi-threaded product may sum in another order)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 @contextlib.contextmanager
@@ -382,12 +371,15 @@ def prune_cluster(reader: BucketReader, ids: np.ndarray, clusters: np.ndarray, c
     ranked = members[rank]
     best, arg = max_similarity_to_earlier(rows_of, len(ranked), options.block)
     sims = to_centroid[rank]
-    keep = [best <= np.float32(1 - eps) for eps in options.eps]
-    lines = []
-    for i, item in enumerate(ranked):
-        duplicate = ids[ranked[arg[i]]] if arg[i] >= 0 else ""
-        flags = "\t".join("1" if k[i] else "0" for k in keep)
-        lines.append(f"{ids[item]}\t{cluster}\t{sims[i]:.6f}\t{best[i]:.7g}\t{duplicate}\t{flags}\n")
+    # the keep/drop columns of an item as one of 2^thresholds strings; Python floats (exact copies of the
+    # float32 values, formatted alike) and strings: numpy scalars formatted one by one cost 4x as much
+    code = np.zeros(len(ranked), dtype=np.int64)
+    for eps in options.eps:
+        code = 2 * code + (best <= np.float32(1 - eps))
+    flags = ["\t".join(format(c, f"0{len(options.eps)}b")) for c in range(1 << len(options.eps))]
+    duplicates = np.where(arg >= 0, ids[ranked[arg]], "").tolist()
+    lines = [f"{item}\t{cluster}\t{sim:.6f}\t{value:.7g}\t{duplicate}\t{flags[k]}\n" for item, sim, value, duplicate, k
+             in zip(ids[ranked].tolist(), sims.tolist(), best.tolist(), duplicates, code.tolist())]
     return lines, best
 
 
