@@ -32,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 ECOLI = ROOT.parent / "shared" / "data" / "ecoli_k12_mg1655.fna.gz"
-SHAPES = {"t6": ("esm2_t6_8M_UR50D", 6, 320, 20), "t12": ("esm2_t12_35M_UR50D", 12, 480, 20)}
+SHAPES = {"t6": ("esm2_t6_8M_UR50D", 6, 320, 20), "t12": ("esm2_t12_35M_UR50D", 12, 480, 20),
+          "t30": ("esm2_t30_150M_UR50D", 30, 640, 20)}
 sys.path.insert(0, str(ROOT / "tests"))
 
 

@@ -3,7 +3,7 @@
 machine's own matrix-multiply limit; with --arch glm2, gLM2 training vs gLM2's published forward.
 
     python bench/pretrain.py [--preset small] [--steps 40] [--batch 32] [--threads 2] [--repeats 2]
-                             [--precision-steps 300]
+                             [--precision-steps 300] [--precision-small]
     python bench/pretrain.py --arch glm2 [--preset small] [--context 4096] [--steps 12] [--batch 4]
 
 gLM2 (--arch glm2): the element store of the same genomes after the OMG rules
@@ -28,9 +28,10 @@ difference with the same weights.
    each padded to the batch's longest as the reference does; its step timed.
 4. The limit: a plain fp32 matrix multiply at the step's GEMM shapes, in this
    run; glmkit's step FLOP/s (6 x matrix parameters x genes, + attention) over it.
-5. Precision: `--precision bf16` against fp32, speed and the losses of the
-   two runs over --precision-steps steps (a 2-layer, 128-wide model, so that
-   the bf16 run finishes on CPUs without bf16 matrix units).
+5. Precision: `--precision bf16` against fp32 on the same preset, speed and
+   the losses of the two runs over --precision-steps steps (--precision-small:
+   a 2-layer, 128-wide model instead, so that the bf16 run finishes on CPUs
+   without bf16 matrix units, where bf16 is ~20x slower than fp32).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision-steps", type=int, default=300)
+    parser.add_argument("--precision-small", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -185,16 +187,17 @@ def main() -> int:
     print(f"step: {achieved:.0f} GFLOP/s; plain fp32 matmul at the step's shapes: {limit:.0f} GFLOP/s; "
           f"{achieved / limit:.0%} of the limit")
 
-    # precision: speed of the real command, and losses tracking over a longer run of a small model
-    small = ["--num-layers", "2", "--hidden-size", "128", "--num-heads", "4", "--max-steps", args.precision_steps,
-             "--seed", args.seed, "--lr", "3e-4", "--warmup-steps", "20"]
-    fp32 = run_glmkit(subcontigs, embeddings, OUT / "fp32", args, *small, "--precision", "fp32")
-    bf16 = run_glmkit(subcontigs, embeddings, OUT / "bf16", args, *small, "--precision", "bf16")
+    # precision: speed of the real command, and losses tracking over a longer run
+    shape = ["--num-layers", "2", "--hidden-size", "128", "--num-heads", "4"] if args.precision_small else []
+    model = "2 layers, hidden 128" if args.precision_small else f"{args.preset} preset"
+    run = [*shape, "--max-steps", args.precision_steps, "--seed", args.seed, "--lr", "3e-4", "--warmup-steps", "20"]
+    fp32 = run_glmkit(subcontigs, embeddings, OUT / "fp32", args, *run, "--precision", "fp32")
+    bf16 = run_glmkit(subcontigs, embeddings, OUT / "bf16", args, *run, "--precision", "bf16")
     a = np.array([float(r["train_loss"]) for r in fp32])
     b = np.array([float(r["train_loss"]) for r in bf16])
     tail = slice(len(a) - len(a) // 10, len(a))
     speed32, speed16 = timed(fp32)[0], timed(bf16)[0]
-    print(f"precision (2 layers, hidden 128, {args.precision_steps} steps): fp32 {speed32:,.0f} genes/s, bf16 "
+    print(f"precision ({model}, {args.precision_steps} steps): fp32 {speed32:,.0f} genes/s, bf16 "
           f"{speed16:,.0f} genes/s ({speed16 / speed32:.2f}x); train loss: largest step difference "
           f"{np.abs(a - b).max():.3f}, last tenth mean fp32 {a[tail].mean():.4f} vs bf16 {b[tail].mean():.4f} "
           f"({abs(a[tail].mean() - b[tail].mean()) / a[tail].mean():.2%} apart)")

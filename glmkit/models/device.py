@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 
 from glmkit.errors import GlmkitUsageError
+
+log = logging.getLogger("glmkit")
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -36,7 +39,19 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec]
     if dtype == torch.float16 and device.type == "cpu":
         raise GlmkitUsageError("--precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    if dtype == torch.bfloat16 and device.type == "cpu" and not _cpu_has_bf16_kernels():
+        log.warning("--precision bf16: this CPU lacks the instructions oneDNN's bf16 kernels need (AVX-512 or "
+                    "AMX); bf16 will run, but many times slower than fp32")
     return dtype
+
+
+def _cpu_has_bf16_kernels() -> bool:
+    """oneDNN's own test (AVX-512 at least; with AVX512-BF16 or AMX, bf16 products run ~2-4x fp32's speed; on
+    AVX2 alone they were ~20x slower, measured on an earlier machine)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True   # unknown: no warning
 
 
 @contextlib.contextmanager
