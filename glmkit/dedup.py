@@ -51,10 +51,12 @@ log = logging.getLogger("glmkit")
 KEEP_ORDERS = ("hard", "easy", "random")
 ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
 ITEMS_PER_BUCKET = 10_000    # default --buckets: the unit of pruning work and of its memory (~140 MB at 640 dims)
+BUCKET_READ_BYTES = 64 << 20  # a bucket's vectors up to this size are read whole, in one pass, for its pruning
 GRANULE = 1024               # rows per block of the assignment; shares start at its multiples
 FLAT_SAMPLE_BYTES = 256 << 20   # a larger sample (float32) makes the default k-means two-level (see fit)
 CELL_SAMPLE_BYTES = 32 << 20    # the most sample a cell's k-means holds (float32); the coarse k-means holds half
 SPREAD_CHUNKS = 256             # a sample of a large store is drawn from at least this many of its chunks
+FAISS_MIN_POINTS = 39           # faiss's own floor of sample points per centroid
 
 
 @dataclass
@@ -160,14 +162,20 @@ def fit(source: EmbeddingSource, options: SemanticOptions, scratch: Path) -> Cen
                     fh.write(np.ascontiguousarray(vectors[cell == c]).tobytes())
             counts += np.bincount(cell, minlength=coarse)
     per_cell = _share_clusters(counts, k)
-    parts, offsets = [], [0]
+    parts, offsets, thin = [], [0], []
     for c in range(coarse):
         if per_cell[c]:
             x = _cell_sample(scratch / f"cell{c}", source, cell_rows, rng)
             parts.append(_kmeans(normalized(x), int(per_cell[c]), options))
+            if len(x) < FAISS_MIN_POINTS * per_cell[c]:
+                thin.append(len(x) / per_cell[c])
             del x
             (scratch / f"cell{c}").unlink()
         offsets.append(offsets[-1] + int(per_cell[c]))
+    if thin:
+        log.warning(f"dedup: {len(thin)} of {coarse} cells fitted on fewer than {FAISS_MIN_POINTS} sample items "
+                    f"a centroid (as few as {min(thin):.0f}; a cell's sample holds at most {cell_rows:,} items): "
+                    f"their clusters are fitted more coarsely; the pruning rule within each cluster is unchanged")
     plan["clusters"] = offsets[-1]
     return Centroids("", np.vstack(parts), plan, "", top, np.asarray(offsets, dtype=np.int64))
 
@@ -247,8 +255,12 @@ def _share_clusters(counts: np.ndarray, k: int) -> np.ndarray:
 def _kmeans(x: np.ndarray, k: int, options: SemanticOptions) -> np.ndarray:
     with faiss_threads(options.threads) as faiss:
         gpu = getattr(faiss, "get_num_gpus", lambda: 0)() > 0   # faiss-gpu installed and a GPU visible
+        # min_points_per_centroid only decides whether faiss prints a warning (one per thin cell, hundreds at
+        # 10^7 items): fit() reports thin samples itself, in one line
         kmeans = faiss.Kmeans(x.shape[1], k, niter=options.iterations, seed=options.seed, spherical=True,
-                              max_points_per_centroid=max(1, math.ceil(len(x) / k)), verbose=False, gpu=gpu)
+                              max_points_per_centroid=max(1, math.ceil(len(x) / k)),
+                              min_points_per_centroid=min(FAISS_MIN_POINTS, max(1, len(x) // k)), verbose=False,
+                              gpu=gpu)
         kmeans.train(np.ascontiguousarray(x))
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
@@ -319,6 +331,12 @@ def keep_order(similarity_to_centroid: np.ndarray, order: str, seed: int, cluste
     return np.random.default_rng([seed, cluster]).permutation(len(distance))
 
 
+@functools.lru_cache(maxsize=4)
+def _not_earlier(block: int) -> np.ndarray:
+    """(block, block) bool, True where column i >= row j: a diagonal block's top-left square is its own mask."""
+    return ~np.tri(block, block, -1, dtype=bool)
+
+
 def max_similarity_to_earlier(rows_of, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     """For items 0..m-1 (unit vectors; ``rows_of(lo, hi)`` gives items lo:hi): each item's largest cosine similarity
     to an item before it, floored at 0, and that item's position (-1 where the floor holds). The upper triangle of
@@ -330,12 +348,13 @@ def max_similarity_to_earlier(rows_of, m: int, block: int) -> tuple[np.ndarray, 
         xj = rows_of(j0, j1)
         for i0 in range(0, j1, block):
             i1 = min(m, i0 + block)
-            xi = xj if i0 == j0 else rows_of(i0, i1)
-            s = xi @ xj.T                                  # (rows i, columns j)
+            # (rows j, columns i): each item's maximum along its own row, a contiguous reduction (along columns
+            # it took ~10x as long); xj @ xj.T is numpy's symmetric product on the diagonal
+            s = xj @ (xj if i0 == j0 else rows_of(i0, i1)).T
             if i0 == j0:   # only earlier items, i < j (a boolean mask: index arrays would be 4x a block)
-                s[np.tri(len(xi), len(xj), 0, dtype=bool)] = -np.inf
-            top = s.argmax(axis=0)
-            value = s[top, np.arange(j1 - j0)]
+                s[_not_earlier(block)[:len(xj), :len(xj)]] = -np.inf
+            top = s.argmax(axis=1)
+            value = s[np.arange(j1 - j0), top]
             better = value > best[j0:j1]                   # strict: the earliest of equal maxima wins
             best[j0:j1][better] = value[better]
             arg[j0:j1][better] = i0 + top[better]
@@ -402,6 +421,7 @@ def prune(assign_folders: Sequence[str], centroids_path: str, folder: Path, opti
             reader = BucketReader(shares, b)
             if not reader.size:
                 continue
+            reader.load_vectors(BUCKET_READ_BYTES)
             for lines, maxima in prune_bucket(reader, c.centroids, options):
                 out.writelines(lines)
                 pruned += [(maxima > np.float32(1 - eps)).sum() for eps in options.eps]

@@ -115,6 +115,17 @@ def test_two_level_clusters_equal_naive_semdedup_within_cells(planted, tmp_path)
         assert got[item]["keep_0.002"] == ("1" if w["max"] <= 1 - 2e-3 else "0")
 
 
+def test_thin_cell_samples_are_reported_in_one_line_not_by_faiss(planted, tmp_path, monkeypatch, capfd):
+    import glmkit.dedup
+
+    monkeypatch.setattr(glmkit.dedup, "CELL_SAMPLE_BYTES", 40 * SPEC.dim * 4)   # cells' samples of 40 items
+    r = run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "--level", "gene", "-k", "12", "--coarse", "3",
+            "--threads", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "cells fitted on fewer than 39 sample items a centroid" in r.stderr
+    assert "WARNING clustering" not in capfd.readouterr().err   # faiss's own warning, once per cell, silenced
+
+
 def test_clusters_are_shared_among_cells_in_proportion():
     from glmkit.dedup import _share_clusters
 
@@ -199,6 +210,21 @@ def test_thread_count_and_block_size_do_not_change_the_result(planted, tmp_path)
         a, b = small[item]["duplicate_of"], row["duplicate_of"]
         if float(row["max_similarity"]) > 0.5:   # the item it duplicates, or an exact copy of that item
             assert a == b or np.array_equal(vector[a], vector[b]), item
+
+
+def test_buckets_read_whole_or_from_disk_give_the_same_table(planted, tmp_path, monkeypatch):
+    import glmkit.dedup
+    from glmkit.io.dedup import BucketReader
+
+    loaded = []
+    load_vectors = BucketReader.load_vectors
+    monkeypatch.setattr(BucketReader, "load_vectors", lambda self, most: loaded.append(load_vectors(self, most))
+                        or loaded[-1])
+    semantic(planted, tmp_path / "whole", "--block", "16")
+    monkeypatch.setattr(glmkit.dedup, "BUCKET_READ_BYTES", 0)   # every bucket stays on disk, read per cluster block
+    semantic(planted, tmp_path / "disk", "--block", "16")
+    assert loaded and all(loaded[:len(loaded) // 2]) and not any(loaded[len(loaded) // 2:])
+    assert (tmp_path / "disk" / "dedup.tsv").read_bytes() == (tmp_path / "whole" / "dedup.tsv").read_bytes()
 
 
 def test_a_killed_run_resumes_from_its_last_finished_step(planted, tmp_path, monkeypatch):

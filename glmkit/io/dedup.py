@@ -207,6 +207,17 @@ class BucketReader:
         self.bucket = bucket
         self.size = sum(n for _, n in self.parts)
         self._starts = np.cumsum([0] + [n for _, n in self.parts])
+        self._vectors: np.ndarray | None = None
+
+    def load_vectors(self, most_bytes: int) -> bool:
+        """Read the bucket's vectors into memory, file by file in one sequential pass, if they take at most
+        ``most_bytes`` (the usual bucket: a few MB); a larger bucket (one huge cluster) stays on disk, read per
+        request. Gathering each cluster's rows from the mapped file touched its pages once per cluster."""
+        if self.size * self.dim * self.dtype.itemsize > most_bytes:
+            return False
+        self._vectors = np.concatenate([np.fromfile(bucket_file(f, self.bucket, "vector"), dtype=self.dtype)
+                                        .reshape(n, self.dim) for f, n in self.parts]) if self.parts else None
+        return self._vectors is not None
 
     def column(self, name: str) -> np.ndarray:
         dtype = ASSIGN_COLUMNS[name]
@@ -220,7 +231,9 @@ class BucketReader:
         return np.asarray(parts, dtype=object)
 
     def vectors(self, index: np.ndarray) -> np.ndarray:
-        """Vectors of the given positions in the bucket (any order), read from the files."""
+        """Vectors of the given positions in the bucket (any order), from memory (load_vectors) or the files."""
+        if self._vectors is not None:
+            return self._vectors[index]
         out = np.empty((len(index), self.dim), dtype=self.dtype)
         part = np.searchsorted(self._starts, index, side="right") - 1
         for p in np.unique(part):
