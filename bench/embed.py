@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: glmkit embed vs fair-esm's extractor, same random-weight checkpoint, same proteins, one run.
 
-    python bench/embed.py [--every 4] [--shapes t6,t12] [--threads 2] [--scaling]
+    python bench/embed.py [--every 4] [--shapes t6,t12,t30] [--threads 2] [--scaling] [--bf16 | --bf16-only]
 
 Proteins: the E. coli K-12 proteome called by `glmkit call --mode single` from
 ../shared/data (falling back to C. diphtheriae from the pyrodigal wheel),
@@ -13,7 +13,8 @@ separate processes on CPU; wall time includes model loading and writing.
 Prints proteins/s for both, the ratio, and the largest embedding difference.
 With --scaling, also glmkit's throughput across --threads and --max-tokens.
 With --bf16, also `glmkit embed --precision bf16` against fp32: throughput
-ratio and the worst cosine similarity of a protein's two embeddings.
+ratio and the worst cosine similarity of a protein's two embeddings
+(--bf16-only: that comparison alone).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--bf16-only", action="store_true", help="only the bf16 comparison, not the extractor's")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "embed")
     args = parser.parse_args()
     from conftest import make_fair_esm_checkpoint  # the same random-checkpoint builder the tests use
@@ -82,12 +84,15 @@ def main() -> int:
     residues = sum(len(l) for l in faa.read_text().splitlines() if not l.startswith(">"))
     print(f"{n} proteins ({residues:,} residues), CPU, {args.threads} threads, fair-esm toks_per_batch 4096, "
           f"glmkit --max-tokens 4096")
-    print(f"{'shape':<22}{'extract.py prot/s':>18}{'glmkit prot/s':>15}{'ratio':>8}{'max |diff|':>12}")
+    if not args.bf16_only:
+        print(f"{'shape':<22}{'extract.py prot/s':>18}{'glmkit prot/s':>15}{'ratio':>8}{'max |diff|':>12}")
     for shape in args.shapes.split(","):
         name, layers, dim, heads = SHAPES[shape]
         ckpt = args.out / f"{name}.pt"  # named like the real one: fair-esm picks ESM2 from the name
         if not ckpt.exists():
             make_fair_esm_checkpoint(ckpt, layers, dim, heads)
+        if args.bf16_only:
+            continue
         ref_dir, store = args.out / f"extract_{shape}", args.out / f"glmkit_{shape}.zarr"
         shutil.rmtree(ref_dir, ignore_errors=True)
         t_ref = timed([sys.executable, ROOT / "bench" / "fair_esm_extract.py", ckpt, faa, ref_dir])
@@ -101,7 +106,7 @@ def main() -> int:
             worst = max(worst, float(np.abs(emb.get([sequence_hash(seq.encode())])[0] - ref).max()))
         print(f"{name + ' (random)':<22}{n / t_ref:>18.1f}{n / t_ours:>15.1f}{t_ref / t_ours:>7.2f}x{worst:>12.1e}",
               flush=True)
-    if args.bf16:
+    if args.bf16 or args.bf16_only:
         for shape in args.shapes.split(","):
             name = SHAPES[shape][0]
             ckpt = args.out / f"{name}.pt"
