@@ -253,9 +253,8 @@ def blas_beside_torch(repeats: int) -> None:
                 f"'1000000000', '--val-fraction', '0', '--corpus', {str(OUT / 'corpus.zarr')!r}, '--precision', "
                 f"{precision!r}]\nfrom glmkit.cli import main\nmain()\n")
         subprocess.run([sys.executable, "-c", code], check=True)
-        seconds = [float(line.split("\t")[header.index("seconds")]) for header in
-                   [(out / "log.tsv").read_text().splitlines()[0].split("\t")]
-                   for line in (out / "log.tsv").read_text().splitlines()[1:]]
+        header, *rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
+        seconds = [float(row[header.index("seconds")]) for row in rows]
         return (seconds[-1] - seconds[SKIP - 1]) / (len(seconds) - SKIP)
 
     for precision in ("fp32", "bf16"):

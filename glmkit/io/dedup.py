@@ -213,11 +213,11 @@ class BucketReader:
         """Read the bucket's vectors into memory, file by file in one sequential pass, if they take at most
         ``most_bytes`` (the usual bucket: a few MB); a larger bucket (one huge cluster) stays on disk, read per
         request. Gathering each cluster's rows from the mapped file touched its pages once per cluster."""
-        if self.size * self.dim * self.dtype.itemsize > most_bytes:
+        if not self.parts or self.size * self.dim * self.dtype.itemsize > most_bytes:
             return False
         self._vectors = np.concatenate([np.fromfile(bucket_file(f, self.bucket, "vector"), dtype=self.dtype)
-                                        .reshape(n, self.dim) for f, n in self.parts]) if self.parts else None
-        return self._vectors is not None
+                                        .reshape(n, self.dim) for f, n in self.parts])
+        return True
 
     def column(self, name: str) -> np.ndarray:
         dtype = ASSIGN_COLUMNS[name]
