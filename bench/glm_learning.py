@@ -2,6 +2,7 @@
 """Does the gLM learn what the paper says it learns? A corpus with a planted, known answer.
 
     python bench/glm_learning.py --synthetic [--minutes 20] [--preset tiny] [--model 2 128 4] [--lr 3e-3] [--threads 2]
+        [--train-genomes 80]
 
 No trained ESM2 can be downloaded here, and a gLM trained on random-weight
 ESM2 embeddings has nothing to learn but orientation. So the corpus is
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -57,18 +59,23 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-genomes", type=int, default=None,
+                        help="training genomes of the corpus (default: SyntheticSpec's)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "learning")
     args = parser.parse_args()
     from glmkit.synthetic import SyntheticSpec, evaluate, reinitialised, verdict, write_corpus
 
-    spec = SyntheticSpec(seed=args.seed)
+    spec = SyntheticSpec(seed=args.seed, **({"train_genomes": args.train_genomes} if args.train_genomes else {}))
     corpus = args.out / "corpus"
-    if not (corpus / "embeddings.zarr").exists():
+    recorded = corpus / "spec.json"  # a corpus written for another spec is written again
+    if not recorded.exists() or json.loads(recorded.read_text()) != asdict(spec):
+        shutil.rmtree(corpus, ignore_errors=True)
         t = time.perf_counter()
         summary = write_corpus(corpus, spec)
         print(f"corpus: {summary['genes']:,} genes in {spec.train_genomes} training and {spec.test_genomes} "
               f"held-out genomes, {summary['same_operon_pairs']:,} of {summary['pairs']:,} neighbouring pairs in "
               f"one operon; written in {time.perf_counter() - t:.0f} s", flush=True)
+        recorded.write_text(json.dumps(asdict(spec)))
     model = args.out / "glm"
     t = time.perf_counter()
     command = [sys.executable, "-m", "glmkit", "pretrain", corpus / "train.zarr", "-e", corpus / "embeddings.zarr",
