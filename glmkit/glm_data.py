@@ -229,6 +229,15 @@ class Normalization:
 
     ARITHMETICS = ("glmkit", "reference")
 
+    def __post_init__(self):
+        # One memory layout, fitted or loaded: BLAS sums a product in an order that depends on the operands'
+        # layout, so an F-ordered fit (eigh's) and its C-ordered reload gave labels differing in the last bit,
+        # and a resumed run's validation loss differed from the uninterrupted run's
+        for name in ("feature_mean", "feature_std", "label_components", "label_scale", "label_mean"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, np.ascontiguousarray(value))
+
     @classmethod
     def fit(cls, blocks, components: int = 99) -> "Normalization":
         """Fitted in two streaming passes over ``blocks()`` (a callable giving an iterator of row blocks, the same
