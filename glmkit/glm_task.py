@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from glmkit.data import PackedTask
 from glmkit.glm_data import CLIP, GeneReader, Normalization, Split, make_batch
 from glmkit.io.corpus import CorpusStore
-from glmkit.models.glm import GLM, GLMConfig
+from glmkit.models.glm import GLM, GLMConfig, flat_positions
 
 CE_WEIGHT = 1e-4
 
@@ -103,7 +103,8 @@ class GLMTask(PackedTask):
     def _heads(self, model, batch):
         m = batch["masked"]
         _, p, lg, _ = model(batch["features"], batch["segments"], only=m)   # heads on the masked genes alone
-        p, lg, y = p.float(), lg.float(), batch["labels"][m]                # (N, P, D), (N, P), (N, D)
+        y = batch["labels"].flatten(0, 1).index_select(0, flat_positions(m))  # (N, D), in p's order
+        p, lg = p.float(), lg.float()                                         # (N, P, D), (N, P)
         mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
         best = mse.argmin(-1)
         loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")

@@ -93,17 +93,16 @@ class SelfAttention(nn.Module):
         self.distance_embedding = nn.Embedding(2 * cfg.max_position_embeddings - 1, self.head_dim)
         self.dropout = cfg.dropout
 
-    def forward(self, x, real, allowed, need_weights=False):
-        # x: (N, H) the real genes of the batch; real: (B, L) bool, where they sit in the rows;
+    def forward(self, x, at, allowed, need_weights=False):
+        # x: (N, H) the real genes of the batch; at: (N,) their flat positions in the (B, L) rows;
         # allowed: (B, 1, L, L) bool, may query l attend to key r
-        B, L = real.shape
+        B, L = allowed.shape[0], allowed.shape[-1]
         N, H = x.shape
 
         # one GEMM for q, k and v (the parameters stay separate, named as in the reference)
         qkv = F.linear(x, torch.cat([self.query.weight, self.key.weight, self.value.weight]),
                        torch.cat([self.query.bias, self.key.bias, self.value.bias]))          # (N, 3H)
-        rows = qkv.new_zeros(B, L, 3 * H)
-        rows[real] = qkv
+        rows = qkv.new_zeros(B * L, 3 * H).index_copy(0, at, qkv)                          # (B*L, 3H)
         q, k, v = rows.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, nh, L, hd)
         pos = torch.arange(L, device=x.device)
         distance = (pos[:, None] - pos[None, :]).clamp(-(self.max_pos - 1), self.max_pos - 1)
@@ -117,7 +116,7 @@ class SelfAttention(nn.Module):
         probs = None
         if need_weights:  # explicit softmax only when attention maps are asked for
             probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, dim=-1)
-        return y.transpose(1, 2)[real].reshape(N, H), probs
+        return y.transpose(1, 2).reshape(B * L, H).index_select(0, at), probs
 
 
 class Block(nn.Module):
@@ -133,8 +132,8 @@ class Block(nn.Module):
         self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x, real, allowed, need_weights=False):
-        a, probs = self.attention(x, real, allowed, need_weights)
+    def forward(self, x, at, allowed, need_weights=False):
+        a, probs = self.attention(x, at, allowed, need_weights)
         x = self.attention_norm(x + self.dropout(self.attention_out(a)))
         x = self.output_norm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
         return x, probs
@@ -172,18 +171,16 @@ class GLM(nn.Module):
         real = segments > 0                                                   # (B, L)
         allowed = (segments[:, :, None] == segments[:, None, :]) & real[:, None, :]
         allowed = allowed[:, None]                                            # (B, 1, L, L)
-        x = self.dropout(self.input_norm(self.input_projection(features[real]) + self.token_type))  # (N, H)
+        # The real genes' flat positions, found once: every later gather and scatter uses them, where a boolean
+        # mask would make the GPU wait for the host at each (bench/tricks.py gpu-indexing)
+        at = flat_positions(real)                                             # (N,)
+        x = features.flatten(0, 1).index_select(0, at)                        # (N, input_dim)
+        x = self.dropout(self.input_norm(self.input_projection(x) + self.token_type))  # (N, H)
         attentions = []
         for block in self.blocks[:layers]:
-            x, probs = block(x, real, allowed, need_weights)
+            x, probs = block(x, at, allowed, need_weights)
             attentions.append(probs)
-        return self._rows(x, real), (attentions if need_weights else None)
-
-    @staticmethod
-    def _rows(values, real):
-        out = values.new_zeros(*real.shape, *values.shape[1:])
-        out[real] = values
-        return out
+        return rows_of(x, at, real.shape), (attentions if need_weights else None)
 
     def forward(self, features, segments, need_weights=False, only=None):
         """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None.
@@ -192,13 +189,24 @@ class GLM(nn.Module):
         come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``.
         """
         hidden, attentions = self.encode(features, segments, need_weights)
-        where = segments > 0 if only is None else only
-        x = hidden[where]                                                     # (N, H)
+        at = flat_positions(segments > 0 if only is None else only)
+        x = hidden.flatten(0, 1).index_select(0, at)                          # (N, H)
         predictions = self.predict(x).view(-1, self.cfg.num_predictions, self.cfg.label_dim)
         logits = self.likelihood(x)
         if only is not None:
             return hidden, predictions, logits, attentions
-        return hidden, self._rows(predictions, where), self._rows(logits, where), attentions
+        return hidden, rows_of(predictions, at, segments.shape), rows_of(logits, at, segments.shape), attentions
+
+
+def flat_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Flat positions (N,) of the True entries of a (B, L) mask, in mask.nonzero()'s order: one host sync."""
+    return mask.flatten().nonzero().squeeze(1)
+
+
+def rows_of(values: torch.Tensor, at: torch.Tensor, shape) -> torch.Tensor:
+    """(N, ...) values placed at flat positions ``at`` of zero rows: (B, L, ...)."""
+    out = values.new_zeros(shape[0] * shape[1], *values.shape[1:]).index_copy(0, at, values)
+    return out.view(*shape, *values.shape[1:])
 
 
 def glm_loss(predictions, logits, labels, masked, ce_weight: float = 1e-4):
