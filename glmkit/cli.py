@@ -344,6 +344,9 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds initial weights, data order, masks and dropout: same seed, same run.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint exactly where it stopped.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model for training: fused kernels and far fewer launches, for GPUs, where an "
+                   "eager step of a small batch is bound by the host (the first steps pay the compilation).")
 @device_options
 @threads_option
 @force_option

@@ -70,6 +70,7 @@ class PretrainOptions:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 1
+    compile_model: bool = False
 
 
 def warmup_steps(options: PretrainOptions) -> int:
@@ -104,7 +105,8 @@ def loop_options(o: PretrainOptions):
                        weight_decay=0.0 if reference else o.weight_decay, betas=defaults["betas"],
                        eps=1e-6 if reference else 1e-8, grad_clip=None if reference else o.grad_clip,
                        val_every=o.val_every, checkpoint_every=o.checkpoint_every, log_every=o.log_every,
-                       seed=o.seed, device=o.device, precision=o.precision, threads=o.threads)
+                       seed=o.seed, device=o.device, precision=o.precision, threads=o.threads,
+                       compile_model=o.compile_model)
 
 
 def _model_config(o: PretrainOptions, **shapes):

@@ -71,6 +71,7 @@ class LoopOptions:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 1
+    compile_model: bool = False      # torch.compile the training forward (validation and checkpoints: the model)
 
 
 # options that, changed on --resume, would no longer continue the same run
@@ -188,6 +189,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if options.compile_model:  # shapes vary from batch to batch (genes per row, masked genes): dynamic
+            self.ddp = torch.compile(self.ddp, dynamic=True)
 
     # -- pieces -----------------------------------------------------------------------------------------------
 
