@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark: glmkit embed vs fair-esm's extractor, same random-weight checkpoint, same proteins, one run.
 
-    python bench/embed.py [--every 4] [--shapes t6,t12,t30] [--threads 2] [--scaling] [--bf16 | --bf16-only]
+    python bench/embed.py [--every 4] [--shapes t6,t12,t30,t33] [--threads 2] [--scaling] [--bf16 | --bf16-only]
+                          [--device cuda]
 
 Proteins: the E. coli K-12 proteome called by `glmkit call --mode single` from
 ../shared/data (falling back to C. diphtheriae from the pyrodigal wheel),
 every k-th protein by position (`--every`, 1 = all) so lengths stay
 representative. Checkpoints: random weights shaped like esm2_t6_8M_UR50D and
-esm2_t12_35M_UR50D, saved in fair-esm's layout (real weights cannot be
-downloaded here; speed does not depend on the values). Both tools run as
-separate processes on CPU; wall time includes model loading and writing.
+esm2_t12_35M_UR50D (t30, t33: the 150M and 650M models), saved in fair-esm's
+layout (real weights cannot be downloaded here; speed does not depend on the
+values). Both tools run as separate processes on CPU (--device cuda: both on
+the GPU, as extract.py runs where one is visible); wall time includes model
+loading and writing.
 Prints proteins/s for both, the ratio, and the largest embedding difference.
 With --scaling, also glmkit's throughput across --threads and --max-tokens.
 With --bf16, also `glmkit embed --precision bf16` against fp32: throughput
@@ -34,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 ECOLI = ROOT.parent / "shared" / "data" / "ecoli_k12_mg1655.fna.gz"
 SHAPES = {"t6": ("esm2_t6_8M_UR50D", 6, 320, 20), "t12": ("esm2_t12_35M_UR50D", 12, 480, 20),
-          "t30": ("esm2_t30_150M_UR50D", 30, 640, 20)}
+          "t30": ("esm2_t30_150M_UR50D", 30, 640, 20), "t33": ("esm2_t33_650M_UR50D", 33, 1280, 20)}
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -74,6 +77,7 @@ def main() -> int:
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--bf16-only", action="store_true", help="only the bf16 comparison, not the extractor's")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "embed")
     args = parser.parse_args()
     from conftest import make_fair_esm_checkpoint  # the same random-checkpoint builder the tests use
@@ -82,8 +86,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     faa, n = proteome(args.out, args.every)
     residues = sum(len(l) for l in faa.read_text().splitlines() if not l.startswith(">"))
-    print(f"{n} proteins ({residues:,} residues), CPU, {args.threads} threads, fair-esm toks_per_batch 4096, "
-          f"glmkit --max-tokens 4096")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} threads"
+    print(f"{n} proteins ({residues:,} residues), {where}, fair-esm toks_per_batch 4096, glmkit --max-tokens 4096")
+    device = ["--device", args.device]
     if not args.bf16_only:
         print(f"{'shape':<22}{'extract.py prot/s':>18}{'glmkit prot/s':>15}{'ratio':>8}{'max |diff|':>12}")
     for shape in args.shapes.split(","):
@@ -95,9 +100,10 @@ def main() -> int:
             continue
         ref_dir, store = args.out / f"extract_{shape}", args.out / f"glmkit_{shape}.zarr"
         shutil.rmtree(ref_dir, ignore_errors=True)
-        t_ref = timed([sys.executable, ROOT / "bench" / "fair_esm_extract.py", ckpt, faa, ref_dir])
-        env_threads = ["-t", args.threads]
-        t_ours = timed(["glmkit", "embed", faa, "-o", store, "-m", ckpt, *env_threads, "--force", "-q"])
+        t_ref = timed([sys.executable, ROOT / "bench" / "fair_esm_extract.py", ckpt, faa, ref_dir,
+                       *(["--nogpu"] if args.device == "cpu" else [])])
+        t_ours = timed(["glmkit", "embed", faa, "-o", store, "-m", ckpt, "-t", args.threads, *device,
+                        "--precision", "fp32", "--force", "-q"])
         emb = EmbeddingStore(store)
         seqs = {l[1:].split()[0]: s for l, s in zip(*[iter(faa.read_text().splitlines())] * 2)}
         worst = 0.0
@@ -111,9 +117,9 @@ def main() -> int:
             name = SHAPES[shape][0]
             ckpt = args.out / f"{name}.pt"
             fp32 = timed(["glmkit", "embed", faa, "-o", args.out / "fp32.zarr", "-m", ckpt, "-t", args.threads,
-                          "--force", "-q", "--precision", "fp32"])
+                          *device, "--force", "-q", "--precision", "fp32"])
             bf16 = timed(["glmkit", "embed", faa, "-o", args.out / "bf16.zarr", "-m", ckpt, "-t", args.threads,
-                          "--force", "-q", "--precision", "bf16"])
+                          *device, "--force", "-q", "--precision", "bf16"])
             a = EmbeddingStore(args.out / "fp32.zarr").embedding[:].astype(np.float64)
             b = EmbeddingStore(args.out / "bf16.zarr").embedding[:].astype(np.float64)
             cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -5,6 +5,7 @@ machine's own matrix-multiply limit; with --arch glm2, gLM2 training vs gLM2's p
     python bench/pretrain.py [--preset small] [--steps 40] [--batch 32] [--threads 2] [--repeats 2]
                              [--precision-steps 300] [--precision-small]
     python bench/pretrain.py --arch glm2 [--preset small] [--context 4096] [--steps 12] [--batch 4]
+    python bench/pretrain.py --device cuda [--preset paper] [--steps 60] [--precision-steps 300]
 
 gLM2 (--arch glm2): the element store of the same genomes after the OMG rules
 (`glmkit filter`); `glmkit pretrain --arch glm2` (the command, chunks packed
@@ -32,6 +33,12 @@ difference with the same weights.
    the losses of the two runs over --precision-steps steps (--precision-small:
    a 2-layer, 128-wide model instead, so that the bf16 run finishes on CPUs
    without bf16 matrix units, where bf16 is ~20x slower than fp32).
+
+On a GPU (--device cuda): the command at fp32 and bf16 (and bf16 with
+--compile, timed after its compilation) on the same corpus, each against the GPU's own matrix multiply at the step's shapes (fp32 as
+torch runs it by default, without TF32; bf16), and the two runs' losses. The
+reference is not run there: its transformers-4 venv is installed from a
+package registry, which a GPU node may lack.
 """
 
 from __future__ import annotations
@@ -74,11 +81,11 @@ def run_glmkit(subcontigs, embeddings, out, args, *extra) -> list[dict]:
     return [dict(zip(rows[0], r)) for r in rows[1:]]
 
 
-def timed(log: list[dict], unit: str = "genes") -> tuple[float, float]:
-    """(units/s, share of time waiting for data) over the steps after SKIP, from per-step log rows."""
-    seconds = np.diff([0.0] + [float(r["seconds"]) for r in log])[SKIP:]   # each step's wall time
-    genes = np.array([float(r[f"{unit}_per_s"]) for r in log])[SKIP:] * seconds
-    wait = np.array([float(r["data_wait"]) for r in log])[SKIP:] * seconds
+def timed(log: list[dict], unit: str = "genes", skip: int = SKIP) -> tuple[float, float]:
+    """(units/s, share of time waiting for data) over the steps after ``skip``, from per-step log rows."""
+    seconds = np.diff([0.0] + [float(r["seconds"]) for r in log])[skip:]   # each step's wall time
+    genes = np.array([float(r[f"{unit}_per_s"]) for r in log])[skip:] * seconds
+    wait = np.array([float(r["data_wait"]) for r in log])[skip:] * seconds
     return genes.sum() / seconds.sum(), wait.sum() / seconds.sum()
 
 
@@ -134,11 +141,15 @@ def main() -> int:
     parser.add_argument("--precision-steps", type=int, default=300)
     parser.add_argument("--precision-small", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.arch == "glm2":
         args.steps, args.batch = args.steps or 12, args.batch or 4
         return main_glm2(args)
+    if args.device == "cuda":
+        args.steps, args.batch = args.steps or 60, args.batch or 32
+        return main_gpu(args)
     args.steps, args.batch = args.steps or 40, args.batch or 32
     from glmkit.models.glm import GLM, load_reference_state, preset
 
@@ -200,6 +211,68 @@ def main() -> int:
     print(f"precision ({model}, {args.precision_steps} steps): fp32 {speed32:,.0f} genes/s, bf16 "
           f"{speed16:,.0f} genes/s ({speed16 / speed32:.2f}x); train loss: largest step difference "
           f"{np.abs(a - b).max():.3f}, last tenth mean fp32 {a[tail].mean():.4f} vs bf16 {b[tail].mean():.4f} "
+          f"({abs(a[tail].mean() - b[tail].mean()) / a[tail].mean():.2%} apart)")
+    return 0
+
+
+# -- on a GPU ---------------------------------------------------------------------------------------------------
+
+def gpu_matmul_limit(genes: int, cfg, dtype: torch.dtype) -> float:
+    """GFLOP/s of plain torch.mm on the GPU at the step's largest GEMM shapes (CUDA events, after warm-up)."""
+    shapes = [(genes, cfg.hidden_size, cfg.intermediate_size), (genes, cfg.intermediate_size, cfg.hidden_size),
+              (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
+    total_flops, total_ms = 0.0, 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device="cuda", dtype=dtype), torch.randn(k, n, device="cuda", dtype=dtype)
+        for _ in range(10):
+            a @ b
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(100):
+            a @ b
+        end.record()
+        torch.cuda.synchronize()
+        total_ms += start.elapsed_time(end)
+        total_flops += 100 * 2 * m * k * n
+    return total_flops / (total_ms / 1e3) / 1e9
+
+
+def main_gpu(args) -> int:
+    from glmkit.models.glm import preset
+
+    subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
+    lengths = subcontig_lengths(subcontigs)
+    cfg = preset(args.preset, input_dim=1281, label_dim=100)
+    genes_per_step = args.batch * lengths.mean()
+    print(f"corpus: {len(lengths):,} sub-contigs from real genomes, {np.mean(lengths == 30):.1%} of exactly 30 genes; "
+          f"gLM {args.preset} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), batch {args.batch}, "
+          f"{torch.cuda.get_device_name()}")
+    print(f"{'glmkit pretrain --device cuda':<34}{'genes/s':>10}{'ms/step':>9}{'step GFLOP/s':>14}"
+          f"{'matmul GFLOP/s':>16}{'of limit':>10}{'data wait':>11}")
+    speeds = {}
+    for precision, dtype, compiled in (("fp32", torch.float32, False), ("bf16", torch.bfloat16, False),
+                                       ("bf16", torch.bfloat16, True)):
+        skip = SKIP + 15 if compiled else SKIP   # compiling takes the first steps (and new shapes' recompiles)
+        log = run_glmkit(subcontigs, embeddings, OUT / f"gpu_{precision}{'_compiled' * compiled}", args,
+                         "--max-steps", args.steps + skip - SKIP, "--device", "cuda", "--precision", precision,
+                         *(["--compile"] if compiled else []))
+        speed, wait = timed(log, skip=skip)
+        speeds[precision + " --compile" * compiled] = speed
+        achieved = step_flops_per_gene(cfg, 30) * speed / 1e9
+        limit = gpu_matmul_limit(int(genes_per_step), cfg, dtype)
+        print(f"{'  --precision ' + precision + ' --compile' * compiled:<34}{speed:>10,.0f}"
+              f"{genes_per_step / speed * 1e3:>9.1f}{achieved:>14,.0f}{limit:>16,.0f}{achieved / limit:>10.0%}"
+              f"{wait:>11.1%}", flush=True)
+    print(f"bf16 / fp32: {speeds['bf16'] / speeds['fp32']:.2f}x")
+    run = ["--max-steps", args.precision_steps, "--seed", args.seed, "--lr", "3e-4", "--warmup-steps", "20",
+           "--device", "cuda"]
+    a = np.array([float(r["train_loss"]) for r in run_glmkit(subcontigs, embeddings, OUT / "gpu_loss32", args, *run,
+                                                              "--precision", "fp32")])
+    b = np.array([float(r["train_loss"]) for r in run_glmkit(subcontigs, embeddings, OUT / "gpu_loss16", args, *run,
+                                                              "--precision", "bf16")])
+    tail = slice(len(a) - len(a) // 10, len(a))
+    print(f"losses over {args.precision_steps} steps: largest step difference {np.abs(a - b).max():.3f}; last tenth "
+          f"mean fp32 {a[tail].mean():.4f} vs bf16 {b[tail].mean():.4f} "
           f"({abs(a[tail].mean() - b[tail].mean()) / a[tail].mean():.2%} apart)")
     return 0
 
