@@ -171,8 +171,8 @@ class GLM(nn.Module):
         real = segments > 0                                                   # (B, L)
         allowed = (segments[:, :, None] == segments[:, None, :]) & real[:, None, :]
         allowed = allowed[:, None]                                            # (B, 1, L, L)
-        # The real genes' flat positions, found once: every later gather and scatter uses them, where a boolean
-        # mask would make the GPU wait for the host at each (bench/tricks.py gpu-indexing)
+        # The real genes' flat positions, found once: every later gather and scatter uses them; a boolean mask
+        # in each would make the host wait for the GPU each time (bench/tricks.py gpu-indexing)
         at = flat_positions(real)                                             # (N,)
         x = features.flatten(0, 1).index_select(0, at)                        # (N, input_dim)
         x = self.dropout(self.input_norm(self.input_projection(x) + self.token_type))  # (N, H)
