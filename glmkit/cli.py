@@ -374,6 +374,10 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
 @click.option("--output", "-o", required=True, help="Context store to write.")
 @click.option("--layer", type=click.IntRange(min=0), help="Layer of the gene embeddings [default: the last].")
 @click.option("--attention", is_flag=True, help="Also store symmetrised attention, all layers and heads, per window.")
+@click.option("--attention-queries", type=click.Choice(["plain", "masked"]), default="plain", show_default=True,
+              help="With --attention: plain: one pass over each window, as the gLM paper; masked: each gene's row of "
+                   "the maps from a pass with that gene masked, the attention training shapes (a pass per gene; "
+                   "operons from it fit better, docs/benchmarks.md).")
 @click.option("--predictions", is_flag=True, help="Also mask each gene in turn and store predictions, likelihoods, labels.")
 @click.option("--window-genes", type=click.IntRange(min=1), default=30, show_default=True,
               help="Genes per window.")
@@ -538,14 +542,17 @@ def _known_options(func):
 @_operon_inputs
 @_known_options
 @click.option("--output", "-o", required=True, help="Classifier file to write (.safetensors).")
+@click.option("--log-attention", is_flag=True, help="Attention features: each head's attention and its log (a "
+                                                    "logistic regression on both; the classifier records it).")
 @click.option("--features", type=click.Choice(["attention", "distance-strand", "combined"]), default="attention",
               show_default=True, help="attention: the paper's; distance-strand: the classic baseline; combined: both.")
 @force_option
-def operons_fit_command(context, elements, known, annotation, output, features, force):
+def operons_fit_command(context, elements, known, annotation, output, features, log_attention, force):
     """Fit a logistic regression of same-operon on neighbouring gene pairs."""
     from glmkit.operons import OperonOptions, run_fit
 
-    run_fit(context, list(elements), known, annotation, output, OperonOptions(features=features), force=force)
+    run_fit(context, list(elements), known, annotation, output,
+            OperonOptions(features=features, log_attention=log_attention), force=force)
 
 
 @command("predict", "glmkit operons predict context.zarr -e genes.zarr -c operons.safetensors -o pairs.tsv "
@@ -573,12 +580,14 @@ def operons_predict_command(context, elements, classifier, output, gff, threshol
                                                     "head_correlation.tsv.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Cross-validation folds, grouped by contig (or blocks of consecutive pairs).")
+@click.option("--log-attention", is_flag=True, help="Attention features: each head's attention and its log.")
 @force_option
-def operons_eval_command(context, elements, known, annotation, output, folds, force):
+def operons_eval_command(context, elements, known, annotation, output, folds, log_attention, force):
     """Cross-validated average precision: attention vs distance-strand vs combined; best head."""
     from glmkit.operons import OperonOptions, run_eval
 
-    run_eval(context, list(elements), known, annotation, output, OperonOptions(folds=folds), force=force)
+    run_eval(context, list(elements), known, annotation, output,
+             OperonOptions(folds=folds, log_attention=log_attention), force=force)
 
 
 @command("paralog-match", "glmkit paralog-match queries.faa candidates.faa -e embeddings.zarr -m glm/ "

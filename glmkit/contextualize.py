@@ -6,8 +6,9 @@ context, so each gene keeps the window in which it sits most centrally (the
 largest distance to either edge; the first such window on ties). Per gene:
 the contextualised embedding (hidden state of `--layer`, default the last);
 per contig: the mean of its genes' embeddings. On request, per window: the
-attention of every layer and head between its genes, symmetrised (A + A^T)/2;
-and per gene, the model's 4 predictions and likelihoods with that gene alone
+attention of every layer and head between its genes, symmetrised (A + A^T)/2
+(`--attention-queries masked`: row i of each map from a pass with gene i
+masked, the attention that masked-gene training shapes); and per gene, the model's 4 predictions and likelihoods with that gene alone
 masked, with its label, for the paper's absolute accuracy.
 
 It streams: the genes are first put in a corpus store (genes with their
@@ -48,6 +49,7 @@ TRIM_GROUPS = 8      # groups between two hand-backs of freed memory
 class ContextOptions:
     layer: int | None = None
     attention: bool = False
+    attention_queries: str = "plain"   # or "masked": each gene's row of the maps from a pass with it masked
     predictions: bool = False
     window_genes: int = 30
     batch_size: int = 64
@@ -61,6 +63,7 @@ class ContextOptions:
 
 
 WINDOWS = ("centred", "reference")
+ATTENTION_QUERIES = ("plain", "masked")
 
 
 def centrality(position: int, length: int) -> int:
@@ -96,6 +99,10 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
     from glmkit.contextualize_glm2 import GLM2Job
     from glmkit.models.glm2_loading import architecture_of
 
+    if options.attention_queries not in ATTENTION_QUERIES:
+        raise GlmkitUsageError(f"--attention-queries {options.attention_queries}: expected plain or masked")
+    if options.attention_queries != "plain" and not options.attention:
+        raise GlmkitUsageError("--attention-queries masked: add --attention (it says how the maps are computed)")
     job_class = GLM2Job if architecture_of(model_path) == "gLM2" else GLMJob
     job_class.check(options, embedding_path)
     inputs = [*element_paths, *([embedding_path] if embedding_path else []), checkpoint_folder(model_path)]
@@ -291,19 +298,30 @@ class _Runner:
             if o.attention and self.layer != cfg.num_layers:  # maps cover every layer, whatever --layer is
                 hidden, _ = self._run(self.model.encode, features, segments, layers=self.layer)
             hidden = hidden.float().cpu().numpy()
+            masked_queries = o.attention and o.attention_queries == "masked"
             for r, (s, m, pos, genes) in enumerate(batch):
                 gene_emb[genes] = hidden[r, pos]
                 if o.attention:
                     a = torch.stack([layer_attn[r, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
+                if (o.predictions and len(pos)) or masked_queries:
+                    # each gene masked alone (row k of the pass masks position masked[k]): its predictions, and with
+                    # masked queries its row of every map, as training shapes the attention of a masked gene
+                    masked = np.arange(m) if masked_queries else pos
+                    f = np.repeat(features[r:r + 1], len(masked), 0)
+                    f[np.arange(len(masked)), masked] = -1.0
+                    _, preds, logits, maps = self._run(self.model, f, np.repeat(segments[r:r + 1], len(masked), 0),
+                                                       need_weights=masked_queries)
+                    if masked_queries:
+                        k = torch.arange(m)
+                        a = torch.stack([mp[k, :, k, :m] for mp in maps]).float().transpose(1, 2)  # (layers, heads, m, m)
+                    if o.predictions and len(pos):
+                        at = (np.arange(len(pos)) if not masked_queries else pos, pos)
+                        predictions[genes] = preds.float().cpu().numpy()[at]
+                        likelihoods[genes] = torch.softmax(logits.float(), -1).cpu().numpy()[at]
+                if o.attention:
                     out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
                     out["first_gene"].append(g0 + s)
                     out["n_genes"].append(m)
-                if o.predictions and len(pos):  # each gene masked alone, in its best window
-                    f = np.repeat(features[r:r + 1], len(pos), 0)
-                    f[np.arange(len(pos)), pos] = -1.0
-                    _, preds, logits, _ = self._run(self.model, f, np.repeat(segments[r:r + 1], len(pos), 0))
-                    predictions[genes] = preds.float().cpu().numpy()[np.arange(len(pos)), pos]
-                    likelihoods[genes] = torch.softmax(logits.float(), -1).cpu().numpy()[np.arange(len(pos)), pos]
         contig_of = np.repeat(np.arange(c1 - c0), np.diff(offsets))
         counts = np.bincount(contig_of, minlength=c1 - c0)
         sums = np.zeros((c1 - c0, H), np.float64)
@@ -343,6 +361,8 @@ def _write_output(output, force, corpus, groups, work: Path, records, meta, opti
         group = create_store(tmp, "glmkit.context", {**asdict(options), "layer": layer, "model": model_path}, records)
         group.attrs["model"] = {"config": meta["config"], "step": meta.get("step"),
                                 "embedding_model": meta.get("embedding_model")}
+        if options.attention:
+            group.attrs["attention_queries"] = options.attention_queries
         w = {
             "genes/id": ColumnWriter(group, "genes/id", str),
             "genes/contig": ColumnWriter(group, "genes/contig", np.int32),

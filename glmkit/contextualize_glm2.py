@@ -52,6 +52,7 @@ class GLM2Job:
         if embedding_path:
             raise GlmkitUsageError("--embeddings is for gLM models: gLM2 reads the element stores' sequences")
         for flag, value, default in (("--attention", options.attention, False),
+                                     ("--attention-queries", options.attention_queries, "plain"),
                                      ("--predictions", options.predictions, False),
                                      ("--inputs", options.inputs, False),
                                      ("--windows", options.windows, "centred"),

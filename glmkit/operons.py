@@ -46,6 +46,10 @@ class OperonOptions:
     folds: int = 5
     threshold: float = 0.5          # `predict`: probability from which a pair is called "same operon"
     seed: int = 16                  # the reference's random_state
+    log_attention: bool = False     # attention features: each head's attention and its log (fit and eval)
+
+
+LOG_ATTENTION_FLOOR = 1e-3          # log(a + floor): a head that ignores a gene stays finite
 
 
 # -- neighbouring pairs and their features ------------------------------------------------------------------------
@@ -141,12 +145,19 @@ def distance_features(pairs: Pairs) -> np.ndarray:
                      same * np.log1p(np.clip(d, 0, None))], 1)
 
 
-def features(kind: str, context, pairs: Pairs) -> np.ndarray:
-    if kind == "attention":
-        return attention_features(context, pairs)
+def with_log(attention: np.ndarray) -> np.ndarray:
+    """(pairs, 2F): each head's attention, then its log. A logistic regression on both is linear in a and log a,
+    so it can weigh a pair whose attention is a small share of a long operon's against one of a 2-gene operon,
+    which raw attention alone puts far apart (docs/benchmarks.md)."""
+    return np.concatenate([attention, np.log(attention + LOG_ATTENTION_FLOOR)], 1)
+
+
+def features(kind: str, context, pairs: Pairs, log_attention: bool = False) -> np.ndarray:
     if kind == "distance-strand":
         return distance_features(pairs)
-    return np.concatenate([attention_features(context, pairs), distance_features(pairs)], 1)
+    attention = attention_features(context, pairs)
+    attention = with_log(attention) if log_attention else attention
+    return attention if kind == "attention" else np.concatenate([attention, distance_features(pairs)], 1)
 
 
 # -- labels -------------------------------------------------------------------------------------------------------
@@ -281,13 +292,14 @@ def run_fit(context_path: str, element_paths: Sequence[str], known: str, annotat
 
     context, pairs = _load(context_path, element_paths, options.features)
     y, report = pair_labels(pairs, known, annotation)
-    X = features(options.features, context, pairs)
+    X = features(options.features, context, pairs, options.log_attention)
     use = np.isfinite(y) & np.isfinite(X).all(1)
     model = _model(options.seed).fit(X[use], y[use])
     with atomic_outputs([output], force, [context_path, *element_paths, known]) as (tmp,):
         write_classifier(tmp, options.features, model.coef_, model.intercept_,
                          context.config.get("num_layers"), context.config.get("num_heads"),
-                         {"report": report, "fitted_on": int(use.sum())})
+                         {"report": report, "fitted_on": int(use.sum())}, context.attention_queries,
+                         options.log_attention and options.features != "distance-strand")
     log.info(f"operons fit: {options.features} classifier on {use.sum():,} labelled pairs "
              f"({int(y[use].sum()):,} same-operon); {_matching(report)}")
     return {"report": report, "pairs": int(use.sum())}
@@ -305,7 +317,11 @@ def run_predict(context_path: str, element_paths: Sequence[str], classifier_path
 
     clf = read_classifier(classifier_path)
     context, pairs = _load(context_path, element_paths, clf["kind"])
-    X = features(clf["kind"], context, pairs)
+    if clf["kind"] != "distance-strand" and clf["attention_queries"] != context.attention_queries:
+        raise GlmkitError(f"{clf['path']}: fitted on {clf['attention_queries']}-query attention; {context_path} holds "
+                          f"{context.attention_queries}-query maps (contextualize --attention-queries "
+                          f"{clf['attention_queries']})")
+    X = features(clf["kind"], context, pairs, clf["log_attention"])
     if X.shape[1] != len(clf["coef"]):
         layers, heads = context.config.get("num_layers"), context.config.get("num_heads")
         raise GlmkitError(f"{clf['path']}: a classifier of {len(clf['coef'])} features; {context_path} gives "
@@ -373,7 +389,8 @@ def run_eval(context_path: str, element_paths: Sequence[str], known: str, annota
     pairs = neighbour_pairs(context, element_paths)
     y, report = pair_labels(pairs, known, annotation)
     attention = attention_features(context, pairs)
-    X = {"attention": attention, "distance-strand": distance_features(pairs)}
+    X = {"attention": with_log(attention) if options.log_attention else attention,
+         "distance-strand": distance_features(pairs)}
     X["combined"] = np.concatenate([X["attention"], X["distance-strand"]], 1)
     use = np.isfinite(y) & np.isfinite(attention).all(1)  # the same pairs for every predictor
     groups = cv_groups(pairs, options.folds)[use]
@@ -391,7 +408,9 @@ def run_eval(context_path: str, element_paths: Sequence[str], known: str, annota
     head_ap = float(average_precision_score(yu, attention[use][:, best[0] * heads + best[1]]))
     summary = {"pairs": report, "evaluated_pairs": int(use.sum()), "positive": int(yu.sum()),
                "folds": options.folds, "grouped_by": "contig" if len(np.unique(pairs.contig.astype(str))) >=
-               options.folds else "blocks of consecutive pairs within contigs", "predictors": results,
+               options.folds else "blocks of consecutive pairs within contigs",
+               "attention_queries": context.attention_queries, "log_attention": options.log_attention,
+               "predictors": results,
                "best_head": {"layer": int(best[0]) + 1, "head": int(best[1]) + 1, "pearson_r": float(r[best]),
                              "ap": head_ap}}
     with atomic_outputs([output], force, [context_path, *element_paths, known]) as (tmp,):
@@ -405,7 +424,8 @@ def run_eval(context_path: str, element_paths: Sequence[str], known: str, annota
                    header="Pearson r of attention with same-operon; rows: layers 1..L, columns: heads 1..H")
         _plots(tmp, curves, results, r, best)
     log.info(f"operons eval: {use.sum():,} pairs ({int(yu.sum()):,} same-operon), {options.folds} folds by "
-             f"{summary['grouped_by']}; AP " + ", ".join(f"{k} {v['ap_mean']:.3f}" for k, v in results.items())
+             f"{summary['grouped_by']}; {context.attention_queries}-query attention"
+             f"{' and its log' if options.log_attention else ''}; AP " + ", ".join(f"{k} {v['ap_mean']:.3f}" for k, v in results.items())
              + f"; best head L{best[0] + 1}-H{best[1] + 1} (r {r[best]:.3f}); {_matching(report)}")
     return summary
 

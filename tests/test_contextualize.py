@@ -89,6 +89,62 @@ def test_gene_embeddings_come_from_the_most_central_window(trained):
     assert 0.0 <= g.attrs["summary"]["absolute_accuracy"] <= 1.0
 
 
+def test_masked_query_attention_is_each_genes_row_from_a_pass_with_it_masked(trained, tmp_path):
+    """--attention-queries masked: row i of every map comes from a forward pass of the window with gene i masked
+    (its input row set to -1, as training masks), then the map is symmetrised; computed here one gene at a time.
+    Predictions, which share that pass, equal a plain run's."""
+    from glmkit.glm_data import Normalization
+    from glmkit.io.checkpoint import load_checkpoint
+    from glmkit.io.context import ContextStore
+    from glmkit.io.embeddings import EmbeddingStore, sequence_hash
+    from glmkit.models.glm import GLM, GLMConfig
+
+    d = trained
+    for name, extra in (("masked", ["--attention-queries", "masked"]), ("plain", [])):
+        r = run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", tmp_path / f"{name}.zarr",
+                "--attention", "--predictions", "-q", *extra)
+        assert r.exit_code == 0, r.stderr
+    masked, plain = ContextStore(tmp_path / "masked.zarr"), ContextStore(tmp_path / "plain.zarr")
+    assert (masked.attention_queries, plain.attention_queries) == ("masked", "plain")
+    np.testing.assert_allclose(masked.group["genes/predictions"][:], plain.group["genes/predictions"][:], atol=1e-5)
+
+    meta, weights, extras, _ = load_checkpoint(d / "glm", "gLM")
+    model = GLM(GLMConfig(**meta["config"]))
+    model.load_state_dict(weights)
+    model.eval()
+    norm = Normalization(**{k: v.numpy() for k, v in extras["normalization"].items()})
+    e = ElementStore(d / "el.zarr").read().elements
+    aa, strand = dict(zip(e["id"], e["aa"])), dict(zip(e["id"], e["strand"]))
+    ids = masked.gene_ids()
+    first, sizes = masked.windows()
+    checked, apart = 0, 0.0
+    for w in (0, int(np.argmax(sizes))):          # the first window and a full one
+        genes = ids[first[w]:first[w] + sizes[w]]
+        x = norm.standardize(EmbeddingStore(d / "emb.zarr").get([sequence_hash(aa[g]) for g in genes]))
+        orient = np.array([[0.5 if strand[g] > 0 else -0.5] for g in genes], np.float32)
+        feats = torch.from_numpy(np.concatenate([x, orient], 1))
+        n = len(genes)
+        expected = np.zeros((meta["config"]["num_layers"], meta["config"]["num_heads"], n, n))
+        for i in range(n):
+            f = feats.clone()
+            f[i] = -1.0
+            with torch.no_grad():
+                maps = model(f[None], torch.ones(1, n, dtype=torch.long), need_weights=True)[3]
+            for layer, m in enumerate(maps):
+                expected[layer, :, i, :] = m[0, :, i, :].numpy()
+        expected = (expected + expected.transpose(0, 1, 3, 2)) / 2
+        _, stored = next(masked.attention(np.array([w])))
+        np.testing.assert_allclose(stored.astype(np.float64), expected, atol=2e-3)   # stored as float16
+        _, unmasked = next(plain.attention(np.array([w])))
+        apart = max(apart, float(np.abs(unmasked.astype(np.float64) - expected).max()))
+        checked += n
+    assert checked > 30 and apart > 4e-3   # the plain maps are not within the tolerance (this model's attention
+    # is near uniform after 4 steps of training)
+    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o",
+                              tmp_path / "x.zarr", "--attention-queries", "masked", "-q"), "add --attention",
+                          status=2)
+
+
 def test_layer_option(trained):
     d = trained
     assert run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", d / "l0.zarr",

@@ -130,6 +130,36 @@ def test_predict_applies_a_classifier_of_attention_features(ctx, tmp_path):
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-(8 * head - 1))), atol=1e-6)
 
 
+def test_log_attention_features_are_each_heads_attention_then_its_log(ctx, tmp_path):
+    """--log-attention: 2 x layers x heads features, [a, log(a + 0.001)]; a classifier on one head's log gives the
+    sigmoid of that log, written by hand here; fit records the choice and predict follows it."""
+    store = ContextStore(ctx / "ctx.zarr")
+    L, H = store.config["num_layers"], store.config["num_heads"]
+    coef = np.zeros(2 * L * H)
+    coef[L * H + 1] = 1.5                      # the log of layer 0, head 1
+    write_classifier(tmp_path / "log.safetensors", "attention", coef, np.array([0.5]), L, H, log_attention=True)
+    assert read_classifier(tmp_path / "log.safetensors")["log_attention"] is True
+    r = run("operons", "predict", ctx / "ctx.zarr", "-e", ctx / "el.zarr", "-c", tmp_path / "log.safetensors",
+            "-o", tmp_path / "p.tsv", "-q")
+    assert r.exit_code == 0, r.stderr
+    head = attention_features(store, neighbour_pairs(store, [str(ctx / "el.zarr")]))[:, 1].astype(np.float64)
+    got = np.array([float(x.split("\t")[5]) for x in (tmp_path / "p.tsv").read_text().splitlines()[1:]])
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-(1.5 * np.log(head + 1e-3) + 0.5))), atol=1e-5)
+
+    genes = _genes(ctx)
+    rows = [(a[0], b[0], k % 2) for k, (a, b) in enumerate(zip(genes, genes[1:])) if a[1] == b[1]]
+    known = _pairs_tsv(tmp_path / "pairs.tsv", rows)
+    assert run("operons", "fit", ctx / "ctx.zarr", "-e", ctx / "el.zarr", "--known", known, "--log-attention",
+               "-o", tmp_path / "fit.safetensors", "-q").exit_code == 0
+    fitted = read_classifier(tmp_path / "fit.safetensors")
+    assert fitted["log_attention"] and len(fitted["coef"]) == 2 * L * H
+    assert run("operons", "predict", ctx / "ctx.zarr", "-e", ctx / "el.zarr", "-c", tmp_path / "fit.safetensors",
+               "-o", tmp_path / "p2.tsv", "-q").exit_code == 0
+    assert run("operons", "eval", ctx / "ctx.zarr", "-e", ctx / "el.zarr", "--known", known, "--log-attention",
+               "--folds", 2, "-o", tmp_path / "ev", "-q").exit_code == 0
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["log_attention"] is True
+
+
 def test_bad_inputs_are_one_line(ctx, tmp_path):
     genes = _genes(ctx)
     rows = [(a[0], b[0], 1) for a, b in zip(genes, genes[1:]) if a[1] == b[1]][:20]
@@ -145,6 +175,19 @@ def test_bad_inputs_are_one_line(ctx, tmp_path):
     write_classifier(tmp_path / "wrong.safetensors", "attention", np.zeros(190), np.zeros(1), 19, 10)
     assert_one_line_error(run("operons", "predict", ctx / "ctx.zarr", *base, "-c", tmp_path / "wrong.safetensors",
                               "-o", tmp_path / "p.tsv"), "a classifier of 190 features", f"gives {L * H}")
+    # a classifier fitted on masked-query maps, applied to plain ones (and back): refused, naming the option
+    assert run("operons", "fit", ctx / "ctx.zarr", *base, "--known", known, "-o", tmp_path / "plain.safetensors",
+               "-q").exit_code == 0
+    assert read_classifier(tmp_path / "plain.safetensors")["attention_queries"] == "plain"
+    assert run("contextualize", ctx / "el.zarr", "-e", ctx / "emb.zarr", "-m", ctx / "glm", "-o",
+               tmp_path / "masked.zarr", "--attention", "--attention-queries", "masked", "-q").exit_code == 0
+    assert_one_line_error(run("operons", "predict", tmp_path / "masked.zarr", *base, "-c",
+                              tmp_path / "plain.safetensors", "-o", tmp_path / "p.tsv"),
+                          "fitted on plain-query attention", "--attention-queries plain")
+    assert run("operons", "fit", tmp_path / "masked.zarr", *base, "--known", known, "-o",
+               tmp_path / "masked.safetensors", "-q").exit_code == 0
+    assert_one_line_error(run("operons", "predict", ctx / "ctx.zarr", *base, "-c", tmp_path / "masked.safetensors",
+                              "-o", tmp_path / "p.tsv"), "fitted on masked-query attention")
     regulondb_like = tmp_path / "ops.txt"
     regulondb_like.write_text("# RegulonDB-like\nabcXY\t1\t100\tforward\t2\tabcX,abcY\t[]\tWeak\n")
     assert_one_line_error(run("operons", "fit", ctx / "ctx.zarr", *base, "--known", regulondb_like, "-o",

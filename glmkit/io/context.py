@@ -25,6 +25,8 @@ class ContextStore:
         self.group = open_store(path, SCHEMA, required=REQUIRED)
         self.attrs = self.group.attrs.asdict()
         self.config = self.attrs.get("model", {}).get("config", {})
+        # how the maps were computed: "plain" (one pass per window) or "masked" (row i with gene i masked)
+        self.attention_queries = self.attrs.get("attention_queries", "plain")
         self.n_genes = self.group["genes/id"].shape[0]
 
     @property

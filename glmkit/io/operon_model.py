@@ -3,7 +3,10 @@
     coef        float64 (1, F)   logistic regression weights
     intercept   float64 (1,)
     metadata    schema "glmkit.operon-classifier", version, features ("attention", "distance-strand",
-                "combined"), num_layers, num_heads (attention features: layer * heads + head), glmkit version
+                "combined"), num_layers, num_heads (attention features: layer * heads + head),
+                attention_queries ("plain" or "masked": how the maps it was fitted on were computed; absent in
+                version-1 files, which are "plain"), log_attention ("1": attention features are each head's
+                attention then its log(a + 0.001), so F = 2 x layers x heads; absent: "0"), glmkit version
 
 A gLM model folder from `import-glm` may carry the published classifier as
 operon_classifier.safetensors (coef, intercept, classes); `read_classifier`
@@ -25,12 +28,14 @@ KINDS = ("attention", "distance-strand", "combined")
 
 
 def write_classifier(path: str | Path, kind: str, coef: np.ndarray, intercept: np.ndarray, num_layers: int | None,
-                     num_heads: int | None, extra: dict | None = None) -> None:
+                     num_heads: int | None, extra: dict | None = None, attention_queries: str = "plain",
+                     log_attention: bool = False) -> None:
     from safetensors.numpy import save_file
 
     meta = {"schema": SCHEMA, "schema_version": str(VERSION), "features": kind,
-            "num_layers": str(num_layers or 0), "num_heads": str(num_heads or 0), "glmkit_version": __version__,
-            "extra": json.dumps(extra or {})}
+            "num_layers": str(num_layers or 0), "num_heads": str(num_heads or 0),
+            "attention_queries": attention_queries, "log_attention": str(int(log_attention)),
+            "glmkit_version": __version__, "extra": json.dumps(extra or {})}
     save_file({"coef": np.ascontiguousarray(coef, np.float64).reshape(1, -1),
                "intercept": np.ascontiguousarray(intercept, np.float64).reshape(1)}, str(path), metadata=meta)
 
@@ -55,7 +60,8 @@ def read_classifier(path: str | Path) -> dict:
         raise GlmkitError(f"{path}: classifier version {meta['schema_version']} is newer than this glmkit reads")
     return {"kind": meta["features"], "coef": tensors["coef"].reshape(-1), "intercept": float(tensors["intercept"][0]),
             "num_layers": int(meta["num_layers"]), "num_heads": int(meta["num_heads"]), "path": str(path),
-            "extra": json.loads(meta.get("extra", "{}"))}
+            "attention_queries": meta.get("attention_queries", "plain"),
+            "log_attention": meta.get("log_attention", "0") == "1", "extra": json.loads(meta.get("extra", "{}"))}
 
 
 def _from_model_folder(folder: Path) -> dict:
@@ -76,4 +82,4 @@ def _from_model_folder(folder: Path) -> dict:
     cfg = meta.get("config", {})
     return {"kind": "attention", "coef": tensors["coef"].reshape(-1), "intercept": float(tensors["intercept"][0]),
             "num_layers": int(cfg.get("num_layers", 0)), "num_heads": int(cfg.get("num_heads", 0)),
-            "path": str(file), "extra": {}}
+            "path": str(file), "attention_queries": "plain", "log_attention": False, "extra": {}}   # the paper's
