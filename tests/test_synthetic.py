@@ -72,5 +72,7 @@ def test_a_small_glm_learns_the_grammar_and_an_untrained_one_does_not(corpus, tm
         # thresholds for 500 steps of a 2-layer model (the bench's 20-minute small model is held to the issue's)
         assert (acc["model"] >= 3 * best_baseline) == learnt, acc
         assert (ops["attention"] > ops["distance-strand"]) == learnt, ops
+        masked = result["operons_masked"]   # each gene's attention row from a pass with it masked
+        assert (masked["attention"] > masked["distance-strand"]) == learnt, masked
         assert (par["exact_correct"] > par["random_high"]) == learnt, par
         assert ops["combined"] >= max(ops["attention"], ops["distance-strand"]) - 0.05, ops
