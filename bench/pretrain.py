@@ -35,8 +35,9 @@ difference with the same weights.
    without bf16 matrix units, where bf16 is ~20x slower than fp32).
 
 On a GPU (--device cuda): the command at fp32 and bf16 (and bf16 with
---compile, timed after its compilation) on the same corpus, each against the GPU's own matrix multiply at the step's shapes (fp32 as
-torch runs it by default, without TF32; bf16), and the two runs' losses. The
+--compile, timed after its compilation) on the same corpus, each against
+the GPU's own matrix multiply at the step's shapes (fp32 as torch runs it
+by default, without TF32; bf16), and the two runs' losses. The
 reference is not run there: its transformers-4 venv is installed from a
 package registry, which a GPU node may lack.
 """

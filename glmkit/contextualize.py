@@ -8,8 +8,9 @@ the contextualised embedding (hidden state of `--layer`, default the last);
 per contig: the mean of its genes' embeddings. On request, per window: the
 attention of every layer and head between its genes, symmetrised (A + A^T)/2
 (`--attention-queries masked`: row i of each map from a pass with gene i
-masked, the attention that masked-gene training shapes); and per gene, the model's 4 predictions and likelihoods with that gene alone
-masked, with its label, for the paper's absolute accuracy.
+masked, the attention that masked-gene training shapes); and per gene, the
+model's 4 predictions and likelihoods with that gene alone masked, with its
+label, for the paper's absolute accuracy.
 
 It streams: the genes are first put in a corpus store (genes with their
 embeddings in contig order, glmkit/io/corpus.py) in the work folder
@@ -313,7 +314,8 @@ class _Runner:
                                                        need_weights=masked_queries)
                     if masked_queries:
                         k = torch.arange(m)
-                        a = torch.stack([mp[k, :, k, :m] for mp in maps]).float().transpose(1, 2)  # (layers, heads, m, m)
+                        a = torch.stack([mp[k, :, k, :m] for mp in maps]).float()  # (layers, m, heads, m)
+                        a = a.transpose(1, 2)                                      # (layers, heads, m, m)
                     if o.predictions and len(pos):
                         at = (np.arange(len(pos)) if not masked_queries else pos, pos)
                         predictions[genes] = preds.float().cpu().numpy()[at]

@@ -425,7 +425,8 @@ def run_eval(context_path: str, element_paths: Sequence[str], known: str, annota
         _plots(tmp, curves, results, r, best)
     log.info(f"operons eval: {use.sum():,} pairs ({int(yu.sum()):,} same-operon), {options.folds} folds by "
              f"{summary['grouped_by']}; {context.attention_queries}-query attention"
-             f"{' and its log' if options.log_attention else ''}; AP " + ", ".join(f"{k} {v['ap_mean']:.3f}" for k, v in results.items())
+             f"{' and its log' if options.log_attention else ''}; AP "
+             + ", ".join(f"{k} {v['ap_mean']:.3f}" for k, v in results.items())
              + f"; best head L{best[0] + 1}-H{best[1] + 1} (r {r[best]:.3f}); {_matching(report)}")
     return summary
 

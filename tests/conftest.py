@@ -59,6 +59,13 @@ def die_after_checkpoint(monkeypatch, step: int) -> None:
     monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
 
 
+def checkpoint_weights(out: Path) -> dict:
+    """The weights a pretrain output folder's checkpoint holds, by name."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(out) / "checkpoint" / "model.safetensors"))
+
+
 def no_leftovers(folder: Path) -> list[str]:
     """Names of partial outputs left in ``folder``."""
     return [p.name for p in folder.iterdir() if ".partial-" in p.name or p.name.endswith(".lock")]

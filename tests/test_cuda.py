@@ -11,7 +11,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import TEST_DATA, die_after_checkpoint, run
+from conftest import TEST_DATA, checkpoint_weights, die_after_checkpoint, run
 from glmkit.io.embeddings import EmbeddingStore
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
@@ -35,11 +35,6 @@ def _log(path) -> list[dict]:
     rows = [line.split("\t") for line in (path / "log.tsv").read_text().splitlines()]
     return [dict(zip(rows[0], r)) for r in rows[1:]]
 
-
-def _weights(path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "checkpoint" / "model.safetensors"))
 
 
 def _pretrain(data, out, device: str, precision: str, steps: int = 6, resume: bool = False, **kw) -> list[dict]:
@@ -92,7 +87,7 @@ def test_pretrain_fp32_on_the_gpu_equals_the_cpu(data, tmp_path):
     assert [r["step"] for r in cpu] == [r["step"] for r in gpu] and len(cpu) == 6
     for x, y in zip(cpu, gpu):
         assert float(y["train_loss"]) == pytest.approx(float(x["train_loss"]), rel=1e-4), (x, y)
-    assert _mean_difference(_weights(tmp_path / "cpu"), _weights(tmp_path / "gpu")) < 1e-6
+    assert _mean_difference(checkpoint_weights(tmp_path / "cpu"), checkpoint_weights(tmp_path / "gpu")) < 1e-6
 
 
 def test_pretrain_bf16_on_the_gpu_tracks_fp32(data, tmp_path):
@@ -124,12 +119,12 @@ def test_fp16_on_the_gpu_scales_the_loss_and_resumes_exactly_with_dropout(data, 
     resumed = _pretrain(data, tmp_path / "run", resume=True, **fp16)
     for x, y in zip(whole, resumed, strict=True):
         assert float(y["train_loss"]) == pytest.approx(float(x["train_loss"]), rel=1e-5), (x, y)
-    a = _weights(tmp_path / "whole")
-    assert _mean_difference(a, _weights(tmp_path / "run")) < 1e-6
+    a = checkpoint_weights(tmp_path / "whole")
+    assert _mean_difference(a, checkpoint_weights(tmp_path / "run")) < 1e-6
     restore = train_module._set_rng_state
     monkeypatch.setattr(train_module, "_set_rng_state", lambda s, dev: restore({"cpu": s["cpu"]}, dev))
     _pretrain(data, tmp_path / "broken", resume=True, **fp16)
-    assert _mean_difference(a, _weights(tmp_path / "broken")) > 3e-5   # 2e-4 on a CPU, bf16 in place of fp16
+    assert _mean_difference(a, checkpoint_weights(tmp_path / "broken")) > 3e-5   # 2e-4 on a CPU, bf16 in place of fp16
 
 
 def test_glm2_pretrain_on_the_gpu_equals_the_cpu(data, tmp_path):

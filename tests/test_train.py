@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, run
+from conftest import TEST_DATA, checkpoint_weights, run
 from glmkit.pretrain import PretrainOptions, run_pretrain
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -56,11 +56,6 @@ def torchrun(args, tmp_path, hook: str = "", processes: int = 2) -> subprocess.C
     return subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes), str(script)],
                           capture_output=True, text=True, env=env, timeout=600)
 
-
-def _weights(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "checkpoint" / "model.safetensors"))
 
 
 def _log(path: Path) -> list[list[str]]:
@@ -127,7 +122,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(corpus, tmp_pa
         assert sorted(ranks[0].get(step, []) + ranks[1].get(step, [])) == single[step], step
         if step >= 0:     # 4 rows a step: each rank reads its 2 rows' sub-contigs, never the whole step's
             assert all(0 < len(r[step]) < len(single[step]) for r in ranks), step
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    a, b = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two")
     # Adam divides each gradient by its own size, so float-rounding differences in near-zero gradients can move a
     # weight by a fraction of lr (1e-3); unsynchronised gradients (each rank seeing half the batch) move many
     for k in a:
@@ -155,7 +150,7 @@ def test_glm2_two_processes_equal_one_process(corpus, tmp_path):
     assert one.exit_code == 0, one.stderr
     two = torchrun(args(tmp_path / "two"), tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    a, b = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=0, msg=k)
     assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
@@ -186,7 +181,7 @@ def test_two_processes_killed_and_resumed_equal_an_uninterrupted_run(corpus, tmp
     assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["step"] == 3
     resumed = torchrun([*args, "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "run")
+    a, b = checkpoint_weights(tmp_path / "whole"), checkpoint_weights(tmp_path / "run")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r[:-3] for r in _log(tmp_path / "whole")] == [r[:-3] for r in _log(tmp_path / "run")]
 
@@ -224,7 +219,7 @@ def test_accumulation_equals_one_step_over_the_same_rows(corpus, tmp_path):
     step's total count, not each pass's)."""
     run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "one"), _options())
     run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "acc"), _options(accumulate=2))
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "acc")
+    a, b = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "acc")
     for k in a:  # (tolerances: see the DDP test above)
         torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=0, msg=k)
     assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
@@ -251,7 +246,7 @@ def test_fp16_trains_with_a_gradient_scaler_saved_and_restored(corpus, tmp_path,
                  resume=True)
     state = torch.load(tmp_path / "m" / "checkpoint" / "training_state.pt", weights_only=True)
     assert state["scaler"]["_growth_tracker"] == 5  # continued from 3, not restarted
-    assert all(np.isfinite(v.float().numpy()).all() for v in _weights(tmp_path / "m").values())
+    assert all(np.isfinite(v.float().numpy()).all() for v in checkpoint_weights(tmp_path / "m").values())
 
 
 def test_each_process_gets_its_share_of_the_cpus(monkeypatch):
@@ -296,7 +291,7 @@ def test_compiled_training_equals_eager(corpus, tmp_path):
     plain model's (no compiled wrapper's names)."""
     run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "eager"), _options())
     run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "compiled"), _options(compile_model=True))
-    a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    a, b = checkpoint_weights(tmp_path / "eager"), checkpoint_weights(tmp_path / "compiled")
     assert set(a) == set(b)
     assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
     losses = [[float(r[3]) for r in _log(tmp_path / d)[1:]] for d in ("eager", "compiled")]
