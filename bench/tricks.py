@@ -37,8 +37,13 @@ the workload it serves:
                weights, the first 120 + 120 residues of the 2ONK pair; ~200 s a run) on 2 threads, its forward
                passes side by side one thread each (jacobian.PASSES_SIDE_BY_SIDE; batch 1 each) vs one pass at a
                time over both threads (batch 3)
+  onednn-linear
+               pretrain and embed: fp32 linear layers with their GEMMs (forward, and in training both gradients) by
+               oneDNN (glmkit.models.layers.linear) vs torch's default BLAS (MKL): `glmkit pretrain` as in
+               blas-beside-torch, and the malloc trick's ESM2 forward; both paths forced, whichever this CPU selects
+               (oneDNN on AMD CPUs with AVX-512, where MKL runs its AVX2 code)
 (oneDNN linears on pre-packed weights, credited 1.5x over MKL's addmm by an earlier benchmark, measured 0.9x
-with torch 2.13 on this machine's AMD EPYC and were removed.)
+with torch 2.13 on an AVX2-only AMD EPYC and were removed; onednn-linear is the selective successor.)
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ import sys, time, torch
 from glmkit.models.esm2 import ESM2, ESM2Config
 from glmkit.memory import keep_freed_memory
 if "malloc" in sys.argv: keep_freed_memory()
+import glmkit.models.layers as layers
+if "mkl" in sys.argv: layers.onednn_fp32_gemms = lambda: False
+if "onednn" in sys.argv: layers.onednn_fp32_gemms = lambda: True
 torch.set_num_threads(2)
 torch.manual_seed(0)
 model = ESM2(ESM2Config(num_layers=12, embed_dim=480, attention_heads=20)).eval()
@@ -239,30 +247,45 @@ def fused_adamw(repeats: int) -> None:
     report("fused-adamw", *alternate(lambda: timed(False), lambda: timed(True), repeats), unit="ms")
 
 
-def blas_beside_torch(repeats: int) -> None:
+def _pretrain_step_seconds(precision: str, preamble: str) -> float:
+    """Seconds a step of `glmkit pretrain` (small preset, bench/pretrain.py's corpus of real sub-contig lengths,
+    40 steps, the first 5 untimed), from the command's log.tsv, in a child process that runs ``preamble`` first."""
     sys.path.insert(0, str(ROOT / "bench"))
     from pretrain import OUT, SKIP
     from realistic_corpus import build
 
     subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
     OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / "trick"
+    code = (f"import sys\n{preamble}\n"
+            f"sys.argv = ['glmkit', 'pretrain', {str(subcontigs)!r}, '-e', {str(embeddings)!r}, '-o', "
+            f"{str(out)!r}, '--force', '-q', '--preset', 'small', '--batch-size', '32', '--threads', '2', "
+            f"'--max-steps', '40', '--log-every', '1', '--val-every', '1000000000', '--checkpoint-every', "
+            f"'1000000000', '--val-fraction', '0', '--corpus', {str(OUT / 'corpus.zarr')!r}, '--precision', "
+            f"{precision!r}]\nfrom glmkit.cli import main\nmain()\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    header, *rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
+    seconds = [float(row[header.index("seconds")]) for row in rows]
+    return (seconds[-1] - seconds[SKIP - 1]) / (len(seconds) - SKIP)
 
-    def run(precision: str, one_thread: bool) -> float:
-        out = OUT / "blas_trick"
-        code = ("import sys, contextlib\nimport glmkit.parallel as p\n"
-                + ("" if one_thread else "p.one_blas_thread = contextlib.nullcontext\n")
-                + f"sys.argv = ['glmkit', 'pretrain', {str(subcontigs)!r}, '-e', {str(embeddings)!r}, '-o', "
-                f"{str(out)!r}, '--force', '-q', '--preset', 'small', '--batch-size', '32', '--threads', '2', "
-                f"'--max-steps', '40', '--log-every', '1', '--val-every', '1000000000', '--checkpoint-every', "
-                f"'1000000000', '--val-fraction', '0', '--corpus', {str(OUT / 'corpus.zarr')!r}, '--precision', "
-                f"{precision!r}]\nfrom glmkit.cli import main\nmain()\n")
-        subprocess.run([sys.executable, "-c", code], check=True)
-        header, *rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
-        seconds = [float(row[header.index("seconds")]) for row in rows]
-        return (seconds[-1] - seconds[SKIP - 1]) / (len(seconds) - SKIP)
 
+def blas_beside_torch(repeats: int) -> None:
+    numpy_threads = "import contextlib\nimport glmkit.parallel as p\np.one_blas_thread = contextlib.nullcontext"
     for precision in ("fp32", "bf16"):
-        report(f"blas {precision}", *alternate(lambda: run(precision, False), lambda: run(precision, True), repeats))
+        report(f"blas {precision}", *alternate(lambda: _pretrain_step_seconds(precision, numpy_threads),
+                                               lambda: _pretrain_step_seconds(precision, ""), repeats))
+
+
+def onednn_linear(repeats: int) -> None:
+    from glmkit.models.layers import onednn_fp32_gemms
+
+    print(f"{'':<12} this CPU selects {'oneDNN' if onednn_fp32_gemms() else 'MKL'} for fp32 linears; "
+          "both forced here")
+    with_mkl = "import glmkit.models.layers as l\nl.onednn_fp32_gemms = lambda: False"
+    with_onednn = "import glmkit.models.layers as l\nl.onednn_fp32_gemms = lambda: True"
+    report("onednn train", *alternate(lambda: _pretrain_step_seconds("fp32", with_mkl),
+                                      lambda: _pretrain_step_seconds("fp32", with_onednn), repeats))
+    report("onednn embed", *alternate(lambda: esm_forward("mkl"), lambda: esm_forward("onednn"), repeats))
 
 
 def _boolean_mask_attention(self, x, real, allowed, need_weights=False):
@@ -394,6 +417,7 @@ def jacobian_passes(repeats: int) -> None:
 
 TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
           "dropout": dropout, "fused-adamw": fused_adamw, "blas-beside-torch": blas_beside_torch,
+          "onednn-linear": onednn_linear,
           "gpu-indexing": gpu_indexing, "glm2-mask": glm2_mask,
           "jacobian-passes": jacobian_passes}
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from glmkit.errors import GlmkitError
 from glmkit.io.files import file_sha256
+from glmkit.models.layers import Linear
 
 # fair-esm's "ESM-1b" alphabet, which every ESM2 uses: ids 0-32 in this order.
 ALPHABET = ("<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
@@ -66,11 +67,11 @@ class Layer(nn.Module):
         d = cfg.embed_dim
         self.heads = cfg.attention_heads
         self.attn_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.qkv = nn.Linear(d, 3 * d)            # q, k, v fused: one GEMM instead of three
-        self.out = nn.Linear(d, d)
+        self.qkv = Linear(d, 3 * d)            # q, k, v fused: one GEMM instead of three
+        self.out = Linear(d, d)
         self.ffn_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.fc1 = nn.Linear(d, 4 * d)
-        self.fc2 = nn.Linear(4 * d, d)
+        self.fc1 = Linear(d, 4 * d)
+        self.fc2 = Linear(4 * d, d)
 
     def forward(self, x, cos, sin, keep):
         # x: (B, T, D); cos, sin: (T, hd); keep: (B, 1, 1, T) bool, True for real tokens (or None)
@@ -88,7 +89,7 @@ class LMHead(nn.Module):
 
     def __init__(self, cfg: ESM2Config):
         super().__init__()
-        self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.dense = Linear(cfg.embed_dim, cfg.embed_dim)
         self.layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 

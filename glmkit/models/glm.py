@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmkit.models.layers import Dropout
+from glmkit.models.layers import Dropout, Linear, linear
 
 
 @dataclass
@@ -87,9 +87,9 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
         self.max_pos = cfg.max_position_embeddings
-        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.query = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = Linear(cfg.hidden_size, cfg.hidden_size)
         self.distance_embedding = nn.Embedding(2 * cfg.max_position_embeddings - 1, self.head_dim)
         self.dropout = cfg.dropout
 
@@ -100,7 +100,7 @@ class SelfAttention(nn.Module):
         N, H = x.shape
 
         # one GEMM for q, k and v (the parameters stay separate, named as in the reference)
-        qkv = F.linear(x, torch.cat([self.query.weight, self.key.weight, self.value.weight]),
+        qkv = linear(x, torch.cat([self.query.weight, self.key.weight, self.value.weight]),
                        torch.cat([self.query.bias, self.key.bias, self.value.bias]))          # (N, 3H)
         rows = qkv.new_zeros(B * L, 3 * H).index_copy(0, at, qkv)                          # (B*L, 3H)
         q, k, v = rows.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, nh, L, hd)
@@ -125,10 +125,10 @@ class Block(nn.Module):
     def __init__(self, cfg: GLMConfig):
         super().__init__()
         self.attention = SelfAttention(cfg)
-        self.attention_out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.attention_out = Linear(cfg.hidden_size, cfg.hidden_size)
         self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.intermediate = Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.output = Linear(cfg.intermediate_size, cfg.hidden_size)
         self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
 
@@ -143,13 +143,13 @@ class GLM(nn.Module):
     def __init__(self, cfg: GLMConfig):
         super().__init__()
         self.cfg = cfg
-        self.input_projection = nn.Linear(cfg.input_dim, cfg.hidden_size)
+        self.input_projection = Linear(cfg.input_dim, cfg.hidden_size)
         self.token_type = nn.Parameter(torch.zeros(cfg.hidden_size))  # RoBERTa's token-type-0 vector
         self.input_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.predict = nn.Linear(cfg.hidden_size, cfg.num_predictions * cfg.label_dim)
-        self.likelihood = nn.Linear(cfg.hidden_size, cfg.num_predictions)
+        self.predict = Linear(cfg.hidden_size, cfg.num_predictions * cfg.label_dim)
+        self.likelihood = Linear(cfg.hidden_size, cfg.num_predictions)
         self.apply(self._init)
 
     @staticmethod

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmkit.models.layers import RMSNorm, SwiGLU, apply_rope, rope_tables
+from glmkit.models.layers import Linear, RMSNorm, SwiGLU, apply_rope, rope_tables
 
 
 @dataclass
@@ -75,8 +75,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: GLM2Config):
         super().__init__()
         self.heads, self.head_dim = cfg.heads, cfg.dim // cfg.heads
-        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
-        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.wqkv = Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = Linear(cfg.dim, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, allowed):
         # x (B, L, D); cos, sin (B, L, hd/2); allowed (B, 1, L, L) bool
@@ -108,7 +108,7 @@ class GLM2(nn.Module):
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.head_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head = Linear(cfg.dim, cfg.vocab_size, bias=False)
         for module in self.modules():  # BERT-style initialisation, as the published model's
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)

@@ -2,8 +2,77 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+
+
+@functools.cache
+def onednn_fp32_gemms() -> bool:
+    """Whether float32 linear layers on CPU run their GEMMs through oneDNN instead of torch's default BLAS (MKL).
+
+    MKL takes its AVX2 code path on AMD CPUs; oneDNN picks its kernels by instruction set alone, so on AMD CPUs
+    with AVX-512 it multiplies fp32 matrices ~1.2-1.5x faster at the models' shapes (bench/tricks.py
+    onednn-linear). With AVX2 only, or on Intel CPUs (where MKL runs its AVX-512 path), MKL stays.
+    """
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((line.split(":")[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return False
+    return vendor == "AuthenticAMD"
+
+
+def _gemm(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b_t.T (+ bias) by oneDNN: a (M, K), b_t (N, K), either may be a transposed view."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """F.linear on 2-d float32 CPU input with all three GEMMs (forward, input and weight gradients) by oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _gemm(x, weight, bias)                                  # (M, out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()                                       # (M, out)
+        gx = _gemm(grad, weight.t()) if ctx.needs_input_grad[0] else None       # (M, in)
+        gw = _gemm(grad.t(), x.t()) if ctx.needs_input_grad[1] else None        # (out, in)
+        gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # (out,)
+        return gx, gw, gb
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear; float32 on CPU through oneDNN where that is faster (onednn_fp32_gemms). Autocast (bf16 already
+    runs on oneDNN), other devices and dtypes, and torch.compile's tracing take F.linear."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or not onednn_fp32_gemms()):
+        return nn.functional.linear(x, weight, bias)
+    flat = x.reshape(-1, x.shape[-1]).contiguous()                     # (M, in)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        y = _OneDNNLinear.apply(flat, weight, bias)
+    else:
+        y = _gemm(flat, weight, bias)
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and names) computed by ``linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 class Dropout(nn.Module):
@@ -44,9 +113,9 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, multiple_of: int = 256):
         super().__init__()
         hidden = swiglu_hidden(dim, multiple_of)
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w1 = Linear(dim, hidden, bias=False)
+        self.w2 = Linear(hidden, dim, bias=False)
+        self.w3 = Linear(dim, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
