@@ -296,3 +296,29 @@ def test_compiled_training_equals_eager(corpus, tmp_path):
     assert max(float((a[k] - b[k]).abs().mean()) for k in a) < 1e-6
     losses = [[float(r[3]) for r in _log(tmp_path / d)[1:]] for d in ("eager", "compiled")]
     assert len(losses[0]) == 5 and losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_log_rows_are_appended_not_the_whole_file_rewritten(corpus, tmp_path, monkeypatch):
+    """log.tsv is published whole once (header) and then grows a line a row: rewriting it at every row cost time
+    quadratic in the rows of a long run logged often."""
+    import glmkit.train as train_module
+
+    published = []
+    real_replace = os.replace
+    monkeypatch.setattr(train_module.os, "replace",
+                        lambda a, b: (published.append(Path(b).name), real_replace(a, b))[1])
+    assert run(*_args(corpus, tmp_path / "m")).exit_code == 0
+    rows = _log(tmp_path / "m")
+    assert [r[0] for r in rows[1:]] == [str(s) for s in range(1, 7)] and len({len(r) for r in rows}) == 1
+    assert published.count("log.tsv") == 1
+
+
+def test_read_log_drops_rows_after_the_step_and_a_row_cut_short(tmp_path):
+    from glmkit.train import read_log
+
+    log = tmp_path / "log.tsv"
+    log.write_text("step\tloss\tseconds\n1\t0.9\t1.0\n2\t0.8\t2.0\n3\t0.7\t3.0\n4\t0.6")  # killed mid-row
+    assert read_log(log, 3) == [["1", "0.9", "1.0"], ["2", "0.8", "2.0"], ["3", "0.7", "3.0"]]
+    assert read_log(log, 2) == [["1", "0.9", "1.0"], ["2", "0.8", "2.0"]]
+    log.write_text("step\tloss\tseconds\n1\t0.9\t1.0\n2\t0.8")
+    assert read_log(log, 10) == [["1", "0.9", "1.0"]]
