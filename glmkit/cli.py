@@ -245,7 +245,7 @@ def _parse_shard(ctx, param, value):
 def device_options(func):
     func = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                         show_default=True, help="auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 runs on CPU too, "
-                                                "about 2x fp32's speed where the CPU has bf16 instructions "
+                                                "1.4-2.3x fp32's speed where the CPU has bf16 instructions "
                                                 "(AVX512-BF16, AMX), far slower where not (fp16 needs a GPU).")(func)
     return click.option("--device", default="auto", show_default=True,
                         help="auto, cpu, cuda or cuda:N.")(func)
