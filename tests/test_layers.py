@@ -54,6 +54,14 @@ def test_only_the_gradients_asked_for_are_computed(path):
         torch.testing.assert_close(lin(x), x @ lin.weight.T + lin.bias, rtol=1e-5, atol=1e-6)
 
 
+def test_no_rows(path):
+    lin = layers.Linear(8, 4)
+    x = torch.randn(0, 8, requires_grad=True)
+    y = lin(x)
+    y.sum().backward()
+    assert y.shape == (0, 4) and x.grad.shape == (0, 8) and float(lin.weight.grad.abs().sum()) == 0.0
+
+
 def test_autocast_and_other_dtypes_take_torch_linear(monkeypatch):
     monkeypatch.setattr(layers, "onednn_fp32_gemms", lambda: True)
     lin = layers.Linear(16, 8)
