@@ -57,8 +57,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear; float32 on CPU through oneDNN where that is faster (onednn_fp32_gemms). Autocast (bf16 already
     runs on oneDNN), other devices and dtypes, and torch.compile's tracing take F.linear."""
     if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.numel() == 0 or weight.numel() == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
-            or not onednn_fp32_gemms()):  # (oneDNN refuses empty products: no rows, e.g. no masked genes)
+            or x.numel() == 0 or weight.numel() == 0  # oneDNN refuses empty products (e.g. no masked genes)
+            or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or not onednn_fp32_gemms()):
         return nn.functional.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1]).contiguous()                     # (M, in)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
