@@ -101,9 +101,9 @@ class GLMTask(PackedTask):
     # -- loss and metrics --------------------------------------------------------------------------------------
 
     def _heads(self, model, batch):
-        m = batch["masked"]
-        _, p, lg, _ = model(batch["features"], batch["segments"], only=m)   # heads on the masked genes alone
-        y = batch["labels"].flatten(0, 1).index_select(0, flat_positions(m))  # (N, D), in p's order
+        at = flat_positions(batch["masked"])                                  # (N,): found once (a GPU sync)
+        _, p, lg, _ = model(batch["features"], batch["segments"], only=at)  # heads on the masked genes alone
+        y = batch["labels"].flatten(0, 1).index_select(0, at)                # (N, D), in p's order
         p, lg = p.float(), lg.float()                                         # (N, P, D), (N, P)
         mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
         best = mse.argmin(-1)

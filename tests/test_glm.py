@@ -98,6 +98,22 @@ def test_reference_layout_matches_naive_formula_with_padding_and_packing():
     torch.testing.assert_close(attn[1][0, :, :7, :7].sum(-1), torch.ones(CFG.num_heads, 7, dtype=torch.float64))
 
 
+def test_heads_on_some_genes_by_mask_or_by_their_flat_positions():
+    model = GLM(CFG).eval()
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 6, CFG.input_dim, generator=g)
+    segments = torch.tensor([[1, 1, 1, 2, 2, 0], [1, 1, 1, 1, 0, 0]])
+    only = torch.tensor([[True, False, False, True, False, False], [False, False, True, True, False, False]])
+    with torch.no_grad():
+        _, preds, logits, _ = model(features, segments)
+        _, p_mask, l_mask, _ = model(features, segments, only=only)
+        _, p_pos, l_pos, _ = model(features, segments, only=torch.tensor([0, 3, 8, 9]))
+    torch.testing.assert_close(p_mask, preds[only])
+    torch.testing.assert_close(l_mask, logits[only])
+    torch.testing.assert_close(p_pos, p_mask, rtol=0, atol=0)
+    torch.testing.assert_close(l_pos, l_mask, rtol=0, atol=0)
+
+
 def test_loss_is_mse_of_closest_plus_small_ce():
     g = torch.Generator().manual_seed(2)
     preds, logits, labels = torch.randn(1, 3, 4, 5, generator=g), torch.randn(1, 3, 4, generator=g), torch.randn(1, 3, 5, generator=g)

@@ -186,10 +186,14 @@ class GLM(nn.Module):
         """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None.
 
         only: (B, L) bool: the heads run on these genes alone (training needs the masked ones) and predictions
-        come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``.
+        come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``; or those genes' flat
+        positions (N,) int64, ``flat_positions(only)``, from a caller that needs them too (one host sync less).
         """
         hidden, attentions = self.encode(features, segments, need_weights)
-        at = flat_positions(segments > 0 if only is None else only)
+        if only is None:
+            at = flat_positions(segments > 0)
+        else:
+            at = only if only.dtype == torch.int64 else flat_positions(only)
         x = hidden.flatten(0, 1).index_select(0, at)                          # (N, H)
         predictions = self.predict(x).view(-1, self.cfg.num_predictions, self.cfg.label_dim)
         logits = self.likelihood(x)
