@@ -168,6 +168,11 @@ class GLM(nn.Module):
         Returns hidden (B, L, H) (zeros at padding) and, when need_weights, the attention probabilities
         [(B, nh, L, L)] per block.
         """
+        x, at, attentions = self._genes(features, segments, need_weights, layers)
+        return rows_of(x, at, segments.shape), attentions
+
+    def _genes(self, features, segments, need_weights=False, layers=None):
+        """encode's work: the real genes' hidden states (N, H), their flat positions ``at`` (N,), attentions."""
         real = segments > 0                                                   # (B, L)
         allowed = (segments[:, :, None] == segments[:, None, :]) & real[:, None, :]
         allowed = allowed[:, None]                                            # (B, 1, L, L)
@@ -180,7 +185,7 @@ class GLM(nn.Module):
         for block in self.blocks[:layers]:
             x, probs = block(x, at, allowed, need_weights)
             attentions.append(probs)
-        return rows_of(x, at, real.shape), (attentions if need_weights else None)
+        return x, at, (attentions if need_weights else None)
 
     def forward(self, features, segments, need_weights=False, only=None):
         """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None.
@@ -189,12 +194,11 @@ class GLM(nn.Module):
         come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``; or those genes' flat
         positions (N,) int64, ``flat_positions(only)``, from a caller that needs them too (one host sync less).
         """
-        hidden, attentions = self.encode(features, segments, need_weights)
-        if only is None:
-            at = flat_positions(segments > 0)
-        else:
+        x, at, attentions = self._genes(features, segments, need_weights)    # (N, H): the real genes
+        hidden = rows_of(x, at, segments.shape)
+        if only is not None:
             at = only if only.dtype == torch.int64 else flat_positions(only)
-        x = hidden.flatten(0, 1).index_select(0, at)                          # (N, H)
+            x = hidden.flatten(0, 1).index_select(0, at)                      # (N, H): those genes
         predictions = self.predict(x).view(-1, self.cfg.num_predictions, self.cfg.label_dim)
         logits = self.likelihood(x)
         if only is not None:
