@@ -173,8 +173,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(options))
         self.scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
         self.step, self.last_val, self.stream_state = 0, {}, None
-        self.log_rows = log_rows or []
-        self._log_published = False
+        self.log_rows = log_rows or []   # a resumed run's kept rows, until log.tsv is published (then None)
         if resume_state is not None:
             load_weights(self.model, resume_weights, self.out / "checkpoint" / "model.safetensors")
             self.optimizer.load_state_dict(resume_state["optimizer"])
@@ -354,16 +353,16 @@ class Trainer:
         val = [self.last_val.get(k) for k in ("val_loss", *self.task.metrics)]  # empty before the first validation
         row = [self.step, round(epoch, 4), self.scheduler.get_last_lr()[0], train_loss, *val, round(seconds, 3),
                round(per_s, 1), round(wait_fraction, 4)]
-        self.log_rows.append([format_value(v) for v in row])
-        if self._log_published:  # one line appended: a kill may leave it partial, which read_log drops
+        line = "\t".join(format_value(v) for v in row) + "\n"
+        if self.log_rows is None:  # one line appended: a kill may leave it partial, which read_log drops
             with open(self.out / "log.tsv", "a") as f:
-                f.write("\t".join(self.log_rows[-1]) + "\n")
+                f.write(line)
         else:  # the header and a resumed run's kept rows, published whole once
-            text = "\t".join(self.log_columns()) + "\n" + "".join("\t".join(r) + "\n" for r in self.log_rows)
             tmp = self.out / ".log.tsv.partial"
-            tmp.write_text(text)
+            tmp.write_text("\t".join(self.log_columns()) + "\n" + "".join("\t".join(r) + "\n" for r in self.log_rows)
+                           + line)
             os.replace(tmp, self.out / "log.tsv")
-            self._log_published = True
+            self.log_rows = None
         shown = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in self.last_val.items())
         log.info(f"pretrain: step {self.step}: loss {train_loss:.4f}" + (f", {shown}" if shown else "")
                  + f", {per_s:,.0f} {self.task.unit}/s")
@@ -374,8 +373,9 @@ def read_log(path: Path, step: int) -> list[list[str]]:
     if not path.exists():
         return []
     header, *lines = path.read_text().split("\n")
+    columns = len(header.split("\t"))
     rows = [line.split("\t") for line in lines[:-1]]  # the last piece: "" or a row a kill cut short
-    return [r for r in rows if len(r) == len(header.split("\t")) and int(r[0]) <= step]
+    return [r for r in rows if len(r) == columns and int(r[0]) <= step]
 
 
 def plot_training_curves(log_path: Path, png: Path, metric: str, title: str) -> None:
