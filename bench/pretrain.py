@@ -107,6 +107,12 @@ def steps_of_stream(corpus_path: Path, batch: int, steps: int, seed: int) -> lis
     return [[int(lengths[i]) for row in stream.take(batch) for i in row] for _ in range(steps)]
 
 
+def step_gemm_shapes(genes: int, cfg) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the step's largest GEMMs, which the limit is measured at: feed-forward in and out, q/k/v."""
+    return [(genes, cfg.hidden_size, cfg.intermediate_size), (genes, cfg.intermediate_size, cfg.hidden_size),
+            (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
+
+
 def matmul_limit(genes: int, cfg, threads: int) -> dict[str, float]:
     """GFLOP/s of a plain fp32 product at the shapes of the step's largest GEMMs (feed-forward, q/k/v): torch.mm
     (torch's default BLAS, MKL in the pip wheels) and oneDNN's (glmkit.models.layers, which the models use on
@@ -114,8 +120,7 @@ def matmul_limit(genes: int, cfg, threads: int) -> dict[str, float]:
     from glmkit.models.layers import _gemm
 
     torch.set_num_threads(threads)
-    shapes = [(genes, cfg.hidden_size, cfg.intermediate_size), (genes, cfg.intermediate_size, cfg.hidden_size),
-              (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
+    shapes = step_gemm_shapes(genes, cfg)
     flops = sum(10 * 2 * m * k * n for m, k, n in shapes)
     kinds = {"torch.mm": lambda a, b: a @ b.t(), "oneDNN": _gemm}
     best = dict.fromkeys(kinds, float("inf"))
@@ -240,8 +245,7 @@ def main() -> int:
 
 def gpu_matmul_limit(genes: int, cfg, dtype: torch.dtype) -> float:
     """GFLOP/s of plain torch.mm on the GPU at the step's largest GEMM shapes (CUDA events, after warm-up)."""
-    shapes = [(genes, cfg.hidden_size, cfg.intermediate_size), (genes, cfg.intermediate_size, cfg.hidden_size),
-              (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
+    shapes = step_gemm_shapes(genes, cfg)
     total_flops, total_ms = 0.0, 0.0
     for m, k, n in shapes:
         a, b = torch.randn(m, k, device="cuda", dtype=dtype), torch.randn(k, n, device="cuda", dtype=dtype)
