@@ -1,5 +1,6 @@
 """glmkit.models.layers.linear: the oneDNN GEMMs (forward and both gradients) against float64 products written
-here, whichever path this machine's CPU selects (the oneDNN one is forced where the op exists)."""
+here, whichever path this machine's CPU selects (the oneDNN one is forced where the op exists). layers.Dropout:
+its masks against the binomial statistics nn.Dropout's would have."""
 
 from __future__ import annotations
 
@@ -73,3 +74,33 @@ def test_autocast_and_other_dtypes_take_torch_linear(monkeypatch):
 
 def test_the_module_keeps_nn_linear_names():
     assert set(layers.Linear(3, 2).state_dict()) == set(torch.nn.Linear(3, 2).state_dict())
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p(p):
+    """Over 4M elements the kept share is within 5 standard deviations of 1 - p; kept values are scaled by
+    1 / (1 - p), the rest are exactly 0; neighbours (drawn from the same 64 random bits) are independent."""
+    torch.manual_seed(0)
+    n = 4_000_000
+    x = torch.rand(n) + 1.0
+    y = layers.Dropout(p).train()(x)
+    kept = y != 0
+    assert abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    for lag in (1, 2, 3, 4, 5):  # the four 16-bit masks of one draw, and the next draw's
+        both = (kept[:-lag] & kept[lag:]).double().mean().item()
+        assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / n) ** 0.5, lag
+
+
+def test_dropout_shapes_seeds_and_eval():
+    x = torch.randn(3, 5, 7)  # 105 elements: not a multiple of the four masks a draw gives
+    d = layers.Dropout(0.3).train()
+    torch.manual_seed(1)
+    a = d(x)
+    torch.manual_seed(1)
+    b = d(x)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, d(x))  # the generator moved on
+    assert d.eval()(x) is x and layers.Dropout(0.0).train()(x) is x
+    assert d.train()(torch.ones(2, 3, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert d(torch.empty(0, 4)).shape == (0, 4)
