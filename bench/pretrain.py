@@ -33,7 +33,9 @@ difference with the same weights.
 5. Precision: `--precision bf16` against fp32 on the same preset, speed and
    the losses of the two runs over --precision-steps steps (--precision-small:
    a 2-layer, 128-wide model instead, so that the bf16 run finishes on CPUs
-   without bf16 matrix units, where bf16 is ~20x slower than fp32).
+   without bf16 matrix units, where bf16 is ~20x slower than fp32); and the
+   ceiling of that ratio on this CPU: the step's largest linear layers alone
+   (forward and both gradients, as glmkit runs them in each precision).
 
 On a GPU (--device cuda): the command at fp32 and bf16 (and bf16 with
 --compile, timed after its compilation) on the same corpus, each against
@@ -139,6 +141,34 @@ def matmul_limit(genes: int, cfg, threads: int) -> dict[str, float]:
     return {name: flops / seconds / 1e9 for name, seconds in best.items()}
 
 
+def linear_layers_seconds(genes: int, cfg, threads: int, precision: str) -> float:
+    """Seconds of the step's largest linear layers alone (step_gemm_shapes), forward and both gradients, run as
+    glmkit runs them: fp32 through glmkit.models.layers.linear, bf16 under autocast (its weight casts included).
+    The bf16 / fp32 ratio of these is the ceiling of the step's own ratio: the rest of the step gains less."""
+    from glmkit.models.layers import linear
+
+    torch.set_num_threads(threads)
+    total = 0.0
+    for m, k, n in step_gemm_shapes(genes, cfg):
+        x = torch.randn(m, k, requires_grad=True)
+        w, b = torch.nn.Parameter(torch.randn(n, k) / k ** 0.5), torch.nn.Parameter(torch.zeros(n))
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        grad = torch.randn(m, n, dtype=dtype)
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                y = linear(x, w, b)
+            y.backward(grad)
+
+        for _ in range(3):
+            step()
+        t = time.perf_counter()
+        for _ in range(10):
+            step()
+        total += time.perf_counter() - t
+    return total
+
+
 def step_flops_per_gene(cfg, length: float) -> float:
     """6 x matrix parameters (forward 2, backward 4) + attention's QK^T and AV over ``length`` genes."""
     matrices = (cfg.input_dim * cfg.hidden_size + cfg.num_layers * (4 * cfg.hidden_size ** 2
@@ -238,6 +268,14 @@ def main() -> int:
           f"{speed16:,.0f} genes/s ({speed16 / speed32:.2f}x); train loss: largest step difference "
           f"{np.abs(a - b).max():.3f}, last tenth mean fp32 {a[tail].mean():.4f} vs bf16 {b[tail].mean():.4f} "
           f"({abs(a[tail].mean() - b[tail].mean()) / a[tail].mean():.2%} apart)")
+    if not args.precision_small:  # the ceiling of that ratio on this CPU: the linear layers alone, interleaved
+        seconds = {"fp32": [], "bf16": []}
+        for _ in range(3):
+            for precision in seconds:
+                seconds[precision].append(linear_layers_seconds(int(genes_per_step), cfg, args.threads, precision))
+        print(f"ceiling: the step's linear layers alone (forward and both gradients, {int(genes_per_step)} genes): "
+              f"bf16 {min(seconds['fp32']) / min(seconds['bf16']):.2f}x fp32 (best of 3 each); the command reached "
+              f"{speed16 / speed32 / (min(seconds['fp32']) / min(seconds['bf16'])):.0%} of it")
     return 0
 
 

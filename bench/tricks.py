@@ -18,7 +18,13 @@ the workload it serves:
   imports      call: the same command, with numpy and zarr imported before training (as before call deferred them)
   zarr-gather  call's store: an element store's ~30 columns closed in one gathered round on zarr's event loop
                vs closed one after another
-  dropout      pretrain: the gLM's Dropout (24-bit integer masks) vs torch's F.dropout, on one step's activations
+  dropout      pretrain: the gLM's Dropout (16-bit integer masks, four from each 64-bit draw) vs torch's F.dropout
+               and vs the 24-bit masks (one draw each) it used before, on one step's activations
+  attention-dropout
+               pretrain: `glmkit pretrain` as in blas-beside-torch (fp32 and bf16) with the attention
+               probabilities' dropout done by the gLM's own lines (softmax, Dropout, product:
+               SelfAttention._attend) vs scaled_dot_product_attention's dropout_p, whose CPU kernels fall back
+               to the same math with a bernoulli_ mask
   fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
   blas-beside-torch
                pretrain: `glmkit pretrain` (small preset, bench/pretrain.py's corpus of real sub-contig lengths, 40
@@ -294,6 +300,15 @@ def onednn_linear(repeats: int) -> None:
     report("onednn embed", *alternate(lambda: esm_forward("mkl"), lambda: esm_forward("onednn"), repeats))
 
 
+def attention_dropout(repeats: int) -> None:
+    sdpa_dropout = ("import torch.nn.functional as F\nimport glmkit.models.glm as glm\n"
+                    "glm.SelfAttention._attend = lambda self, q, k, v, bias: F.scaled_dot_product_attention(\n"
+                    "    q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0)")
+    for precision in ("fp32", "bf16"):
+        report(f"attn-drop {precision}", *alternate(lambda: _pretrain_step_seconds(precision, sdpa_dropout),
+                                                    lambda: _pretrain_step_seconds(precision, ""), repeats))
+
+
 def _boolean_mask_attention(self, x, real, allowed, need_weights=False):
     """SelfAttention.forward as it was: a boolean-mask scatter into rows and gather out of them (what the
     gpu-indexing trick replaced); need_weights omitted."""
@@ -314,7 +329,7 @@ def _boolean_mask_attention(self, x, real, allowed, need_weights=False):
     E = self.distance_embedding(distance + self.max_pos - 1).to(q.dtype)
     rel = torch.einsum("bhld,lrd->bhlr", q, E) + torch.einsum("bhrd,lrd->bhlr", k, E)
     bias = (rel / math.sqrt(self.head_dim)).masked_fill(~allowed, torch.finfo(q.dtype).min)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0)
     return y.transpose(1, 2)[real].reshape(N, H), None
 
 
@@ -423,7 +438,7 @@ def jacobian_passes(repeats: int) -> None:
 
 TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
           "dropout": dropout, "fused-adamw": fused_adamw, "blas-beside-torch": blas_beside_torch,
-          "onednn-linear": onednn_linear,
+          "onednn-linear": onednn_linear, "attention-dropout": attention_dropout,
           "gpu-indexing": gpu_indexing, "glm2-mask": glm2_mask,
           "jacobian-passes": jacobian_passes}
 

@@ -133,3 +133,26 @@ def test_presets():
     assert preset("paper").num_layers == 19 and preset("paper").hidden_size == 1280 and preset("paper").num_heads == 10
     assert preset("paper").intermediate_size == 3072
     assert preset("small", input_dim=321).input_dim == 321
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_dropout_drops_probabilities_as_written(dtype):
+    """Training on CPU: softmax(q k^T / sqrt(hd) + bias), its entries zeroed with probability p and the rest scaled
+    by 1 / (1 - p), times v (the formula, with the mask of the same draw); evaluation: no dropout, sdpa."""
+    from glmkit.models.glm import SelfAttention
+
+    attention = SelfAttention(replace(CFG, dropout=0.25))
+    B, nh, L, hd = 2, CFG.num_heads, 7, CFG.hidden_size // CFG.num_heads
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, nh, L, hd, generator=g).to(dtype) for _ in range(3))
+    bias = torch.randn(B, nh, L, L, generator=g).to(dtype).masked_fill(torch.rand(B, 1, L, L, generator=g) < 0.2,
+                                                                       torch.finfo(dtype).min)
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(hd) + bias.double(), -1)
+    torch.manual_seed(1)
+    trained = attention.train()._attend(q, k, v, bias)
+    torch.manual_seed(1)
+    keep = attention.dropout(torch.ones(B, nh, L, L)) != 0
+    assert 0 < keep.double().mean() < 1
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(trained.double(), (probs * keep / 0.75) @ v.double(), **tol)
+    torch.testing.assert_close(attention.eval()._attend(q, k, v, bias).double(), probs @ v.double(), **tol)

@@ -91,7 +91,7 @@ class SelfAttention(nn.Module):
         self.key = Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = Linear(cfg.hidden_size, cfg.hidden_size)
         self.distance_embedding = nn.Embedding(2 * cfg.max_position_embeddings - 1, self.head_dim)
-        self.dropout = cfg.dropout
+        self.dropout = Dropout(cfg.dropout)  # of the attention probabilities
 
     def forward(self, x, at, allowed, need_weights=False):
         # x: (N, H) the real genes of the batch; at: (N,) their flat positions in the (B, L) rows;
@@ -111,12 +111,20 @@ class SelfAttention(nn.Module):
         # relative terms as an additive bias of the fused attention; masked keys get the dtype's minimum
         # (not -inf, so that an all-padding query row stays finite, as in transformers)
         bias = (rel / math.sqrt(self.head_dim)).masked_fill(~allowed, torch.finfo(q.dtype).min)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, L, hd)
+        y = self._attend(q, k, v, bias)                                                   # (B, nh, L, hd)
         probs = None
         if need_weights:  # explicit softmax only when attention maps are asked for
             probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, dim=-1)
         return y.transpose(1, 2).reshape(B * L, H).index_select(0, at), probs
+
+    def _attend(self, q, k, v, bias):
+        p = self.dropout.p if self.training else 0.0
+        if p and q.device.type == "cpu":
+            # sdpa's CPU kernels have no dropout: with it, sdpa runs this same math and draws the mask with
+            # bernoulli_, which took ~1.6x (fp32) to 2x (bf16) as long as these lines (bench/tricks.py
+            # attention-dropout)
+            return self.dropout(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, -1)) @ v
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
 
 
 class Block(nn.Module):
