@@ -121,7 +121,7 @@ class SelfAttention(nn.Module):
         p = self.dropout.p if self.training else 0.0
         if p and q.device.type == "cpu":
             # sdpa's CPU kernels have no dropout: with it, sdpa runs this same math and draws the mask with
-            # bernoulli_, which took ~1.6x (fp32) to 2x (bf16) as long as these lines (bench/tricks.py
+            # bernoulli_, which took ~1.4x (fp32) to 2x (bf16) as long as these lines (bench/tricks.py
             # attention-dropout)
             return self.dropout(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, -1)) @ v
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)

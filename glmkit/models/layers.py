@@ -79,8 +79,8 @@ class Linear(nn.Linear):
 class Dropout(nn.Module):
     """nn.Dropout's arithmetic (zero with probability p, scale the rest by 1 / (1 - p)) with the mask drawn as
     16-bit random integers compared with round(p x 2^16), four from each 64-bit draw of the generator: on CPU,
-    torch's bernoulli_ behind F.dropout (one double per element) took 2-4x as long, and one 24-bit integer per
-    element (this layer before) ~1.6x (bench/tricks.py dropout). The same distribution to 8e-6 in p, from the same
+    torch's bernoulli_ behind F.dropout (one double per element) took ~4x as long, and one 24-bit integer per
+    element (this layer before) ~2x (bench/tricks.py dropout). The same distribution to 8e-6 in p, from the same
     generator (saved with checkpoints)."""
 
     def __init__(self, p: float):
@@ -94,8 +94,8 @@ class Dropout(nn.Module):
             return nn.functional.dropout(x, self.p, True)
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # 64 uniform bits each
-        halves = bits.view(torch.int16)[:n].view(x.shape)                              # uniform on [-2^15, 2^15)
-        keep = halves >= round(self.p * (1 << 16)) - (1 << 15)
+        words = bits.view(torch.int16)[:n].view(x.shape)                               # uniform on [-2^15, 2^15)
+        keep = words >= round(self.p * (1 << 16)) - (1 << 15)
         return x * keep * (1.0 / (1.0 - self.p))
 
 
