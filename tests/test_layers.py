@@ -23,19 +23,20 @@ def path(request, monkeypatch):
 
 @pytest.mark.parametrize("shape", [(37, 19), (3, 11, 19)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_and_its_gradients_equal_float64_products(path, shape, bias):
+@pytest.mark.parametrize("out", [23, 11])  # out > in and in > out
+def test_linear_and_its_gradients_equal_float64_products(path, shape, bias, out):
     torch.manual_seed(0)
     x = torch.randn(*shape, requires_grad=True)
-    w = torch.randn(23, 19, requires_grad=True)
-    b = torch.randn(23, requires_grad=True) if bias else None
+    w = torch.randn(out, 19, requires_grad=True)
+    b = torch.randn(out, requires_grad=True) if bias else None
     y = layers.linear(x, w, b)
     g = torch.randn_like(y)
     y.backward(g)
 
     x64, w64, g64 = x.detach().double(), w.detach().double(), g.double()
     expected = x64 @ w64.T + (b.detach().double() if bias else 0)
-    flat_x, flat_g = x64.reshape(-1, 19), g64.reshape(-1, 23)
-    assert y.shape == (*shape[:-1], 23)
+    flat_x, flat_g = x64.reshape(-1, 19), g64.reshape(-1, out)
+    assert y.shape == (*shape[:-1], out)
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x.grad.double(), g64 @ w64, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(w.grad.double(), flat_g.T @ flat_x, rtol=1e-5, atol=1e-5)
