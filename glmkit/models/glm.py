@@ -114,8 +114,11 @@ class SelfAttention(nn.Module):
         y = self._attend(q, k, v, bias)                                                   # (B, nh, L, hd)
         probs = None
         if need_weights:  # explicit softmax only when attention maps are asked for
-            probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, dim=-1)
+            probs = self._probabilities(q, k, bias)
         return y.transpose(1, 2).reshape(B * L, H).index_select(0, at), probs
+
+    def _probabilities(self, q, k, bias):  # (B, nh, L, L)
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, dim=-1)
 
     def _attend(self, q, k, v, bias):
         p = self.dropout.p if self.training else 0.0
@@ -123,7 +126,7 @@ class SelfAttention(nn.Module):
             # sdpa's CPU kernels have no dropout: with it, sdpa runs this same math and draws the mask with
             # bernoulli_, which took ~1.4x (fp32) to 2x (bf16) as long as these lines (bench/tricks.py
             # attention-dropout)
-            return self.dropout(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias, -1)) @ v
+            return self.dropout(self._probabilities(q, k, bias)) @ v
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
 
 
