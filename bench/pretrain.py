@@ -77,12 +77,15 @@ def reference_python() -> Path:
     return python
 
 
-def run_glmkit(subcontigs, embeddings, out, args, *extra) -> list[dict]:
-    cmd = [sys.executable, "-m", "glmkit", "pretrain", subcontigs, "-e", embeddings, "-o", out, "--force", "-q",
-           "--preset", args.preset, "--batch-size", args.batch, "--threads", args.threads, "--log-every", 1,
-           "--val-every", 10 ** 9, "--checkpoint-every", 10 ** 9, "--val-fraction", 0, "--corpus", OUT / "corpus.zarr",
-           *extra]
-    subprocess.run([str(c) for c in cmd], check=True)
+def run_glmkit(subcontigs, embeddings, out, args, *extra, preamble: str = "") -> list[dict]:
+    """`glmkit pretrain` in a child process (which runs ``preamble`` first: bench/tricks.py's with and without);
+    its log.tsv rows, one a step."""
+    argv = [str(c) for c in ["pretrain", subcontigs, "-e", embeddings, "-o", out, "--force", "-q", "--preset",
+                             args.preset, "--batch-size", args.batch, "--threads", args.threads, "--log-every", 1,
+                             "--val-every", 10 ** 9, "--checkpoint-every", 10 ** 9, "--val-fraction", 0, "--corpus",
+                             OUT / "corpus.zarr", *extra]]
+    code = f"import sys\n{preamble}\nsys.argv = ['glmkit', *{argv!r}]\nfrom glmkit.cli import main\nmain()\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
     rows = [line.split("\t") for line in (Path(out) / "log.tsv").read_text().splitlines()]
     return [dict(zip(rows[0], r)) for r in rows[1:]]
 
@@ -115,6 +118,16 @@ def step_gemm_shapes(genes: int, cfg) -> list[tuple[int, int, int]]:
             (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
 
 
+def seconds_of_10(f) -> float:
+    """Wall seconds of 10 calls of ``f``, after 3 untimed ones (warm caches, allocations, packed weights)."""
+    for _ in range(3):
+        f()
+    t = time.perf_counter()
+    for _ in range(10):
+        f()
+    return time.perf_counter() - t
+
+
 def matmul_limit(genes: int, cfg, threads: int) -> dict[str, float]:
     """GFLOP/s of a plain fp32 product at the shapes of the step's largest GEMMs (feed-forward, q/k/v): torch.mm
     (torch's default BLAS, MKL in the pip wheels) and oneDNN's (glmkit.models.layers, which the models use on
@@ -131,12 +144,7 @@ def matmul_limit(genes: int, cfg, threads: int) -> dict[str, float]:
             total_time = 0.0
             for m, k, n in shapes:
                 a, b = torch.randn(m, k), torch.randn(n, k)
-                for _ in range(3):
-                    product(a, b)
-                t = time.perf_counter()
-                for _ in range(10):
-                    product(a, b)
-                total_time += time.perf_counter() - t
+                total_time += seconds_of_10(lambda: product(a, b))
             best[name] = min(best[name], total_time)
     return {name: flops / seconds / 1e9 for name, seconds in best.items()}
 
@@ -148,11 +156,11 @@ def linear_layers_seconds(genes: int, cfg, threads: int, precision: str) -> floa
     from glmkit.models.layers import linear
 
     torch.set_num_threads(threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     total = 0.0
     for m, k, n in step_gemm_shapes(genes, cfg):
         x = torch.randn(m, k, requires_grad=True)
         w, b = torch.nn.Parameter(torch.randn(n, k) / k ** 0.5), torch.nn.Parameter(torch.zeros(n))
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         grad = torch.randn(m, n, dtype=dtype)
 
         def step():
@@ -160,12 +168,7 @@ def linear_layers_seconds(genes: int, cfg, threads: int, precision: str) -> floa
                 y = linear(x, w, b)
             y.backward(grad)
 
-        for _ in range(3):
-            step()
-        t = time.perf_counter()
-        for _ in range(10):
-            step()
-        total += time.perf_counter() - t
+        total += seconds_of_10(step)
     return total
 
 

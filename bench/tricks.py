@@ -263,21 +263,15 @@ def _pretrain_step_seconds(precision: str, preamble: str) -> float:
     """Seconds a step of `glmkit pretrain` (small preset, bench/pretrain.py's corpus of real sub-contig lengths,
     40 steps, the first 5 untimed), from the command's log.tsv, in a child process that runs ``preamble`` first."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from pretrain import OUT, SKIP
+    from pretrain import OUT, SKIP, run_glmkit
     from realistic_corpus import build
 
     subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / "trick"
-    code = (f"import sys\n{preamble}\n"
-            f"sys.argv = ['glmkit', 'pretrain', {str(subcontigs)!r}, '-e', {str(embeddings)!r}, '-o', "
-            f"{str(out)!r}, '--force', '-q', '--preset', 'small', '--batch-size', '32', '--threads', '2', "
-            f"'--max-steps', '40', '--log-every', '1', '--val-every', '1000000000', '--checkpoint-every', "
-            f"'1000000000', '--val-fraction', '0', '--corpus', {str(OUT / 'corpus.zarr')!r}, '--precision', "
-            f"{precision!r}]\nfrom glmkit.cli import main\nmain()\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
-    header, *rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
-    seconds = [float(row[header.index("seconds")]) for row in rows]
+    settings = argparse.Namespace(preset="small", batch=32, threads=2)
+    rows = run_glmkit(subcontigs, embeddings, OUT / "trick", settings, "--max-steps", 40, "--precision", precision,
+                      preamble=preamble)
+    seconds = [float(row["seconds"]) for row in rows]
     return (seconds[-1] - seconds[SKIP - 1]) / (len(seconds) - SKIP)
 
 
