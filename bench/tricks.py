@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: each speed trick docs/benchmarks.md credits, with and without it, in one run.
 
-    python bench/tricks.py [malloc gc imports zarr-gather dropout fused-adamw ...] [--repeats 3]
+    python bench/tricks.py [malloc gc imports zarr-gather dropout softmax fused-adamw ...] [--repeats 3]
 
 Each trick is measured alternately with and without (best of --repeats), on
 the workload it serves:
@@ -25,6 +25,10 @@ the workload it serves:
                probabilities' dropout done by the gLM's own lines (softmax, Dropout, product:
                SelfAttention._attend) vs scaled_dot_product_attention's dropout_p, whose CPU kernels fall back
                to the same math with a bernoulli_ mask
+  softmax      pretrain and contextualize in bf16: the gLM's attention probabilities (SelfAttention._probabilities,
+               forward and backward at one small-gLM layer's shapes, 32 rows x 8 heads x 30 x 30) with the softmax
+               computed in float32 vs torch's bf16 softmax; then `glmkit pretrain --precision bf16` as in
+               blas-beside-torch with each
   fused-adamw  pretrain: AdamW fused vs foreach over the small gLM's parameters
   blas-beside-torch
                pretrain: `glmkit pretrain` (small preset, bench/pretrain.py's corpus of real sub-contig lengths, 40
@@ -236,6 +240,38 @@ def dropout(repeats: int) -> None:
     print(f"{'':<12} share kept {kept:.4f} (expected 0.9000)")
 
 
+def softmax(repeats: int) -> None:
+    import torch
+
+    from glmkit.models.glm import SelfAttention, preset
+
+    torch.set_num_threads(2)
+    cfg = preset("small", input_dim=1281, label_dim=100)
+    attention = SelfAttention(cfg)
+    B, nh, L, hd = 32, cfg.num_heads, 30, cfg.hidden_size // cfg.num_heads
+    q, k = (torch.randn(B, nh, L, hd, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    bias = torch.randn(B, nh, L, L, dtype=torch.bfloat16)
+    grad = torch.randn(B, nh, L, L, dtype=torch.bfloat16)
+
+    def bf16_softmax(self, q, k, bias):  # _probabilities before: softmax in the scores' dtype
+        return torch.softmax(q @ k.transpose(-1, -2) / hd ** 0.5 + bias, dim=-1)
+
+    def timed(probabilities) -> float:
+        for _ in range(3):
+            probabilities(attention, q, k, bias).backward(grad)
+        t = time.perf_counter()
+        for _ in range(50):
+            probabilities(attention, q, k, bias).backward(grad)
+        return (time.perf_counter() - t) / 50 * 1000
+
+    report("softmax", *alternate(lambda: timed(bf16_softmax), lambda: timed(SelfAttention._probabilities), repeats),
+           unit="ms")
+    before = ("import torch\nimport glmkit.models.glm as glm\nglm.SelfAttention._probabilities = lambda self, q, k, b: "
+              "torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + b, dim=-1)")
+    report("softmax bf16", *alternate(lambda: _pretrain_step_seconds("bf16", before),
+                                      lambda: _pretrain_step_seconds("bf16", ""), repeats))
+
+
 def fused_adamw(repeats: int) -> None:
     import torch
 
@@ -431,7 +467,7 @@ def jacobian_passes(repeats: int) -> None:
 
 
 TRICKS = {"malloc": malloc, "arenas": arenas, "gc": gc_trick, "imports": imports, "zarr-gather": zarr_gather,
-          "dropout": dropout, "fused-adamw": fused_adamw, "blas-beside-torch": blas_beside_torch,
+          "dropout": dropout, "softmax": softmax, "fused-adamw": fused_adamw, "blas-beside-torch": blas_beside_torch,
           "onednn-linear": onednn_linear, "attention-dropout": attention_dropout,
           "gpu-indexing": gpu_indexing, "glm2-mask": glm2_mask,
           "jacobian-passes": jacobian_passes}

@@ -156,3 +156,26 @@ def test_attention_dropout_drops_probabilities_as_written(dtype):
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(trained.double(), (probs * keep / 0.75) @ v.double(), **tol)
     torch.testing.assert_close(attention.eval()._attend(q, k, v, bias).double(), probs @ v.double(), **tol)
+
+
+def test_attention_probabilities_softmax_in_float32():
+    """bf16 scores: the probabilities are float32's softmax of those scores rounded to bf16 once, and so is their
+    gradient (torch's bf16 softmax backward works from the rounded probabilities: off by up to ~5e-3); float32 is
+    unchanged."""
+    from glmkit.models.glm import SelfAttention
+
+    attention = SelfAttention(CFG)
+    B, nh, L, hd = 3, CFG.num_heads, 9, CFG.hidden_size // CFG.num_heads
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float32):
+        q, k = (torch.randn(B, nh, L, hd, generator=g).to(dtype) for _ in range(2))
+        bias = (3 * torch.randn(B, nh, L, L, generator=g)).to(dtype).requires_grad_()
+        upstream = torch.randn(B, nh, L, L, generator=g).to(dtype)
+        probs = attention._probabilities(q, k, bias)
+        probs.backward(upstream)
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(hd) + bias).detach().float().requires_grad_()
+        expected = torch.softmax(scores, -1)
+        expected.backward(upstream.float())
+        assert probs.dtype == dtype
+        assert torch.equal(probs, expected.to(dtype))
+        assert torch.equal(bias.grad, scores.grad.to(dtype))
