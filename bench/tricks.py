@@ -240,6 +240,16 @@ def dropout(repeats: int) -> None:
     print(f"{'':<12} share kept {kept:.4f} (expected 0.9000)")
 
 
+# _probabilities before the change: the softmax in the scores' dtype (run here, and as the command's preamble)
+BF16_SOFTMAX = """
+import torch
+import glmkit.models.glm as glm
+
+def bf16_softmax(self, q, k, bias):
+    return torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + bias, dim=-1)
+"""
+
+
 def softmax(repeats: int) -> None:
     import torch
 
@@ -252,9 +262,8 @@ def softmax(repeats: int) -> None:
     q, k = (torch.randn(B, nh, L, hd, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     bias = torch.randn(B, nh, L, L, dtype=torch.bfloat16)
     grad = torch.randn(B, nh, L, L, dtype=torch.bfloat16)
-
-    def bf16_softmax(self, q, k, bias):  # _probabilities before: softmax in the scores' dtype
-        return torch.softmax(q @ k.transpose(-1, -2) / hd ** 0.5 + bias, dim=-1)
+    before = {}
+    exec(BF16_SOFTMAX, before)
 
     def timed(probabilities) -> float:
         for _ in range(3):
@@ -264,11 +273,10 @@ def softmax(repeats: int) -> None:
             probabilities(attention, q, k, bias).backward(grad)
         return (time.perf_counter() - t) / 50 * 1000
 
-    report("softmax", *alternate(lambda: timed(bf16_softmax), lambda: timed(SelfAttention._probabilities), repeats),
-           unit="ms")
-    before = ("import torch\nimport glmkit.models.glm as glm\nglm.SelfAttention._probabilities = lambda self, q, k, b: "
-              "torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + b, dim=-1)")
-    report("softmax bf16", *alternate(lambda: _pretrain_step_seconds("bf16", before),
+    report("softmax", *alternate(lambda: timed(before["bf16_softmax"]), lambda: timed(SelfAttention._probabilities),
+                                 repeats), unit="ms")
+    preamble = BF16_SOFTMAX + "glm.SelfAttention._probabilities = bf16_softmax\n"
+    report("softmax bf16", *alternate(lambda: _pretrain_step_seconds("bf16", preamble),
                                       lambda: _pretrain_step_seconds("bf16", ""), repeats))
 
 
