@@ -118,12 +118,12 @@ def step_gemm_shapes(genes: int, cfg) -> list[tuple[int, int, int]]:
             (genes, cfg.hidden_size, 3 * cfg.hidden_size)]
 
 
-def seconds_of_10(f) -> float:
-    """Wall seconds of 10 calls of ``f``, after 3 untimed ones (warm caches, allocations, packed weights)."""
+def seconds_of(f, calls: int = 10) -> float:
+    """Wall seconds of ``calls`` calls of ``f``, after 3 untimed ones (warm caches, allocations, packed weights)."""
     for _ in range(3):
         f()
     t = time.perf_counter()
-    for _ in range(10):
+    for _ in range(calls):
         f()
     return time.perf_counter() - t
 
@@ -144,7 +144,7 @@ def matmul_limit(genes: int, cfg, threads: int) -> dict[str, float]:
             total_time = 0.0
             for m, k, n in shapes:
                 a, b = torch.randn(m, k), torch.randn(n, k)
-                total_time += seconds_of_10(lambda: product(a, b))
+                total_time += seconds_of(lambda: product(a, b))
             best[name] = min(best[name], total_time)
     return {name: flops / seconds / 1e9 for name, seconds in best.items()}
 
@@ -168,7 +168,7 @@ def linear_layers_seconds(genes: int, cfg, threads: int, precision: str) -> floa
                 y = linear(x, w, b)
             y.backward(grad)
 
-        total += seconds_of_10(step)
+        total += seconds_of(step)
     return total
 
 
@@ -276,9 +276,9 @@ def main() -> int:
         for _ in range(3):
             for precision in seconds:
                 seconds[precision].append(linear_layers_seconds(int(genes_per_step), cfg, args.threads, precision))
+        ceiling = min(seconds["fp32"]) / min(seconds["bf16"])
         print(f"ceiling: the step's linear layers alone (forward and both gradients, {int(genes_per_step)} genes): "
-              f"bf16 {min(seconds['fp32']) / min(seconds['bf16']):.2f}x fp32 (best of 3 each); the command reached "
-              f"{speed16 / speed32 / (min(seconds['fp32']) / min(seconds['bf16'])):.0%} of it")
+              f"bf16 {ceiling:.2f}x fp32 (best of 3 each); the command reached {speed16 / speed32 / ceiling:.0%} of it")
     return 0
 
 

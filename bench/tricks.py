@@ -85,6 +85,14 @@ def alternate(a, b, repeats: int) -> tuple[float, float]:
     return min(ta), min(tb)
 
 
+def ms_per_call(f, calls: int) -> float:
+    """Milliseconds a call of ``f``, over ``calls`` calls after 3 untimed ones (bench/pretrain.py's seconds_of)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pretrain import seconds_of
+
+    return seconds_of(f, calls) / calls * 1000
+
+
 def report(name: str, without: float, with_: float, unit: str = "s") -> None:
     print(f"{name:<12} without {without:8.3f} {unit}   with {with_:8.3f} {unit}   gain {without / with_:5.2f}x", flush=True)
 
@@ -225,12 +233,7 @@ def dropout(repeats: int) -> None:
         return x * keep * (1.0 / 0.9)
 
     def timed(f) -> float:
-        for _ in range(3):
-            f()
-        t = time.perf_counter()
-        for _ in range(50):
-            f()
-        return (time.perf_counter() - t) / 50 * 1000
+        return ms_per_call(f, 50)
 
     report("dropout", *alternate(lambda: timed(lambda: torch.nn.functional.dropout(x, 0.1, True)),
                                  lambda: timed(lambda: ours(x)), repeats), unit="ms")
@@ -266,12 +269,7 @@ def softmax(repeats: int) -> None:
     exec(BF16_SOFTMAX, before)
 
     def timed(probabilities) -> float:
-        for _ in range(3):
-            probabilities(attention, q, k, bias).backward(grad)
-        t = time.perf_counter()
-        for _ in range(50):
-            probabilities(attention, q, k, bias).backward(grad)
-        return (time.perf_counter() - t) / 50 * 1000
+        return ms_per_call(lambda: probabilities(attention, q, k, bias).backward(grad), 50)
 
     report("softmax", *alternate(lambda: timed(before["bf16_softmax"]), lambda: timed(SelfAttention._probabilities),
                                  repeats), unit="ms")
@@ -293,12 +291,7 @@ def fused_adamw(repeats: int) -> None:
 
     def timed(fused: bool) -> float:
         opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, fused=fused, foreach=None if fused else True)
-        for _ in range(3):
-            opt.step()
-        t = time.perf_counter()
-        for _ in range(10):
-            opt.step()
-        return (time.perf_counter() - t) / 10 * 1000
+        return ms_per_call(opt.step, 10)
 
     report("fused-adamw", *alternate(lambda: timed(False), lambda: timed(True), repeats), unit="ms")
 
