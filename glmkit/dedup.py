@@ -45,6 +45,7 @@ from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, 
 from glmkit.log import plural, progress
 from glmkit.memory import release_freed_memory
 from glmkit.parallel import one_blas_thread, ordered_map
+from glmkit.provenance import provenance
 
 log = logging.getLogger("glmkit")
 
@@ -619,9 +620,9 @@ def _protein_records(inputs: Sequence[str]):
 def run_proteins(inputs: Sequence[str], output: str, options: ProteinOptions, force: bool = False) -> dict:
     """Cluster proteins with MMseqs2 linclust: clusters.tsv (representative, member; MMseqs2's own layout) and
     representatives.faa in the folder ``output``."""
-    from glmkit.mmseqs import easy_linclust, require_mmseqs
+    from glmkit.mmseqs import easy_linclust, find_mmseqs
 
-    require_mmseqs()   # before any work
+    mmseqs = find_mmseqs()   # before any work
     steps, drop_singletons = options.steps()
     threads = 1 if options.deterministic else options.threads
     with claim_outputs([output], force, list(inputs)):
@@ -640,13 +641,16 @@ def run_proteins(inputs: Sequence[str], output: str, options: ProteinOptions, fo
         log.info(f"dedup proteins: {plural(n, 'protein')}; {len(steps)} linclust step(s) with {plural(threads, 'thread')}")
         stage_input, maps = fasta, []
         for i, (identity, coverage, cov_mode) in enumerate(steps, 1):
-            clusters, representatives = easy_linclust(stage_input, work / f"step{i}", tmpdir, identity, coverage,
-                                                      cov_mode, threads)
+            clusters, representatives = easy_linclust(mmseqs, stage_input, work / f"step{i}", tmpdir, identity,
+                                                      coverage, cov_mode, threads)
             maps.append(clusters)
             stage_input = representatives
         with atomic_outputs([output], force) as (tmp,):
             tmp.mkdir()
             result = _write_protein_clusters(maps, stage_input, tmp, drop_singletons)
+            (tmp / "provenance.json").write_text(json.dumps(
+                provenance(asdict(options), inputs=[str(Path(p).absolute()) if p != "-" else p for p in inputs],
+                           mmseqs=mmseqs.record()), indent=2) + "\n")
         remove(work)
         if options.tmpdir:
             remove(tmpdir)

@@ -187,21 +187,23 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
                                    "(e.g. esm2_t33_650M_UR50D)")
     elif options.import_ids or options.import_model:
         raise GlmkitUsageError("--import-ids and --import-model go with --import-embeddings")
+    mmseqs = None
     if options.cluster_id is not None:
-        from glmkit.mmseqs import require_mmseqs
+        from glmkit.mmseqs import find_mmseqs
 
-        require_mmseqs()  # before any work
+        mmseqs = find_mmseqs()  # before any work
     with claim_outputs([output, map_path], force, [*inputs, *filter(None, [options.import_embeddings])]):
-        return _embed(inputs, output, map_path, options, force)
+        return _embed(inputs, output, map_path, options, force, mmseqs)
 
 
-def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: EmbedOptions, force: bool) -> dict:
+def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: EmbedOptions, force: bool,
+           mmseqs=None) -> dict:
     proteins, sequences, stores, records = collect_inputs(inputs, options.nucleotide_check)
     representative = {h: h for h in sequences}
     if options.cluster_id is not None:
         from glmkit.mmseqs import linclust
 
-        representative = linclust(sequences, options.cluster_id, options.coverage, options.threads)
+        representative = linclust(mmseqs, sequences, options.cluster_id, options.coverage, options.threads)
         log.info(f"embed: {len(sequences):,} distinct proteins in {len(set(representative.values())):,} clusters "
                  f"at {options.cluster_id:.0%} identity, {options.coverage:.0%} coverage")
     plan = plan_embed(stores, sequences, representative, (representative[h] for _, h in proteins),
@@ -229,6 +231,8 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
             raise GlmkitError(f"{store.path}: embeddings were made with other settings ({what})")
 
     parameters = {k: v for k, v in asdict(options).items() if k != "model"}
+    if mmseqs is not None:   # which MMseqs2 clustered the proteins (path, version)
+        parameters["mmseqs"] = mmseqs.record()
     writer = ResumableEmbeddingWriter(output, parameters, records, plan.rows(), model_attrs["embed_dim"],
                                       options.dtype, model_attrs, options.chunk_rows)
     threads = contextlib.nullcontext()

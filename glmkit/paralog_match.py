@@ -100,11 +100,18 @@ def run_paralog_match(queries: Sequence[str], candidates: Sequence[str], embeddi
                       output: str, truth: str | None = None, report: str | None = None,
                       options: ParalogOptions = ParalogOptions(), force: bool = False) -> dict:
     inputs = [*queries, *candidates, embedding_path, model_path, *filter(None, [truth])]
+    mmseqs = None
+    if truth and options.cluster_id > 0:   # clusters score the truth: MMseqs2 found before any work
+        from glmkit.mmseqs import find_mmseqs
+
+        mmseqs = find_mmseqs()
     with claim_outputs([output, report], force, inputs):
-        return _paralog_match(queries, candidates, embedding_path, model_path, output, truth, report, options, force)
+        return _paralog_match(queries, candidates, embedding_path, model_path, output, truth, report, options, force,
+                              mmseqs)
 
 
-def _paralog_match(queries, candidates, embedding_path, model_path, output, truth, report, options, force) -> dict:
+def _paralog_match(queries, candidates, embedding_path, model_path, output, truth, report, options, force,
+                   mmseqs) -> dict:
     from glmkit.io.embeddings import EmbeddingStore
     from glmkit.io.tsv import write_tsv
     from glmkit.models.device import resolve_device, torch_threads
@@ -141,7 +148,7 @@ def _paralog_match(queries, candidates, embedding_path, model_path, output, trut
                 header = False
     summary = {"queries": len(q_ids), "candidates": len(c_ids)}
     if pairs is not None:
-        summary.update(_score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options))
+        summary.update(_score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options, mmseqs))
         if report:
             with atomic_outputs([report], force) as (tmp,):
                 tmp.write_text(json.dumps(summary, indent=2))
@@ -173,7 +180,7 @@ def _read_truth(path: str, q_ids: list[str], c_ids: list[str]) -> list[tuple[int
     return pairs
 
 
-def _score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options: ParalogOptions) -> dict:
+def _score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options: ParalogOptions, mmseqs) -> dict:
     q = np.array([p[0] for p in pairs])
     partner = np.array([p[1] for p in pairs])
     out = {"pairs": len(pairs), "exact_correct": int((first[q] == partner).sum())}
@@ -182,10 +189,11 @@ def _score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options: 
         from glmkit.mmseqs import linclust
 
         distinct = {h: c_sequences[h] for h in dict.fromkeys(c_hashes)}
-        representative = linclust(distinct, options.cluster_id, options.coverage, options.threads)
+        representative = linclust(mmseqs, distinct, options.cluster_id, options.coverage, options.threads)
         cluster = np.array([representative[h] for h in c_hashes], object)
         out["cluster_correct"] = int((cluster[first[q]] == cluster[partner]).sum())
         out["clusters"] = len(set(cluster))
+        out["mmseqs"] = mmseqs.record()
     rng = np.random.default_rng(options.seed)
     exact, clustered = [], []
     for _ in range(options.draws):

@@ -15,3 +15,11 @@ def set_command_line(args) -> None:
 
 def command_line() -> str:
     return _command_line or shlex.join(["glmkit", *sys.argv[1:]])
+
+
+def provenance(parameters: dict, **extra) -> dict:
+    """What every output records of how it was made: glmkit's version, the command line, the parameters (and
+    whatever the caller adds: inputs, the external tools that ran)."""
+    from glmkit import __version__
+
+    return {"glmkit_version": __version__, "command_line": command_line(), "parameters": parameters, **extra}

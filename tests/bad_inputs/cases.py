@@ -360,7 +360,8 @@ def _embed_cases() -> list[Case]:
                                                     "--force"], ("emb.zarr", "is also an input")),
         Case("embed-cluster-without-mmseqs", lambda d, b: embed(d, b, copy(b, "el.zarr", d),
                                                                 extra=("--cluster-id", "0.9")),
-             ("mmseqs not found", "apt-get install mmseqs2"), env={"PATH": "/nonexistent"}),
+             ("GLMKIT_MMSEQS=/nonexistent/mmseqs", "no such executable"),
+             env={"GLMKIT_MMSEQS": "/nonexistent/mmseqs"}),
     ]
     return c
 
