@@ -33,9 +33,14 @@ from glmkit.models.glm2 import GLM2, GLM2Config
 
 class GLM2Task(PackedTask):
     architecture, unit = "gLM2", "tokens"
-    metrics = tuple(f"val_{m}_{k}" for k in ("accuracy", "perplexity", "unigram_perplexity") for m in MODALITIES)
+    metrics = (*(f"val_{m}_{k}" for k in ("accuracy", "perplexity", "unigram_perplexity") for m in MODALITIES),
+               "val_unigram_loss")
     validation_sums = ("count", "loss_sum", *(f"{m}_{k}" for m in MODALITIES
                                                 for k in ("n", "correct", "nll", "unigram_nll")))
+    # the training curves (train.plot_training_curves): loss and each modality's perplexity beside the unigram's
+    curves = {"loss": ("train_loss", "val_loss", "val_unigram_loss"),
+              **{f"{name} perplexity": (f"val_{m}_perplexity", f"val_{m}_unigram_perplexity")
+                 for m, name in (("aa", "amino-acid"), ("nt", "nucleotide"))}}
 
     def __init__(self, corpus: TokenCorpusStore, split: Split, cfg: GLM2Config, mask_fraction: float, seed: int,
                  capacity: int, info: dict, train_token_counts: np.ndarray):
@@ -97,7 +102,8 @@ class GLM2Task(PackedTask):
     def summarize(self, sums: dict) -> dict:
         if not sums.get("count"):
             return {}
-        found = {"val_loss": sums["loss_sum"] / sums["count"]}
+        found = {"val_loss": sums["loss_sum"] / sums["count"],   # and the unigram's cross-entropy on the same tokens
+                 "val_unigram_loss": sum(sums[f"{m}_unigram_nll"] for m in MODALITIES) / sums["count"]}
         for name in MODALITIES:
             n = sums[f"{name}_n"]
             found[f"val_{name}_accuracy"] = sums[f"{name}_correct"] / n if n else math.nan

@@ -42,8 +42,10 @@ class GLMRecipe:
 
 class GLMTask(PackedTask):
     architecture, unit = "gLM", "genes"
-    metrics = ("val_pseudo_accuracy",)
-    validation_sums = ("count", "loss_sum", "correct", "scored")
+    metrics = ("val_pseudo_accuracy", "val_mean_label_loss")
+    validation_sums = ("count", "loss_sum", "correct", "scored", "mean_label_loss_sum")
+    # the training curves (train.plot_training_curves): the loss beside its mean-label baseline
+    curves = {"loss": ("train_loss", "val_loss", "val_mean_label_loss"), "pseudo-accuracy": ("val_pseudo_accuracy",)}
 
     def __init__(self, corpus: CorpusStore, split: Split, norm: Normalization, cfg: GLMConfig, recipe: GLMRecipe,
                  seed: int, capacity: int, info: dict):
@@ -110,23 +112,29 @@ class GLMTask(PackedTask):
         loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")
         if self.recipe.name == "reference":  # unmasked positions: CE of zero logits against index 0, log 4 each
             loss_sum = loss_sum + CE_WEIGHT * math.log(self.cfg.num_predictions) * (batch["count"] - len(best))
-        return loss_sum, p[torch.arange(len(best)), best]
+        return loss_sum, p[torch.arange(len(best)), best], y
 
     def loss(self, model, batch):
-        loss_sum, _ = self._heads(model, batch)
+        loss_sum, _, _ = self._heads(model, batch)
         return loss_sum, batch["count"]
 
+    def mean_label_loss_sum(self, y: torch.Tensor, count: int) -> float:
+        """The loss of the mean-label baseline on the same genes: every prediction the labels' centre (0: whitened
+        PCA components are centred, orientation averages to 0), likelihoods uniform (log P per position)."""
+        return float((y.float() ** 2).mean(-1).sum()) + CE_WEIGHT * math.log(self.cfg.num_predictions) * count
+
     def evaluate(self, model, batch) -> dict:
-        loss_sum, closest = self._heads(model, batch)
+        loss_sum, closest, y = self._heads(model, batch)
         correct = pseudo_accuracy_counts(closest, batch["labels"], batch["segments"], batch["masked"])
         return {"count": batch["count"], "loss_sum": float(loss_sum), "correct": correct,
-                "scored": int(batch["masked"].sum())}
+                "scored": int(batch["masked"].sum()), "mean_label_loss_sum": self.mean_label_loss_sum(y, batch["count"])}
 
     def summarize(self, sums: dict) -> dict:
         if not sums.get("scored"):
             return {}
-        return {"val_loss": sums["loss_sum"] / max(1.0, sums["count"]),
-                "val_pseudo_accuracy": sums["correct"] / sums["scored"]}
+        count = max(1.0, sums["count"])
+        return {"val_loss": sums["loss_sum"] / count, "val_pseudo_accuracy": sums["correct"] / sums["scored"],
+                "val_mean_label_loss": sums["mean_label_loss_sum"] / count}
 
 
 def pseudo_accuracy_counts(closest: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor,

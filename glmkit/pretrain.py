@@ -222,7 +222,7 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
     from glmkit.glm_data import choose_split
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
-    from glmkit.train import Trainer, plot_training_curves, read_log
+    from glmkit.train import Trainer, log_columns, plot_training_curves, read_log
 
     device = resolve_device(device_spec)
     amp = resolve_precision(options.precision, device)
@@ -262,8 +262,9 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
             raise GlmkitUsageError(f"--batch-size {options.batch_size}: the training split has only {n_train:,} "
                                    f"{items}; use a batch of at most that many rows, or a larger corpus")
         make = _glm2_task if options.arch == "glm2" else _glm_task
-        task, described, curve = make(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world)
-        log_rows = read_log(out / "log.tsv", int(state["step"])) if state is not None and rank == 0 else []
+        task, described = make(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world)
+        log_rows = read_log(out / "log.tsv", int(state["step"]), log_columns(task)) \
+            if state is not None and rank == 0 else []
         trainer = Trainer(task, loop_options(options), out, rank, world, device, amp, state, weights, log_rows)
         log.info(f"pretrain: {n_train:,} training / {n_val:,} validation {items}; {described}; {world} process(es) "
                  f"on {device}, {str(amp).removeprefix('torch.')}"
@@ -272,7 +273,7 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
             return trainer.train()
         finally:
             if rank == 0 and (out / "log.tsv").exists():
-                plot_training_curves(out / "log.tsv", out / "curves.png", curve, architecture)
+                plot_training_curves(out / "log.tsv", out / "curves.png", task.curves, architecture)
 
 
 def _glm_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
@@ -294,7 +295,7 @@ def _glm_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint:
     task = GLMTask(corpus, split, norm, cfg, GLMRecipe(options.recipe, options.mask_fraction), options.seed,
                    options.subcontig_genes, info)
     return task, (f"gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; recipe "
-                  f"{options.recipe}"), "val_pseudo_accuracy"
+                  f"{options.recipe}")
 
 
 def _glm2_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
@@ -308,8 +309,7 @@ def _glm2_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint
     info = {"options": asdict(options), "corpus": corpus.attrs["parameters"]}
     task = GLM2Task(corpus, split, cfg, options.mask_fraction, options.seed, options.context, info,
                     training_token_counts(corpus, split))
-    return task, (f"gLM2 {cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads, context {options.context}"), \
-        "val_aa_accuracy"
+    return task, f"gLM2 {cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads, context {options.context}"
 
 
 def _shared(compute, rank: int, world: int):

@@ -344,8 +344,7 @@ class Trainer:
     # -- logging ------------------------------------------------------------------------------------------------
 
     def log_columns(self) -> tuple[str, ...]:
-        return ("step", "epoch", "lr", "train_loss", "val_loss", *self.task.metrics, "seconds",
-                f"{self.task.unit}_per_s", "data_wait")
+        return log_columns(self.task)
 
     def _log(self, epoch: float, train_loss: float, seconds: float, per_s: float, wait_fraction: float) -> None:
         if self.rank != 0:
@@ -368,32 +367,48 @@ class Trainer:
                  + f", {per_s:,.0f} {self.task.unit}/s")
 
 
-def read_log(path: Path, step: int) -> list[list[str]]:
-    """The rows of a log.tsv up to ``step`` (those after a checkpoint are redone by the resumed run)."""
+def log_columns(task) -> tuple[str, ...]:
+    """log.tsv's columns for a task."""
+    return ("step", "epoch", "lr", "train_loss", "val_loss", *task.metrics, "seconds", f"{task.unit}_per_s",
+            "data_wait")
+
+
+def read_log(path: Path, step: int, columns: tuple[str, ...] | None = None) -> list[list[str]]:
+    """The rows of a log.tsv up to ``step`` (those after a checkpoint are redone by the resumed run), laid out
+    in ``columns`` when given (a log of an older glmkit lacks later metrics: empty there)."""
     if not path.exists():
         return []
     header, *lines = path.read_text().split("\n")
-    columns = len(header.split("\t"))
+    names = header.split("\t")
     rows = [line.split("\t") for line in lines[:-1]]  # the last piece: "" or a row a kill cut short
-    return [r for r in rows if len(r) == columns and int(r[0]) <= step]
+    rows = [r for r in rows if len(r) == len(names) and int(r[0]) <= step]
+    if columns is None or tuple(names) == tuple(columns):
+        return rows
+    return [[dict(zip(names, r)).get(c, "") for c in columns] for r in rows]
 
 
-def plot_training_curves(log_path: Path, png: Path, metric: str, title: str) -> None:
-    """Loss (train, validation) and one validation metric against step, from log.tsv, as a PNG."""
+def plot_training_curves(log_path: Path, png: Path, curves: dict[str, tuple[str, ...]], title: str) -> None:
+    """One panel per entry of ``curves`` (panel title -> log.tsv columns) against step, as a PNG; baselines
+    (columns naming a mean-label or unigram baseline) dashed. Columns an older log lacks are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [line.split("\t") for line in Path(log_path).read_text().splitlines()]
-    col = {name: [float(r[i]) if r[i] else math.nan for r in rows[1:]] for i, name in enumerate(rows[0])}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(col["step"], col["train_loss"], label="train")
-    ax1.plot(col["step"], col["val_loss"], label="validation")
-    ax1.set(xlabel="step", ylabel="loss", title=f"{title} loss")
-    ax1.legend()
-    ax2.plot(col["step"], col[metric], color="C2")
-    ax2.set(xlabel="step", ylabel=metric.replace("_", " "), title=f"validation {metric.replace('_', ' ')}")
+    col = {name: [float(r[i]) if i < len(r) and r[i] else math.nan for r in rows[1:]] for i, name in enumerate(rows[0])}
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (panel, columns) in zip(axes[0], curves.items()):
+        for k, name in enumerate(c for c in columns if c in col):
+            baseline = "mean_label" in name or "unigram" in name
+            label = ("train" if name.startswith("train") else
+                     ("mean-label baseline" if "mean_label" in name else "unigram baseline") if baseline else
+                     "validation")
+            x, y = np.array(col["step"]), np.array(col[name])
+            keep = ~np.isnan(y)
+            ax.plot(x[keep], y[keep], "--" if baseline else "-", color="0.45" if baseline else f"C{k}", label=label)
+        ax.set(xlabel="step", ylabel=panel, title=f"{title} {panel}")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

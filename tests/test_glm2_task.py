@@ -83,6 +83,7 @@ def test_validation_figures_equal_their_definitions(task):
     targets = np.concatenate([t[1] for t in tokens])
     logp = torch.log_softmax(logits.double(), -1).numpy()[np.arange(len(targets)), targets]
     counts = training_token_counts(task.corpus, task.split)
+    unigram_nll = []
     for name, ids in (("aa", AA_IDS), ("nt", NT_IDS)):
         mine = ids[targets]
         assert mine.sum() > 50
@@ -93,5 +94,10 @@ def test_validation_figures_equal_their_definitions(task):
         unigram = dict(zip(np.flatnonzero(ids), p))
         expected = math.exp(-np.mean([math.log(unigram[t]) for t in targets[mine]]))
         assert found[f"val_{name}_unigram_perplexity"] == pytest.approx(expected, rel=1e-9)
+        unigram_nll += [-math.log(unigram[t]) for t in targets[mine]]
+    # the baseline's loss: the unigram's cross-entropy over every masked token, the same tokens as val_loss's
+    assert len(unigram_nll) == len(targets)
+    assert found["val_unigram_loss"] == pytest.approx(np.mean(unigram_nll), rel=1e-9)
+    assert found["val_loss"] == pytest.approx(-logp.mean(), rel=1e-5)
     # a random-weight model knows nothing: near the vocabulary's 37, far above the unigram baseline
     assert found["val_aa_perplexity"] > found["val_aa_unigram_perplexity"]

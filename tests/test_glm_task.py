@@ -104,3 +104,29 @@ def test_glmkit_loss_is_the_mean_over_masked_genes_of_glm_loss():
     _, predictions, logits, _ = model(batch["features"], batch["segments"])
     mean, _ = glm_loss(predictions, logits, batch["labels"], batch["masked"])
     assert float(loss_sum) / count == pytest.approx(float(mean), rel=1e-5)
+
+
+@pytest.mark.parametrize("recipe", ["glmkit", "reference"])
+def test_a_model_predicting_the_mean_label_scores_exactly_the_mean_label_baseline(recipe):
+    """val_mean_label_loss is the loss of predicting every label's centre (0) with uniform likelihoods: a model
+    whose heads output exactly that (zero weights, zero biases) gets it as its own loss, in both recipes."""
+    rng = torch.Generator().manual_seed(2)
+    t = task(recipe)
+    torch.manual_seed(0)
+    model = GLM(t.cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("predict.", "likelihood.")):
+                p.zero_()
+    batch = _batch(rng, recipe=recipe)
+    with torch.no_grad():
+        sums = t.evaluate(model, batch)
+    assert sums["loss_sum"] == pytest.approx(sums["mean_label_loss_sum"], rel=1e-6)
+    found = t.summarize(sums)
+    assert found["val_loss"] == pytest.approx(found["val_mean_label_loss"], rel=1e-6)
+    y = batch["labels"][batch["masked"]]   # the formula written out: mean(y^2) per masked gene, log 4 per position
+    expected = float((y ** 2).mean(-1).sum()) + CE_WEIGHT * math.log(4) * batch["count"]
+    assert sums["mean_label_loss_sum"] == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad():   # a trained-looking model is not held to it
+        other = t.evaluate(GLM(t.cfg).eval(), batch)
+    assert other["loss_sum"] != pytest.approx(other["mean_label_loss_sum"], rel=1e-3)

@@ -44,12 +44,14 @@ def test_trains_and_writes_checkpoint_log_and_curves(tmp_path, corpus):
     assert meta["architecture"] == "gLM" and meta["config"]["input_dim"] == 65 and meta["step"] == 12
     assert meta["embedding_model"]["name"] == "esm2_t2_test" and meta["world_size"] == 1
     rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
-    assert rows[0] == ["step", "epoch", "lr", "train_loss", "val_loss", "val_pseudo_accuracy", "seconds",
-                       "genes_per_s", "data_wait"]
+    assert rows[0] == ["step", "epoch", "lr", "train_loss", "val_loss", "val_pseudo_accuracy",
+                       "val_mean_label_loss", "seconds", "genes_per_s", "data_wait"]
     losses = [float(r[3]) for r in rows[1:]]
     assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])  # it learns something
-    assert all(0 <= float(r[8]) <= 1 for r in rows[1:])
-    seconds = [float(r[6]) for r in rows[1:]]
+    assert all(0 <= float(r[9]) <= 1 for r in rows[1:])
+    seconds = [float(r[7]) for r in rows[1:]]
+    baseline = [float(r[6]) for r in rows[1:] if r[6]]   # validated rows: the mean-label loss, about 1 (whitened)
+    assert baseline and all(0.5 < b < 2 for b in baseline)
     assert seconds == sorted(seconds) and seconds[0] > 0
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run("validate", out / "corpus.zarr", "-q").exit_code == 0

@@ -38,7 +38,7 @@ def test_trains_and_writes_checkpoint_log_and_curves(tmp_path, elements):
     rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
     assert rows[0] == ["step", "epoch", "lr", "train_loss", "val_loss", "val_aa_accuracy", "val_nt_accuracy",
                        "val_aa_perplexity", "val_nt_perplexity", "val_aa_unigram_perplexity",
-                       "val_nt_unigram_perplexity", "seconds", "tokens_per_s", "data_wait"]
+                       "val_nt_unigram_perplexity", "val_unigram_loss", "seconds", "tokens_per_s", "data_wait"]
     losses = [float(r[3]) for r in rows[1:]]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) < np.log(37) + 0.2  # it learns something
     assert run("validate", out / "corpus.zarr", "-q").exit_code == 0

@@ -320,5 +320,8 @@ def test_read_log_drops_rows_after_the_step_and_a_row_cut_short(tmp_path):
     log.write_text("step\tloss\tseconds\n1\t0.9\t1.0\n2\t0.8\t2.0\n3\t0.7\t3.0\n4\t0.6")  # killed mid-row
     assert read_log(log, 3) == [["1", "0.9", "1.0"], ["2", "0.8", "2.0"], ["3", "0.7", "3.0"]]
     assert read_log(log, 2) == [["1", "0.9", "1.0"], ["2", "0.8", "2.0"]]
+    # an older glmkit's log, resumed by one that logs more: rows laid out by column name, the new one empty
+    assert read_log(log, 2, ("step", "loss", "baseline", "seconds")) == [["1", "0.9", "", "1.0"],
+                                                                         ["2", "0.8", "", "2.0"]]
     log.write_text("step\tloss\tseconds\n1\t0.9\t1.0\n2\t0.8")
     assert read_log(log, 10) == [["1", "0.9", "1.0"]]
