@@ -24,6 +24,25 @@ known by construction (everything drawn from one seed):
   110), which overlaps the operon gaps: distance alone separates operon pairs
   only partly.
 
+Two options plant what gLM2 (which reads sequences, not embeddings) can learn;
+both are off by default, and turning them on leaves the genes' layout and
+embeddings as they were except for the templates' residues:
+
+- ``protein_grammar="markov"``: family templates are drawn from a first-order
+  chain over the 20 amino acids in which each residue has three preferred
+  successors (probabilities 0.5, 0.2 and 0.1, the rest 0.01 each), so a
+  masked residue is predictable from its neighbours; members still carry
+  ~15 % uniform substitutions.
+- ``intergenic=True``: the gaps between genes become IGS elements (bases
+  from a first-order chain in which each base is followed by its preferred
+  successor with probability 0.55, the others 0.15 each; drawn from a stream
+  of their own) carrying the motifs of a bacterial
+  upstream region on the strand of the gene they precede: a Shine-Dalgarno
+  box (AGGAGG) 7 bp before every gene's start, and before the first gene of
+  each transcription unit a sigma-70 promoter (TTGACA, 17 bp, TATAAT) 8 bp
+  before that; as much of them as the gap holds (a short gap keeps the bases
+  nearest the gene; two divergent genes share their gap half and half).
+
 `write_corpus` writes the genomes as element stores (one contig per genome;
 train and held-out genomes in two stores) and their embeddings as one
 embedding store, through glmkit's own writers, plus the truth: operon labels
@@ -59,6 +78,12 @@ class SyntheticSpec:
     dim: int = 1280
     noise: float = 0.5
     seed: int = 0
+    protein_grammar: str = "uniform"   # or "markov": templates from a residue chain (see above)
+    intergenic: bool = False           # IGS elements with planted promoter and RBS motifs (see above)
+
+
+RBS, PROMOTER_35, PROMOTER_10 = b"AGGAGG", b"TTGACA", b"TATAAT"
+COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 
 
 @dataclass
@@ -79,7 +104,17 @@ class _Planter:
         self.n_families = s.families + n_partner
         self.centroids = self.rng.standard_normal((self.n_families, s.dim)).astype(np.float32)
         lengths = self.rng.integers(80, 400, self.n_families)
-        self.templates = [AMINO[self.rng.integers(0, 20, n)] for n in lengths]
+        if s.protein_grammar == "markov":
+            self.transitions = np.full((20, 20), 0.01)   # each residue's three preferred successors
+            for i in range(20):
+                self.transitions[i, self.rng.choice(20, 3, replace=False)] += (0.49, 0.19, 0.09)
+            self.templates = [self._markov_chain(int(n)) for n in lengths]
+        elif s.protein_grammar == "uniform":
+            self.templates = [AMINO[self.rng.integers(0, 20, n)] for n in lengths]
+        else:
+            raise ValueError(f"protein_grammar {s.protein_grammar!r}: expected uniform or markov")
+        self.bases = np.random.default_rng([s.seed, 1])   # intergenic DNA: its own stream
+        self.base_successor = self.bases.permutation(4)   # each base's preferred successor (p 0.55, others 0.15)
         operon_pool = self.rng.permutation(s.families)
         self.operons = []
         k = 0
@@ -92,6 +127,47 @@ class _Planter:
         base = s.families
         self.partner = [[(base + 2 * (p * s.subfamilies + j), base + 2 * (p * s.subfamilies + j) + 1)
                          for j in range(s.subfamilies)] for p in range(s.partner_systems)]
+
+    def _markov_chain(self, n: int) -> np.ndarray:
+        """n residues of the chain (one transition table for every family)."""
+        cumulative = self.transitions.cumsum(1)
+        chain = np.empty(n, np.int64)
+        chain[0] = self.rng.integers(0, 20)
+        for k, draw in enumerate(self.rng.random(n - 1), 1):
+            row = cumulative[chain[k - 1]]
+            chain[k] = min(19, int(np.searchsorted(row, draw * row[-1], side="right")))
+        return AMINO[chain]
+
+    def intergenic(self, length: int, left: Gene, right: Gene, right_starts_unit: bool,
+                   left_starts_unit: bool) -> bytes:
+        """The bases between two genes (forward strand): random, with the upstream motifs of the gene each side
+        that points away from the gap (right on +, left on -)."""
+        draws = self.bases.random(length)
+        chain = np.empty(length, np.int64)
+        chain[0] = int(draws[0] * 4)
+        for k in range(1, length):   # the preferred successor below 0.55, else one of the other three
+            other = min(2, int((draws[k] - 0.55) / 0.15)) if draws[k] >= 0.55 else -1
+            preferred = self.base_successor[chain[k - 1]]
+            chain[k] = preferred if other < 0 else [b for b in range(4) if b != preferred][other]
+        seq = bytearray(b"ACGT"[i] for i in chain)
+
+        def upstream(starts_unit: bool) -> bytes:   # 5' -> 3' on the gene's strand, ending at its start codon
+            return (PROMOTER_35 + b"N" * 17 + PROMOTER_10 + b"N" * 8 if starts_unit else b"") + RBS + b"N" * 7
+
+        both = right.strand > 0 and left.strand < 0   # divergent genes: each keeps its motifs in its half
+        if right.strand > 0:
+            room = length - length // 2 if both else length
+            motif = upstream(right_starts_unit)[-room:]
+            for k, base in enumerate(motif, length - len(motif)):
+                if base != ord("N"):
+                    seq[k] = base
+        if left.strand < 0:
+            room = length // 2 if both else length
+            motif = upstream(left_starts_unit)[::-1].translate(COMPLEMENT)[:room]   # reverse complement
+            for k, base in enumerate(motif):
+                if base != ord("N"):
+                    seq[k] = base
+        return bytes(seq)
 
     def _solitary(self) -> Gene:
         r = self.rng
@@ -149,7 +225,8 @@ class _Planter:
 def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict:
     """Write train.zarr, test.zarr, embeddings.zarr, train/test.pairs.tsv, partners/ into ``out``; returns a
     summary."""
-    from glmkit.io.elements import CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, ElementBatch, ElementStoreWriter, column_array
+    from glmkit.io.elements import (CDS, CONTIG_COLUMNS, ELEMENT_COLUMNS, IGS, ElementBatch, ElementStoreWriter,
+                                    column_array)
     from glmkit.io.embeddings import PlannedRows, ResumableEmbeddingWriter, sequence_hash
 
     out = Path(out)
@@ -168,10 +245,24 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
             cols = {k: [] for k in ELEMENT_COLUMNS}
             pos = 0
             a_of_pair, b_of_pair = {}, {}
+            n_elements = 0
+
+            def starts_unit(i: int) -> bool:   # first gene of its transcription unit, in its own orientation
+                g, j = genes[i], i - 1 if genes[i].strand > 0 else i + 1
+                return g.operon < 0 or not 0 <= j < len(genes) or genes[j].operon != g.operon
+
             for i, gene in enumerate(genes):
                 inside = i > 0 and gene.operon >= 0 and gene.operon == genes[i - 1].operon
                 start = max(1, pos + planter.gap(inside) + 1) if i else 1
                 end = start + gene.length - 1
+                if spec.intergenic and start - pos > 1 and i:
+                    nt = planter.intergenic(start - pos - 1, genes[i - 1], gene, starts_unit(i), starts_unit(i - 1))
+                    row = {"id": f"{name}_igs{i}", "type": IGS, "strand": 0, "start": pos + 1, "end": start - 1,
+                           "partial_left": False, "partial_right": False, "translation_table": 11,
+                           "start_type": "", "rbs_motif": "", "rbs_spacer": "", "nt": nt, "aa": b""}
+                    for k in ELEMENT_COLUMNS:
+                        cols[k].append(row.get(k, 0.0))
+                    n_elements += 1
                 pos = end
                 aa = planter.protein(gene.family)
                 h = sequence_hash(aa)
@@ -183,6 +274,7 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
                        "rbs_motif": "None", "rbs_spacer": "None", "nt": b"A" * gene.length, "aa": aa}
                 for k in ELEMENT_COLUMNS:
                     cols[k].append(row.get(k, 0.0))
+                n_elements += 1
                 if gene.role == "A":
                     a_of_pair[gene.pair] = (gene_id, aa)
                 elif gene.role == "B":
@@ -196,7 +288,7 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
                       "model": "synthetic", "translation_table": 11}
             writer.write(ElementBatch({k: column_array([v], CONTIG_COLUMNS[k]) for k, v in contig.items()},
                                       {k: column_array(v, ELEMENT_COLUMNS[k]) for k, v in cols.items()},
-                                      np.array([len(genes)], np.int64)))
+                                      np.array([n_elements], np.int64)))
             summary["genes"] += len(genes)
             if split == "test":
                 q = sorted(a_of_pair)

@@ -76,3 +76,70 @@ def test_a_small_glm_learns_the_grammar_and_an_untrained_one_does_not(corpus, tm
         assert (masked["attention"] > masked["distance-strand"]) == learnt, masked
         assert (par["exact_correct"] > par["random_high"]) == learnt, par
         assert ops["combined"] >= max(ops["attention"], ops["distance-strand"]) - 0.05, ops
+
+
+GLM2_GRAMMAR = dict(protein_grammar="markov", intergenic=True)
+
+
+def _elements(path):
+    rows = []
+    for batch in ElementStore(path).batches():
+        e = batch.elements
+        rows += [{k: e[k][i] for k in ("id", "type", "strand", "start", "end", "nt", "aa")} for i in range(len(e["id"]))]
+    return rows
+
+
+def test_the_glm2_grammar_leaves_the_genes_where_they_were(tmp_path):
+    """intergenic DNA comes from a stream of its own: the genes' layout, strands and labels stay as without it."""
+    plain, rich = tmp_path / "plain", tmp_path / "rich"
+    write_corpus(plain, SMALL)
+    write_corpus(rich, SyntheticSpec(**{**SMALL.__dict__, "intergenic": True}))
+    genes = [{k: r[k] for k in ("id", "strand", "start", "end", "aa")} for r in _elements(rich / "test.zarr")
+             if r["type"] == 0]
+    assert genes == [{k: r[k] for k in ("id", "strand", "start", "end", "aa")} for r in _elements(plain / "test.zarr")]
+    assert (rich / "test.pairs.tsv").read_text() == (plain / "test.pairs.tsv").read_text()
+
+
+def test_intergenic_dna_carries_the_planted_motifs_on_each_genes_strand(tmp_path):
+    from glmkit.synthetic import PROMOTER_10, PROMOTER_35, RBS
+
+    write_corpus(tmp_path, SyntheticSpec(**{**SMALL.__dict__, **GLM2_GRAMMAR}))
+    rows = _elements(tmp_path / "test.zarr")
+    revcomp = lambda s: s[::-1].translate(bytes.maketrans(b"ACGT", b"TGCA"))  # noqa: E731
+    checked = {"+": 0, "-": 0, "promoter": 0}
+    for k, r in enumerate(rows):
+        if r["type"] != 1:
+            continue
+        left, right = rows[k - 1], rows[k + 1]
+        assert left["end"] + 1 == r["start"] and r["end"] + 1 == right["start"] and len(r["nt"]) == r["end"] - r["start"] + 1
+        room = len(r["nt"]) // 2 if right["strand"] > 0 and left["strand"] < 0 else len(r["nt"])   # shared
+        if right["strand"] > 0 and room >= 13:   # Shine-Dalgarno 7 bp before the start codon
+            assert r["nt"][-13:-7] == RBS
+            checked["+"] += 1
+        if left["strand"] < 0 and room >= 13:   # the minus gene's, on its own strand
+            assert revcomp(r["nt"][:13])[:6] == RBS
+            checked["-"] += 1
+        if right["strand"] > 0 and room >= 50 and r["nt"][-50:-44] == PROMOTER_35:
+            assert r["nt"][-27:-21] == PROMOTER_10
+            checked["promoter"] += 1
+    assert min(checked.values()) > 20, checked
+    background = b"".join(r["nt"][:-60] for r in rows if r["type"] == 1 and len(r["nt"]) > 120)
+    pairs = np.frombuffer(background, np.uint8)
+    follows = {(a, b): np.mean(pairs[1:][pairs[:-1] == a] == b) for a in b"ACGT" for b in b"ACGT"}
+    preferred = sorted(max(follows[(a, b)] for b in b"ACGT") for a in b"ACGT")
+    assert all(0.5 < p < 0.6 for p in preferred)   # each base's preferred successor: 0.55 (the rest 0.15)
+
+
+def test_markov_templates_follow_their_chain():
+    from glmkit.synthetic import AMINO, _Planter
+
+    planter = _Planter(SyntheticSpec(**{**SMALL.__dict__, **GLM2_GRAMMAR}))
+    index = {int(a): i for i, a in enumerate(AMINO)}
+    top3, total = 0, 0
+    for template in planter.templates:
+        for a, b in zip(template[:-1], template[1:]):
+            top3 += index[int(b)] in np.argsort(planter.transitions[index[int(a)]])[-3:]
+            total += 1
+    assert 0.77 < top3 / total < 0.83   # 0.8 of the probability on three successors (0.5 + 0.2 + 0.1, +0.03)
+    uniform = _Planter(SMALL)
+    assert not hasattr(uniform, "transitions")
