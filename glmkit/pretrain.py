@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.io.files import atomic_outputs, claim_outputs, remove
+from glmkit.io.files import atomic_outputs, claim_outputs, clear_work_folder, publish, remove, work_folder
 
 log = logging.getLogger("glmkit")
 PAPER_WARMUP = 5_000
@@ -137,10 +137,11 @@ def check_resumable(meta: dict, options: PretrainOptions, world: int, where: Pat
                                f"the data each process draws would change; use the same number")
 
 
-def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, rank: int, world: int):
+def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, rank: int, world: int,
+            force: bool = False, final: Path | None = None):
     """The corpus store (gLM: genes with embeddings; gLM2: tokens), built (rank 0, under its lock) unless one built
-    from these very inputs is there."""
-    from glmkit.io.store import built_from
+    from these very inputs is there (or, for a run replacing ``final``, in the old output)."""
+    from glmkit.io.store import built_from, store_schema
 
     if options.arch == "glm2":
         from glmkit.glm2_data import build_token_corpus, token_corpus_parameters
@@ -164,9 +165,18 @@ def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, 
         def build(tmp):
             build_corpus(element_paths, embedding_path, tmp, options.subcontig_genes, options.min_subcontig_genes)
     path = Path(options.corpus) if options.corpus else out / "corpus.zarr"
+    if not options.corpus and final is not None and final != out and not path.exists() and \
+            built_from(final / "corpus.zarr", SCHEMA, Store, parameters()):
+        path = final / "corpus.zarr"   # read where it is; _replace moves it into the new output
     if rank == 0:
         if not built_from(path, SCHEMA, Store, parameters()):
-            if path.exists():
+            if path.exists() or path.is_symlink():   # only ever a corpus store glmkit wrote is replaced
+                if path.is_symlink() or store_schema(path) != SCHEMA:
+                    raise GlmkitError(f"{path}: exists and is not a {ARCHITECTURES[options.arch]} corpus store; "
+                                      f"glmkit will not replace it: name another --corpus")
+                if options.corpus and not force:
+                    raise GlmkitError(f"{path}: a corpus store built from other inputs; use --force to rebuild "
+                                      f"it, or name another --corpus")
                 log.info(f"pretrain: {path} was built from other inputs: rebuilding it")
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_outputs([str(path)], force=True, inputs=_inputs(element_paths, embedding_path)) as (tmp,):
@@ -207,18 +217,55 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
         else contextlib.nullcontext()
     with claim:
         out = Path(output)
-        fresh = not resume  # a new run's folder holds nothing worth keeping until its first checkpoint
+        run, created = _run_folder(out, resume, force, rank, world)
         try:
-            return _pretrain(element_paths, embedding_path, out, options, resume, force, rank, world, device_spec)
+            result = _pretrain(element_paths, embedding_path, run, out, options, resume, force, rank, world,
+                               device_spec)
         except BaseException:
-            if fresh and rank == 0 and not (out / "checkpoint").exists():
-                remove(out)
+            if rank == 0 and not (run / "checkpoint").exists() and (created or run != out):
+                remove(run)   # a folder this run made, with nothing worth keeping yet
             raise
+        if rank == 0 and run != out:
+            _replace(out, run)
+        return result
 
 
-def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions, resume: bool, force: bool,
-              rank: int, world: int, device_spec: str) -> dict:
+def _run_folder(out: Path, resume: bool, force: bool, rank: int, world: int) -> tuple[Path, bool]:
+    """Where this run trains, and whether it made that folder. A run that replaces an existing output (--force)
+    trains in its work folder (``.NAME.work``) and replaces the old output only when it ends, so a failure or a
+    kill keeps the old one (and --resume continues the replacement); every other run trains in the output."""
+    staging = work_folder(out)
+    # every process judges the folders as they were, before rank 0 changes anything
+    occupied = (out.exists() or out.is_symlink()) and \
+        (not out.is_dir() or out.is_symlink() or any(p.name != "corpus.zarr" for p in out.iterdir()))
+    staged = (staging / "checkpoint" / "config.json").is_file() and not staging.is_symlink()
+    _barrier(world)
+    if resume:
+        run = staging if staged else out
+        if not (run / "checkpoint" / "config.json").is_file():
+            raise GlmkitError(f"{out}: nothing to resume (no checkpoint/ yet)")
+        return run, False
+    if occupied and not force:
+        raise GlmkitError(f"{out}: output exists; use --resume to continue it or --force to start over")
+    created = not out.exists()
+    if rank == 0:
+        clear_work_folder(staging)   # a replacement that was not resumed
+        (staging if occupied else out).mkdir(parents=True, exist_ok=not occupied)
+    _barrier(world)
+    return (staging, False) if occupied else (out, created)
 
+
+def _replace(out: Path, run: Path) -> None:
+    """Publish a finished replacement over the old output; the old output's corpus store, when this run read
+    it (built from the same inputs), moves into the new one first."""
+    if not (run / "corpus.zarr").exists() and (out / "corpus.zarr").is_dir() and not out.is_symlink():
+        (out / "corpus.zarr").rename(run / "corpus.zarr")
+    publish(run, out)
+
+
+def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: PretrainOptions, resume: bool,
+              force: bool, rank: int, world: int, device_spec: str) -> dict:
+    """Train in ``out`` (the output, or its work folder while it replaces ``final``)."""
     from glmkit.glm_data import choose_split
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
@@ -227,22 +274,6 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
     device = resolve_device(device_spec)
     amp = resolve_precision(options.precision, device)
     checkpoint = out / "checkpoint"
-    # every process judges the folder as it was, before rank 0 changes anything
-    occupied = out.exists() and any(p for p in out.iterdir() if p.name != "corpus.zarr")
-    _barrier(world)
-    if resume:
-        if not (checkpoint / "config.json").exists():
-            raise GlmkitError(f"{out}: nothing to resume (no checkpoint/ yet)")
-    elif occupied:
-        if not force:
-            raise GlmkitError(f"{out}: output exists; use --resume to continue it or --force to start over")
-        if rank == 0:
-            for p in out.iterdir():  # the corpus store stays when it was built from the same inputs
-                if p.name != "corpus.zarr":
-                    remove(p)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    _barrier(world)
 
     with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
         meta = state = weights = extras = None
@@ -252,7 +283,7 @@ def _pretrain(element_paths, embedding_path, out: Path, options: PretrainOptions
                                                            extras=("normalization",) if options.arch == "glm" else ())
             check_resumable(meta, options, world, checkpoint)
             _check_same_inputs(meta, element_paths, embedding_path, options, checkpoint)
-        corpus = _corpus(element_paths, embedding_path, out, options, rank, world)
+        corpus = _corpus(element_paths, embedding_path, out, options, rank, world, force, final)
         items = "chunks" if options.arch == "glm2" else "sub-contigs"
         split, n_train, n_val = choose_split(corpus, options.val_fraction, options.seed,
                                              "chunks" if options.arch == "glm2" else "subcontigs")

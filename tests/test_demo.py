@@ -48,6 +48,28 @@ def test_demo_quick_runs_every_stage_and_shows_them(tmp_path):
     assert_one_line_error(run("demo", out), "not empty", "--force")
 
 
+def test_demo_force_replaces_only_a_demo_and_keeps_it_until_the_new_one_is_whole(tmp_path, monkeypatch):
+    import glmkit.demo
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work\n")
+    assert_one_line_error(run("demo", theirs, "--quick", "--force"), "is not a glmkit demo folder")
+    assert [p.name for p in theirs.iterdir()] == ["thesis.tex"]
+    out = tmp_path / "demo"
+    out.mkdir()   # an empty folder is fine
+    assert run("demo", out, "--quick", "-t", 1, "-q").exit_code == 0
+    before = (out / "summary.tsv").read_text()
+
+    def broken(self):
+        raise glmkit.demo.GlmkitError("a stage failed")
+
+    monkeypatch.setattr(glmkit.demo._Pipeline, "jacobian", broken)
+    assert_one_line_error(run("demo", out, "--quick", "--force", "-t", 1, "-q"), "a stage failed")
+    assert (out / "summary.tsv").read_text() == before   # the earlier demo, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "theirs"]   # no work folder or lock left
+
+
 @pytest.mark.slow
 def test_the_full_demo_shows_every_model_learning(tmp_path):
     """The README's first command as written: every learning claim of the summary beats its baseline."""

@@ -264,6 +264,96 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(tmp_path, multi_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]
 
 
+# -- a shared folder is hostile ground: nothing glmkit did not make is followed, truncated or removed ---------
+
+@pytest.mark.parametrize("planted", ["symlink", "dangling symlink", "hard link", "foreign file", "fifo"])
+def test_a_lock_name_planted_by_a_neighbour_is_refused_and_left_as_it_was(tmp_path, multi_contigs, planted):
+    import os
+
+    from conftest import assert_one_line_error, run
+
+    precious = tmp_path / "notes.txt"
+    precious.write_text("precious\n")
+    lock = tmp_path / ".out.zarr.lock"
+    fragment = {"symlink": "is a symbolic link", "dangling symlink": "is a symbolic link",
+                "hard link": "has other hard links", "foreign file": "is not a glmkit lock",
+                "fifo": "is not a plain file"}[planted]
+    if planted == "symlink":
+        lock.symlink_to(precious)
+    elif planted == "dangling symlink":
+        lock.symlink_to(tmp_path / "created-through-the-link")
+    elif planted == "hard link":
+        os.link(precious, lock)
+    elif planted == "foreign file":
+        lock.write_text("my own notes, not a lock\n")
+    else:
+        os.mkfifo(lock)
+    before = lock.lstat()
+    assert_one_line_error(run("call", multi_contigs, "-o", tmp_path / "out.zarr", "-q"), ".out.zarr.lock", fragment)
+    assert precious.read_text() == "precious\n" and not (tmp_path / "out.zarr").exists()
+    assert not (tmp_path / "created-through-the-link").exists()
+    assert lock.lstat().st_mtime_ns == before.st_mtime_ns and lock.lstat().st_ino == before.st_ino
+
+
+def test_a_stale_lock_of_another_user_says_so(tmp_path, multi_contigs, monkeypatch):
+    import errno
+
+    import glmkit.io.files as files
+    from conftest import assert_one_line_error, run
+
+    lock = tmp_path / ".out.zarr.lock"
+    lock.write_text("pid 1 on elsewhere, since 2026-01-01 00:00:00\n")
+    real_open = files.os.open
+
+    def refused(path, flags, *args):   # as open(2) answers for a 0644 file of another user (root reads anything)
+        if str(path) == str(lock):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(files.os, "open", refused)
+    assert_one_line_error(run("call", multi_contigs, "-o", tmp_path / "out.zarr", "-q"), ".out.zarr.lock",
+                          "a lock file left by user", "ask them to remove it")
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file", "foreign folder"])
+def test_a_work_folder_name_planted_by_a_neighbour_is_never_used_or_removed(tmp_path, planted):
+    from glmkit.io.files import planned_work_folder
+
+    target = tmp_path / "theirs"
+    target.mkdir()
+    (target / "data.txt").write_text("theirs\n")
+    work = tmp_path / ".out.zarr.work"
+    if planted == "symlink":
+        work.symlink_to(target)
+    elif planted == "file":
+        work.write_text("theirs\n")
+    else:
+        (tmp_path / "theirs").rename(work)
+    with pytest.raises(GlmkitError, match=r"\.out\.zarr\.work: .*glmkit will not use or remove it"):
+        planned_work_folder(tmp_path / "out.zarr", "plan")
+    assert work.exists() or work.is_symlink()
+    assert (work / "data.txt").read_text() == "theirs\n" if planted != "file" else work.read_text() == "theirs\n"
+    # glmkit's own work folders (its plan) are resumed or cleared as before
+    other = tmp_path / ".mine.zarr.work"
+    assert planned_work_folder(tmp_path / "mine.zarr", "a") == (other, False)
+    (other / "done").write_text("x")
+    assert planned_work_folder(tmp_path / "mine.zarr", "a") == (other, True) and (other / "done").exists()
+    assert planned_work_folder(tmp_path / "mine.zarr", "b") == (other, False) and not (other / "done").exists()
+
+
+def test_publishing_over_a_link_replaces_the_link_not_what_it_points_to(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "kept.txt").write_text("kept\n")
+    out = tmp_path / "out"
+    out.symlink_to(target)
+    with atomic_outputs([str(out)], force=True) as (t,):
+        t.mkdir()
+        (t / "new.txt").write_text("new\n")
+    assert not out.is_symlink() and (out / "new.txt").read_text() == "new\n"
+    assert sorted(p.name for p in target.iterdir()) == ["kept.txt"]
+
+
 def test_claims_nest_within_one_process(tmp_path):
     from glmkit.io.files import claim_outputs
 

@@ -112,6 +112,50 @@ def test_resume_continues_exactly(tmp_path, corpus, monkeypatch):
     assert logs[0][3][4] != ""
 
 
+def test_force_keeps_the_old_output_until_its_replacement_is_whole(tmp_path, corpus, monkeypatch):
+    """--force over a trained output trains in .NAME.work: killed, the old output is untouched and --resume
+    continues the replacement; finished, it replaces the old output whole (the same as a run into a new folder)."""
+    from conftest import checkpoint_weights
+
+    els, emb, out = [str(corpus[0])], str(corpus[1]), tmp_path / "m"
+    run_pretrain(els, emb, str(out), options(max_steps=3, seed=1))
+    old = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    die_after_checkpoint(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(els, emb, str(out), options(), force=True)
+    monkeypatch.undo()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == old
+    assert (tmp_path / ".m.work" / "checkpoint" / "config.json").is_file()
+    with pytest.raises(GlmkitError, match="output exists; use --resume"):   # a plain run still may not replace it
+        run_pretrain(els, emb, str(out), options())
+    run_pretrain(els, emb, str(out), options(), resume=True)
+    run_pretrain(els, emb, str(tmp_path / "straight"), options())
+    a, b = checkpoint_weights(out), checkpoint_weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m")) == []   # nothing left beside
+    assert {p.name for p in out.iterdir()} == {"checkpoint", "corpus.zarr", "log.tsv", "curves.png"}
+
+
+def test_a_failed_replacement_keeps_the_old_output(tmp_path, corpus):
+    els, emb, out = [str(corpus[0])], str(corpus[1]), tmp_path / "m"
+    run_pretrain(els, emb, str(out), options(max_steps=3))
+    old = (out / "checkpoint" / "model.safetensors").read_bytes()
+    with pytest.raises(GlmkitUsageError, match="--batch-size 4096"):   # found after the folders are judged
+        run_pretrain(els, emb, str(out), options(batch_size=4096), force=True)
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == old and not (tmp_path / ".m.work").exists()
+
+
+def test_corpus_never_replaces_what_glmkit_did_not_write(tmp_path, corpus):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "mine.txt").write_text("a user's file\n")
+    for force in (False, True):
+        with pytest.raises(GlmkitError, match="results: exists and is not a gLM corpus store; glmkit will not"):
+            run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "m"),
+                         options(max_steps=1, corpus=str(results)), force=force)
+    assert [p.name for p in results.iterdir()] == ["mine.txt"] and not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("change, flag", [({"batch_size": 8}, "--batch-size 8"), ({"seed": 3}, "--seed 3"),
                                           ({"dropout": 0.2}, "--dropout 0.2"), ({"accumulate": 2}, "--accumulate 2"),
                                           ({"recipe": "reference"}, "--recipe reference"),
@@ -141,7 +185,8 @@ def test_corpus_store_is_built_once_and_reused(tmp_path, corpus, caplog):
 
 def test_corpus_store_is_rebuilt_when_its_inputs_change(tmp_path, corpus, esm_checkpoint, caplog):
     """A corpus store built from other inputs (here: the same element store, another embedding store) is not
-    used: it is rebuilt, and the run says so."""
+    used: without --force it is refused (a shared --corpus may be another run's), with it rebuilt, and the run
+    says so."""
     import logging
 
     from conftest import make_fair_esm_checkpoint
@@ -152,8 +197,12 @@ def test_corpus_store_is_rebuilt_when_its_inputs_change(tmp_path, corpus, esm_ch
     assert run("embed", corpus[0], "-o", tmp_path / "emb2.zarr", "-m", tmp_path / "other.pt", "-q").exit_code == 0
     caplog.set_level(logging.INFO, logger="glmkit")
     run_pretrain([str(corpus[0])], str(corpus[1]), str(tmp_path / "a"), options(max_steps=1, corpus=str(shared)))
+    with pytest.raises(GlmkitError, match="shared.zarr: a corpus store built from other inputs; use --force"):
+        run_pretrain([str(corpus[0])], str(tmp_path / "emb2.zarr"), str(tmp_path / "b"),
+                     options(max_steps=1, corpus=str(shared)))
+    assert not (tmp_path / "b").exists()
     run_pretrain([str(corpus[0])], str(tmp_path / "emb2.zarr"), str(tmp_path / "b"),
-                 options(max_steps=1, corpus=str(shared)))
+                 options(max_steps=1, corpus=str(shared)), force=True)
     assert f"{shared} was built from other inputs: rebuilding it" in caplog.text
     from glmkit.io.corpus import CorpusStore
     from glmkit.io.embeddings import EmbeddingStore

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from glmkit.errors import GlmkitError
-from glmkit.io.files import publish, remove, work_folder
+from glmkit.io.files import clear_work_folder, publish, remove, work_folder
 from glmkit.io.store import create_store, finish_store, new_array, open_store
 
 SCHEMA = "glmkit.embeddings"
@@ -263,6 +263,7 @@ class ResumableEmbeddingWriter:
         return -(-self.n // self.chunk_rows)
 
     def _resume(self, plan: str):
+        clear_work_folder(self.work, keep=lambda: True)   # refuses what glmkit did not make; keeps the rest
         if not self.work.exists():
             return None
         try:

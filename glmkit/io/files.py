@@ -11,8 +11,10 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -150,16 +152,84 @@ def planned_work_folder(output: str | Path, plan: str) -> tuple[Path, bool]:
     """(the work folder of ``output``, whether it was kept from an earlier run with the same ``plan``). A folder
     left by another plan (other inputs, model or options) is emptied: what it holds would not fit this run."""
     work = work_folder(output)
-    if (work / "plan.txt").exists() and (work / "plan.txt").read_text() == plan:
+    clear_work_folder(work, keep=lambda: (work / "plan.txt").read_text() == plan)
+    if work.exists():
         return work, True
-    remove(work)
     work.mkdir(parents=True)
     (work / "plan.txt").write_text(plan)
     return work, False
 
 
+def clear_work_folder(work: Path, keep=lambda: False) -> None:
+    """Empty the way for a work folder: remove what is at ``work`` unless ``keep()`` says it is to be resumed,
+    and only if glmkit made it (a folder holding its plan.txt or a glmkit store, or nothing). A link, a file or
+    someone else's folder there is refused, never followed or deleted."""
+    if not (work.exists() or work.is_symlink()):
+        return
+    if work.is_symlink() or not work.is_dir():
+        raise GlmkitError(f"{work}: is {'a symbolic link' if work.is_symlink() else 'not a folder'}, not a work "
+                          f"folder glmkit made; glmkit will not use or remove it (move it away)")
+    ours = (work / "plan.txt").is_file() or not any(work.iterdir()) or \
+        _schema_of(work / "zarr.json").startswith("glmkit.")
+    if not ours:
+        raise GlmkitError(f"{work}: a folder glmkit did not make lies where it keeps its work; glmkit will not use "
+                          f"or remove it (move it away, or name another output)")
+    try:
+        if keep():
+            return
+    except (OSError, ValueError):
+        pass
+    remove(work)
+
+
+def _schema_of(zarr_json: Path) -> str:
+    import json
+
+    try:
+        schema = json.loads(zarr_json.read_text()).get("attributes", {}).get("schema")
+        return schema if isinstance(schema, str) else ""
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _partials(output: Path) -> list[Path]:
     return sorted(output.parent.glob(f".{glob.escape(output.name)}.partial-*"))
+
+
+LOCK_LINE = re.compile(r"pid \d+ on \S+, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def _open_lock_file(path: Path, output: Path) -> int:
+    """The lock file, opened for writing without following a link and only if it is a plain file of its own
+    (a neighbour's symlink or hard link at that name would make glmkit overwrite whatever it points to)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise GlmkitError(f"{path}: is a symbolic link, which glmkit did not make; glmkit will not write "
+                              f"through it (remove it, or name another output)") from None
+        if e.errno == errno.EACCES and path.exists():
+            owner = path.stat().st_uid
+            raise GlmkitError(f"{path}: a lock file left by user {_user(owner)} (uid {owner}), not writable by "
+                              f"you; no run of theirs holds it if `fuser {path}` shows nothing: ask them to remove "
+                              f"it, or name another output") from None
+        raise GlmkitError(f"{output}: cannot write in {output.parent} ({e.strerror.lower()})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a plain file"
+        raise GlmkitError(f"{path}: {what}, so it is not a lock glmkit made; glmkit will not write to it (remove "
+                          f"it, or name another output)")
+    return fd
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return str(uid)
 
 
 @contextlib.contextmanager
@@ -180,10 +250,7 @@ def _lock(output: Path) -> Iterator[None]:
             _held[key] -= 1
         return
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise GlmkitError(f"{output}: cannot write in {output.parent} ({e.strerror.lower()})") from None
+        fd = _open_lock_file(path, output)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -199,6 +266,10 @@ def _lock(output: Path) -> Iterator[None]:
             break
         os.close(fd)
     previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    if previous and not LOCK_LINE.fullmatch(previous):   # a file glmkit did not write: never truncate it
+        os.close(fd)
+        raise GlmkitError(f"{path}: exists and is not a glmkit lock; glmkit will not overwrite it (move it away, "
+                          f"or name another output)")
     if previous:
         log.debug(f"{output}: taking over the lock left by a run that stopped ({previous})")
     os.ftruncate(fd, 0)
@@ -331,9 +402,10 @@ def atomic_outputs(paths: Sequence[str | None], force: bool = False,
 
 def publish(temp: Path, final: Path) -> None:
     """Rename a finished output into place, replacing what is there (callers have checked --force)."""
-    if final.is_dir() and not final.is_symlink():
-        # os.replace cannot swap a folder over a non-empty folder: move the old one aside first
-        # (named as a partial, so that a run killed right here leaves nothing the next run will not clear)
+    if (final.is_dir() and not final.is_symlink()) or (temp.is_dir() and (final.exists() or final.is_symlink())):
+        # os.replace cannot swap a folder over a non-empty folder, nor over a file or a link: move the old one
+        # aside first (named as a partial, so that a run killed right here leaves nothing the next run will not
+        # clear; a link is moved, never what it points to)
         old = final.with_name(f".{final.name}.partial-old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         final.rename(old)
         temp.rename(final)
