@@ -192,7 +192,8 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         from glmkit.mmseqs import find_mmseqs
 
         mmseqs = find_mmseqs()  # before any work
-    with claim_outputs([output, map_path], force, [*inputs, *filter(None, [options.import_embeddings])]):
+    read = [*inputs, *filter(None, [options.model, options.import_embeddings, options.import_ids])]
+    with claim_outputs([output, map_path], force, read):   # every path read (a model named by path too)
         return _embed(inputs, output, map_path, options, force, mmseqs)
 
 

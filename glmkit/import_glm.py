@@ -26,11 +26,11 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
                    operon_predictor: str | None = None, embedding_model: str | None = None,
                    embedding_layer: int | None = None, force: bool = False) -> dict:
     from glmkit.io.checkpoint import save_checkpoint
-    from glmkit.io.glm_release import PUBLISHED_EMBEDDING_MODEL, read_release
+    from glmkit.io.glm_release import PUBLISHED_EMBEDDING_MODEL, read_release, release_paths
     from glmkit.models.glm import GLM, GLMConfig, load_reference_state, reference_config
     from glmkit.pretrain import ARCHITECTURES
 
-    inputs = [p for p in (glm_bin, norm, pca, operon_predictor) if p]
+    inputs = [str(p) for p in release_paths(glm_bin, norm, pca, operon_predictor) if p]   # defaults found too
     with claim_outputs([output], force, inputs):
         release = read_release(glm_bin, norm, pca, operon_predictor)
         cfg = reference_config(release.state)

@@ -257,7 +257,7 @@ def run_jacobian(input_path: str, model_spec: str, output: str, options: Jacobia
         raise GlmkitUsageError(f"--output {output}: name the contact map .npy or .zarr")
     stem = output[:-len(Path(output).suffix)]
     tsv, png = options.tsv or f"{stem}.tsv", options.png or f"{stem}.png"
-    with claim_outputs([output, tsv, png], force, [input_path]):
+    with claim_outputs([output, tsv, png], force, [input_path, model_spec]):   # a model named by path is an input
         return _jacobian(input_path, model_spec, output, tsv, png, options, force)
 
 

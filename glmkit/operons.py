@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.io.files import atomic_outputs
+from glmkit.io.files import atomic_outputs, claim_outputs
 
 log = logging.getLogger("glmkit")
 PAIR_COLUMNS = ("contig", "gene_a", "gene_b", "relation", "distance", "probability", "call")
@@ -288,6 +288,11 @@ def _load(context_path: str, element_paths: Sequence[str], kind: str):
 
 def run_fit(context_path: str, element_paths: Sequence[str], known: str, annotation: str | None, output: str,
             options: OperonOptions = OperonOptions(), force: bool = False) -> dict:
+    with claim_outputs([output], force, [context_path, *element_paths, known, *filter(None, [annotation])]):
+        return _fit(context_path, element_paths, known, annotation, output, options, force)
+
+
+def _fit(context_path, element_paths, known, annotation, output, options: OperonOptions, force: bool) -> dict:
     from glmkit.io.operon_model import write_classifier
 
     context, pairs = _load(context_path, element_paths, options.features)
@@ -295,7 +300,7 @@ def run_fit(context_path: str, element_paths: Sequence[str], known: str, annotat
     X = features(options.features, context, pairs, options.log_attention)
     use = np.isfinite(y) & np.isfinite(X).all(1)
     model = _model(options.seed).fit(X[use], y[use])
-    with atomic_outputs([output], force, [context_path, *element_paths, known]) as (tmp,):
+    with atomic_outputs([output], force, [context_path, *element_paths, known, *filter(None, [annotation])]) as (tmp,):
         write_classifier(tmp, options.features, model.coef_, model.intercept_,
                          context.config.get("num_layers"), context.config.get("num_heads"),
                          {"report": report, "fitted_on": int(use.sum())}, context.attention_queries,
@@ -312,6 +317,11 @@ def _matching(report: dict) -> str:
 
 def run_predict(context_path: str, element_paths: Sequence[str], classifier_path: str, output: str,
                 gff: str | None = None, options: OperonOptions = OperonOptions(), force: bool = False) -> dict:
+    with claim_outputs([output, gff], force, [context_path, *element_paths, classifier_path]):
+        return _predict(context_path, element_paths, classifier_path, output, gff, options, force)
+
+
+def _predict(context_path, element_paths, classifier_path, output, gff, options: OperonOptions, force: bool) -> dict:
     from glmkit.io.operon_model import read_classifier
     from glmkit.io.tsv import write_tsv
 
@@ -331,7 +341,7 @@ def run_predict(context_path: str, element_paths: Sequence[str], classifier_path
     call = np.where(np.isfinite(p), (p >= options.threshold).astype(object), None)
     distance, relation = pairs.distance, pairs.relation
     ids = pairs.ids
-    with atomic_outputs([output, gff], force, [context_path, *element_paths]) as (tmp, tmp_gff):
+    with atomic_outputs([output, gff], force, [context_path, *element_paths, classifier_path]) as (tmp, tmp_gff):
         with open(tmp, "w") as fh:
             write_tsv(fh, PAIR_COLUMNS, ((pairs.contig[k], ids[a], ids[a + 1], relation[k], int(distance[k]),
                                           None if not np.isfinite(p[k]) else round(float(p[k]), 6), call[k])
@@ -379,6 +389,11 @@ def run_eval(context_path: str, element_paths: Sequence[str], known: str, annota
              options: OperonOptions = OperonOptions(), force: bool = False) -> dict:
     """Cross-validated average precision of the attention, distance-strand and combined predictors; PR curves;
     the per-head correlation of attention with operon membership as a layer x head map; the best head."""
+    with claim_outputs([output], force, [context_path, *element_paths, known, *filter(None, [annotation])]):
+        return _eval(context_path, element_paths, known, annotation, output, options, force)
+
+
+def _eval(context_path, element_paths, known, annotation, output, options: OperonOptions, force: bool) -> dict:
     from sklearn.metrics import average_precision_score
 
     from glmkit.io.context import ContextStore
@@ -413,7 +428,7 @@ def run_eval(context_path: str, element_paths: Sequence[str], known: str, annota
                "predictors": results,
                "best_head": {"layer": int(best[0]) + 1, "head": int(best[1]) + 1, "pearson_r": float(r[best]),
                              "ap": head_ap}}
-    with atomic_outputs([output], force, [context_path, *element_paths, known]) as (tmp,):
+    with atomic_outputs([output], force, [context_path, *element_paths, known, *filter(None, [annotation])]) as (tmp,):
         tmp.mkdir(parents=True)
         with open(tmp / "report.tsv", "w") as fh:
             write_tsv(fh, ("predictor", "ap_mean", "ap_sd", "ap_pooled", "folds", "pairs", "positive"),

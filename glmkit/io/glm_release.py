@@ -119,23 +119,31 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def release_paths(glm_bin, norm=None, pca=None, operon_predictor=None) -> tuple:
+    """(glm.bin, norm.pkl, pca.pkl, operon_predictor.pkl or None, glmkit.json or None): the files a release is
+    read from, those not named found in glm.bin's folder. Every one is an input of the run that reads them."""
+    glm_bin = Path(glm_bin)
+    folder = glm_bin.parent
+    if operon_predictor is None and (folder / "operon_predictor.pkl").exists():
+        operon_predictor = folder / "operon_predictor.pkl"
+    extra = folder / "glmkit.json"
+    return (glm_bin, Path(norm or folder / "norm.pkl"), Path(pca or folder / "pca.pkl"),
+            Path(operon_predictor) if operon_predictor else None, extra if extra.is_file() else None)
+
+
 def read_release(glm_bin: str | Path, norm: str | Path | None = None, pca: str | Path | None = None,
                  operon_predictor: str | Path | None = None) -> Release:
     """The release's files; norm.pkl, pca.pkl, operon_predictor.pkl and glmkit.json default to glm.bin's folder
     (operon_predictor.pkl is optional there)."""
     from glmkit.glm_data import Normalization
 
-    glm_bin = Path(glm_bin)
-    folder = glm_bin.parent
-    norm, pca = Path(norm or folder / "norm.pkl"), Path(pca or folder / "pca.pkl")
-    if operon_predictor is None and (folder / "operon_predictor.pkl").exists():
-        operon_predictor = folder / "operon_predictor.pkl"
-    for path in (norm, pca):
+    glm_bin, norm, pca, operon_predictor, extra = release_paths(glm_bin, norm, pca, operon_predictor)
+    for role, path in (("norm", norm), ("pca", pca)):
         if not path.is_file():
-            raise GlmkitError(f"{path}: no such file (the release's {path.name}; name it with --{path.stem})")
-    extra = folder / "glmkit.json"
+            what = "is a folder, not a file" if path.is_dir() else "no such file"
+            raise GlmkitError(f"{path}: {what} (the release's {role}.pkl; name it with --{role})")
     glmkit = {}
-    if extra.is_file():
+    if extra is not None:
         try:
             glmkit = json.loads(extra.read_text())
         except ValueError:

@@ -782,7 +782,51 @@ def _dedup_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = [*_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
+def _output_over_input_cases() -> list[Case]:
+    """Every path a command reads is an input of its output claim — models, classifiers, id lists, annotations,
+    defaults found beside another file — so that no output, even with --force, overwrites one."""
+    def fitted(d, b):
+        sys.path.insert(0, str(HERE.parent))
+        from conftest import run
+
+        known = write(d / "known.tsv", "gene_a\tgene_b\tlabel\ncontig_1_1\tcontig_1_2\t1\ncontig_1_2\tcontig_1_3\t0\n"
+                      "contig_2_1\tcontig_2_2\t1\ncontig_2_2\tcontig_2_3\t0\n")
+        ctx, el = copy(b, "ctx_attention.zarr", d), copy(b, "el.zarr", d)
+        assert run("operons", "fit", ctx, "-e", el, "--known", known, "-o", d / "clf.safetensors", "-q").exit_code == 0
+        return ctx, el, known, d / "clf.safetensors"
+
+    def predict_over_classifier(d, b):
+        ctx, el, _, clf = fitted(d, b)
+        return ["operons", "predict", ctx, "-e", el, "-c", clf, "-o", clf, "--force"]
+
+    def fit_over_annotation(d, b):
+        ctx, el, known, _ = fitted(d, b)
+        gff = write(d / "genes.gff", "##gff-version 3\n")
+        return ["operons", "fit", ctx, "-e", el, "--known", known, "--annotation", gff, "-o", gff, "--force"]
+
+    def import_ids(d, b):
+        write(d / "e.npy", b"\x93NUMPY")
+        return ["embed", copy(b, "proteins.faa", d), "-o", d / "o.zarr", "--import-embeddings", d / "e.npy",
+                "--import-ids", write(d / "ids.txt", "a\n"), "--import-model", "esm2_t6_8M_UR50D",
+                "--map", d / "ids.txt", "--force"]
+
+    return [
+        Case("embed-map-over-the-model", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "o.zarr", "-m",
+                                                       copy(b, "esm.pt", d), "--map", d / "esm.pt", "--force"],
+             ("esm.pt", "is also an input")),
+        Case("embed-map-over-the-import-ids", import_ids, ("ids.txt", "is also an input")),
+        Case("jacobian-png-over-the-model", lambda d, b: ["jacobian", write(d / "pair.faa", ">a\nMKVLAAG\n"), "-m",
+                                                          copy(b, "esm.pt", d), "-o", d / "c.npy", "--png",
+                                                          d / "esm.pt", "--force"], ("esm.pt", "is also an input")),
+        Case("operons-predict-over-the-classifier", predict_over_classifier, ("clf.safetensors", "is also an input")),
+        Case("operons-fit-over-the-annotation", fit_over_annotation, ("genes.gff", "is also an input")),
+        Case("import-glm-over-the-default-norm", lambda d, b: ["import-glm", copy(b, "release", d) / "glm.bin", "-o",
+                                                               d / "release" / "norm.pkl", "--force"],
+             ("norm.pkl", "is also an input")),
+    ]
+
+
+CASES: list[Case] = [*_output_over_input_cases(), *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
                      *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
                      *_operon_cases(), *_paralog_cases(), *_dedup_cases()]
 
