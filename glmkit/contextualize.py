@@ -138,6 +138,7 @@ def _contextualize(job_class, element_paths, embedding_path, model_path, output,
                     path = work / f"group-{k:06d}.npz"
                     if _saved(path) is None:
                         result = job.group(corpus, group)
+                        _require_finite(result, output, group)
                         temp = path.with_suffix(".partial.npz")
                         np.savez(temp, **result)
                         os.replace(temp, path)  # a group file exists only once complete
@@ -340,6 +341,14 @@ class _Runner:
         if o.inputs:
             result.update(features=features_all.astype(np.float32))
         return result
+
+
+def _require_finite(result: dict, output, group) -> None:
+    """A group's embeddings and maps must be numbers: NaN out of a model is refused, never published."""
+    for name, values in result.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise GlmkitError(f"{output}: the model gave NaN or infinite {name.replace('_', ' ')}s (contigs "
+                              f"{group[0]} to {group[1] - 1}); its weights or inputs cannot give results")
 
 
 def _saved(path: Path) -> dict | None:

@@ -264,7 +264,13 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
                                                         model_attrs["layer"], loaded.device, loaded.dtype, bar)
                 for i, positions, store_rows in plan.copied(rows.start, rows.stop):
                     chunk[positions] = stores[i].read_rows(store_rows)
-                writer.write_chunk(k, chunk.astype(options.dtype))
+                stored = chunk.astype(options.dtype)
+                bad = np.flatnonzero(~np.isfinite(stored).all(1))
+                if len(bad):   # never stored as if they were results (fp16 overflows to inf too)
+                    raise GlmkitError(f"{output}: {len(bad)} embedding(s) of chunk {k} are NaN or infinite in "
+                                      f"{options.dtype}; the model's weights or --precision/--dtype cannot give "
+                                      f"them")
+                writer.write_chunk(k, stored)
     except BaseException as e:
         writer.discard_if_empty()  # a work folder is kept only if it holds finished chunks to resume from
         if isinstance(e, KeyboardInterrupt) and writer.work.exists():

@@ -421,6 +421,9 @@ def _write(output, tsv, png, force, contacts, query: Query, scorer, options, rec
     from glmkit.io.contacts import write_contacts
     from glmkit.io.tsv import write_tsv
 
+    if not np.isfinite(contacts).all():   # a model that gives NaN logits gives no map: refused, never published
+        raise GlmkitError(f"{output}: the model gave NaN or infinite logits, so the contact map has no values; its "
+                          f"weights or --precision cannot represent them")
     rows = top_contacts(contacts, query, options.top, options.min_separation)
     with atomic_outputs([output, tsv, png], force) as (tmp_map, tmp_tsv, tmp_png):
         write_contacts(tmp_map, contacts, query, {**asdict(options), "model": model_spec, "kind": scorer.kind},

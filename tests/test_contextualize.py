@@ -170,6 +170,25 @@ def test_refuses_embeddings_from_another_model(trained, tmp_path):
     assert not (tmp_path / "c.zarr").exists()
 
 
+def test_a_model_that_gives_nan_is_refused_and_nothing_published(trained, tmp_path, monkeypatch):
+    """Weights that pass the load check can still overflow (a 16-bit precision, extreme inputs): a group of
+    non-finite embeddings is refused, never published."""
+    import glmkit.contextualize as contextualize
+
+    real = contextualize.GLMJob.group
+
+    def overflowing(self, corpus, group):
+        result = real(self, corpus, group)
+        result["gene_embedding"][0, 0] = np.inf
+        return result
+
+    monkeypatch.setattr(contextualize.GLMJob, "group", overflowing)
+    d = trained
+    assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o",
+                              tmp_path / "c.zarr", "-q"), "c.zarr", "NaN or infinite gene embeddings")
+    assert not (tmp_path / "c.zarr").exists()
+
+
 def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
     import glmkit.contextualize as ctx
 

@@ -87,7 +87,18 @@ def load_checkpoint(folder: Path, architecture: str, training: bool = False, ext
         state = torch.load(folder / "training_state.pt", weights_only=True) if training else None
     except Exception as e:
         raise GlmkitError(f"{folder}: unreadable checkpoint file ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    for name, tensors in loaded.items():
+        require_finite(tensors, folder / f"{name}.safetensors")
     return meta, weights, loaded, state
+
+
+def require_finite(tensors, where: str | Path, shown=lambda name: name) -> None:
+    """Refuse weights holding NaN or infinity (one pass over each tensor, once, when loaded): a model with one
+    such value gives all-NaN outputs, which later commands would take for results."""
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise GlmkitError(f"{where}: tensor {shown(name)} holds NaN or infinite values (a damaged file, or a "
+                              f"training run that diverged)")
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path,
@@ -106,5 +117,6 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
     extra = sorted(set(weights) - set(expected))
     if extra:
         raise GlmkitError(f"{where}: unexpected tensor {extra[0]} (not a checkpoint of this model?)")
+    require_finite(weights, where, shown)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     return model

@@ -116,6 +116,9 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         raise GlmkitError(f"{path}: not a readable PyTorch state dict ({type(e).__name__})") from None
     if not isinstance(state, dict) or "dense.weight" not in state:
         raise GlmkitError(f"{path}: not a gLM state dict (no dense.weight: see docs/FORMATS.md)")
+    from glmkit.io.checkpoint import require_finite
+
+    require_finite(state, path)
     return state
 
 

@@ -147,6 +147,9 @@ class LoadedModel:
 def _assign(model: ESM2, state: dict[str, torch.Tensor], source: str) -> ESM2:
     if any(k.startswith("lm_head.") for k in state):
         model.lm_head = LMHead(model.cfg)
+    from glmkit.io.checkpoint import require_finite
+
+    require_finite(state, source)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
         raise GlmkitError(f"{source}: checkpoint lacks {len(missing)} ESM2 weights (e.g. {missing[0]}); not an ESM2?")

@@ -782,6 +782,39 @@ def _dedup_cases() -> list[Case]:
     ]
 
 
+def _with_nan(d: Path, b: Path, kind: str) -> Path:
+    """A copy of a model with one weight NaN, its files' checksums recorded again (a damaged training run, not a
+    damaged file): a glmkit checkpoint folder, the exported glm.bin, or a fair-esm .pt."""
+    import torch
+
+    sys.path.insert(0, str(HERE.parent.parent))
+    if kind == "checkpoint":
+        from safetensors.torch import load_file, save_file
+
+        from glmkit.io.files import file_sha256
+
+        folder = copy(b, "glm", d) / "checkpoint"
+        weights = load_file(str(folder / "model.safetensors"))
+        weights["blocks.0.attention.query.weight"][0, 0] = float("nan")
+        save_file(weights, str(folder / "model.safetensors"))
+        meta = json.loads((folder / "config.json").read_text())
+        meta["files"]["model.safetensors"] = file_sha256(folder / "model.safetensors")
+        (folder / "config.json").write_text(json.dumps(meta))
+        return folder.parent
+    if kind == "release":
+        rel = copy(b, "release", d)
+        state = torch.load(rel / "glm.bin", weights_only=True)
+        state["dense.weight"][0, 0] = float("inf")
+        torch.save(state, rel / "glm.bin")
+        return rel / "glm.bin"
+    path = copy(b, "esm.pt", d)
+    model = torch.load(path, weights_only=False)
+    name = next(k for k in model["model"] if k.endswith("fc1.weight"))
+    model["model"][name][0, 0] = float("nan")
+    torch.save(model, path)
+    return path
+
+
 def _output_over_input_cases() -> list[Case]:
     """Every path a command reads is an input of its output claim — models, classifiers, id lists, annotations,
     defaults found beside another file — so that no output, even with --force, overwrites one."""
@@ -811,6 +844,14 @@ def _output_over_input_cases() -> list[Case]:
                 "--map", d / "ids.txt", "--force"]
 
     return [
+        Case("contextualize-nan-weights", lambda d, b: ["contextualize", copy(b, "el.zarr", d), "-e",
+                                                        copy(b, "emb.zarr", d), "-m", _with_nan(d, b, "checkpoint"),
+                                                        "-o", d / "out.zarr"],
+             ("model.safetensors", "tensor blocks.0.attention.query.weight holds NaN or infinite values")),
+        Case("import-glm-inf-weights", lambda d, b: ["import-glm", _with_nan(d, b, "release"), "-o", d / "m"],
+             ("glm.bin", "tensor dense.weight holds NaN or infinite values")),
+        Case("embed-nan-weights", lambda d, b: ["embed", copy(b, "proteins.faa", d), "-o", d / "o.zarr", "-m",
+                                                _with_nan(d, b, "esm")], ("esm.pt", "holds NaN or infinite values")),
         Case("embed-map-over-the-model", lambda d, b: ["embed", copy(b, "el.zarr", d), "-o", d / "o.zarr", "-m",
                                                        copy(b, "esm.pt", d), "--map", d / "esm.pt", "--force"],
              ("esm.pt", "is also an input")),
