@@ -44,13 +44,17 @@ if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
 # schema name -> the version this glmkit writes (and the newest it reads)
 SCHEMAS = {
     "glmkit.elements": 2,
-    "glmkit.embeddings": 2,
+    "glmkit.embeddings": 3,
     "glmkit.context": 2,
     "glmkit.glm-corpus": 1,
     "glmkit.glm2-corpus": 1,
     "glmkit.contacts": 1,
     "glmkit.dedup-centroids": 1,
 }
+# the first version of each schema whose stores always carry the integrity manifest: from it on, a store without
+# one is damaged (its attribute removed: a missing chunk would read back as zeros); older ones are read unverified
+MANIFEST_SINCE = {"glmkit.elements": 2, "glmkit.embeddings": 3, "glmkit.context": 2, "glmkit.glm-corpus": 1,
+                  "glmkit.glm2-corpus": 1, "glmkit.contacts": 1, "glmkit.dedup-centroids": 1}
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
     "glmkit.elements": "an element store (from `glmkit call` or `glmkit filter`)",
@@ -278,6 +282,9 @@ def open_store(path: str | Path, schema: str, required: Sequence[str] = ()) -> z
     if not attrs.get("complete"):
         raise GlmkitError(f"{path}: unfinished store (the run that wrote it did not complete)")
     manifest = attrs.get("integrity", {}).get("arrays", {}) if isinstance(attrs.get("integrity"), dict) else {}
+    if not manifest and version >= MANIFEST_SINCE[schema]:
+        raise DamagedStoreError(f"{path}: no integrity manifest, which every {schema} store of version {version} "
+                                f"carries (the store is damaged); rebuild it")
     for name in sorted({*required, *manifest}):
         if not (p / name / "zarr.json").is_file():
             raise DamagedStoreError(f"{path}: array {name} is missing (the store is damaged)")

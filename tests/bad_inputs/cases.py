@@ -113,6 +113,13 @@ def edit_attributes(store: Path, **changes) -> Path:
     return store
 
 
+def drop_attribute(store: Path, name: str) -> Path:
+    meta = json.loads((store / "zarr.json").read_text())
+    del meta["attributes"][name]
+    (store / "zarr.json").write_text(json.dumps(meta))
+    return store
+
+
 DAMAGE = {  # name -> (function, what the error says)
     "deleted-chunk": (delete_chunk, "is missing"),
     "truncated-chunk": (truncate_chunk, "checksum mismatch"),
@@ -272,6 +279,9 @@ def _store_input_cases(command: str, build_args: Callable[[Path, Path, Path], li
     c.append(Case(f"{command}-elements-from-the-future",
                   lambda d, b: build_args(d, b, edit_attributes(copy(b, "el.zarr", d), schema_version=99)),
                   ("el.zarr", "version 99", "upgrade glmkit")))
+    c.append(Case(f"{command}-elements-without-manifest",
+                  lambda d, b: build_args(d, b, drop_attribute(copy(b, "el.zarr", d), "integrity")),
+                  ("el.zarr", "no integrity manifest", "damaged")))
     c.append(Case(f"{command}-elements-unfinished",
                   lambda d, b: build_args(d, b, edit_attributes(copy(b, "el.zarr", d), complete=False)),
                   ("el.zarr", "unfinished store")))
@@ -545,6 +555,8 @@ def _contextualize_cases() -> list[Case]:
     c += [
         Case("contextualize-model-not-a-checkpoint", lambda d, b: ctx(d, b, model=(d / "m").mkdir() or d / "m"),
              ("not a glmkit checkpoint",)),
+        Case("contextualize-embeddings-without-manifest", lambda d, b: ctx(d, b, emb=drop_attribute(
+            copy(b, "emb.zarr", d), "integrity")), ("emb.zarr", "no integrity manifest", "glmkit.embeddings")),
         Case("contextualize-embeddings-of-another-model", lambda d, b: ctx(d, b, emb=copy(b, "other_emb.zarr", d)),
              ("other_emb.zarr", "trained on")),
         Case("contextualize-layer-out-of-range", lambda d, b: ctx(d, b, extra=("--layer", "9")), ("--layer 9",)),
