@@ -123,8 +123,8 @@ def _contextualize(job_class, element_paths, embedding_path, model_path, output,
     job = job_class.load(model_path, embedding_path, options, device, amp)
     records = [store_record(p) for p in (*element_paths, *([embedding_path] if embedding_path else []))]
     # the plan: inputs, the model's files (their checksums), options
-    plan = hashlib.sha256(json.dumps([records, job.meta.get("files"), asdict(options), job.layer,
-                                      GROUP_WINDOWS]).encode()).hexdigest()
+    plan = hashlib.sha256(json.dumps([records, job.meta.get("files"), asdict(options), job.layer, GROUP_WINDOWS,
+                                      str(device), str(amp)]).encode()).hexdigest()   # "auto" resolved
     work, resumed = planned_work_folder(output, plan)
     if resumed:
         log.info(f"contextualize: resuming from {work} ({len(list(work.glob('group-*.npz')))} groups done)")

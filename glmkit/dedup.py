@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import os
-import shutil
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +40,7 @@ import numpy as np
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, AssignShareWriter, BucketReader,
                              Centroids, EmbeddingSource, read_centroids, share_range, shares_in_order, write_centroids,
-                             write_prune_manifest)
+                             check_crc, write_prune_manifest)
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
 from glmkit.memory import release_freed_memory
@@ -451,11 +451,15 @@ def merge(prune_folders: Sequence[str], table: Path, summary: Path, png: Path | 
         raise GlmkitError(f"the prune shares hold {items:,} items, the input {plan['n']:,}")
     pruned = np.sum([m["pruned"] for _, m in shares], axis=0)
     histogram = np.sum([m["histogram"] for _, m in shares], axis=0)
-    with open(table, "w") as out:
-        out.write("\t".join([*COLUMNS, *map(eps_column, eps)]) + "\n")
-        for folder, _ in shares:
-            with open(folder / "rows.tsv") as rows:
-                shutil.copyfileobj(rows, out, 1 << 20)
+    with open(table, "wb") as out:
+        out.write(("\t".join([*COLUMNS, *map(eps_column, eps)]) + "\n").encode())
+        for folder, manifest in shares:   # copied in pieces, checked against the share's crc32 at its end
+            crc = 0
+            with open(folder / "rows.tsv", "rb") as rows:
+                for block in iter(lambda: rows.read(1 << 20), b""):
+                    crc = zlib.crc32(block, crc)
+                    out.write(block)
+            check_crc(folder / "rows.tsv", crc, manifest)
     rows = [(e, items, items - int(p), int(p), round(int(p) / items, 6)) for e, p in zip(eps, pruned)]
     with open(summary, "w") as out:
         out.write("eps\titems\tkept\tpruned\tpruned_fraction\n")

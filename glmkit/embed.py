@@ -234,8 +234,11 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
     parameters = {k: v for k, v in asdict(options).items() if k != "model"}
     if mmseqs is not None:   # which MMseqs2 clustered the proteins (path, version)
         parameters["mmseqs"] = mmseqs.record()
+    computation = {k: v for k, v in asdict(options).items() if k not in ("model", "shard")}   # rows: planned
+    if loaded is not None:
+        computation.update(device=str(loaded.device), precision=str(loaded.dtype))
     writer = ResumableEmbeddingWriter(output, parameters, records, plan.rows(), model_attrs["embed_dim"],
-                                      options.dtype, model_attrs, options.chunk_rows)
+                                      options.dtype, model_attrs, options.chunk_rows, computation)
     threads = contextlib.nullcontext()
     if loaded is not None and loaded.device.type == "cpu":
         from glmkit.models.device import torch_threads

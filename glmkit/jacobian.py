@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.io.store import DamagedStoreError
 from glmkit.io.files import InputFile, atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import progress
 
@@ -48,6 +49,8 @@ STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both mod
 # a pass of a 240-residue ESM2 (6 layers, 320 wide) is too small to keep two threads busy (15 % faster, 37 against
 # 43 ms a sequence; bench/tricks.py jacobian-passes)
 PASSES_SIDE_BY_SIDE = True
+WORK_FORMAT = 2                                # work arrays with a crc32c per chunk (1: none, never resumed)
+REPORT_OPTIONS = ("top", "min_separation", "tsv", "png")   # read from the finished map only
 
 
 @dataclass
@@ -278,7 +281,10 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     passes = max(1, options.threads) if cpu and PASSES_SIDE_BY_SIDE else 1
     batch_size = options.batch_size or (64 if not cpu else 1 if passes > 1 else 3)
     L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
-    plan = hashlib.sha256(json.dumps([record, scorer.identity, options.fast, options.block, options.region,
+    # the plan: everything that changes a saved block (precision, batch size and threads change its last bits);
+    # only what is read from the finished map (its TSV and picture) is left out
+    computing = {k: v for k, v in asdict(options).items() if k not in REPORT_OPTIONS}
+    plan = hashlib.sha256(json.dumps([WORK_FORMAT, record, scorer.identity, computing, str(device), str(amp),
                                       query.tokens.tolist()]).encode()).hexdigest()
     work, resumed = planned_work_folder(output, plan)
     if resumed:
@@ -307,7 +313,11 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
             del tokens, wild
             scorer.model = None         # what follows needs no model: its weights and the batches' buffers go
             release_freed_memory()      # back to the OS before the norms and the picture, not on top of them
-            contacts = contacts_from_work(z, options.block, scorer.symmetrise_jacobian)
+            try:
+                contacts = contacts_from_work(verified_work_array(work), options.block, scorer.symmetrise_jacobian)
+            except DamagedStoreError as e:   # a saved block was changed: never used; the next run recomputes all
+                remove(work)
+                raise GlmkitError(f"{e}; the work folder was discarded: run the same command again") from None
         summary = _write(output, tsv, png, force, contacts, query, scorer, options, record, model_spec)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
@@ -322,6 +332,8 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
 
 
 def _open_work_array(work: Path, shape: tuple, block: int):
+    """The work array: uncompressed, each chunk ending in its crc32c and every chunk written, as stores are, so
+    that a damaged or missing block is found when read (verified_work_array), not taken for zeros."""
     import zarr
 
     path = work / "jacobian.zarr"
@@ -329,7 +341,18 @@ def _open_work_array(work: Path, shape: tuple, block: int):
         return zarr.open_array(str(path), mode="r+")
     L, A, _, B = shape
     return zarr.create_array(str(path), shape=shape, chunks=(block, A, block, B), dtype="float32",
-                             compressors=None, fill_value=0.0)
+                             compressors=(zarr.codecs.Crc32cCodec(),), fill_value=0.0,
+                             config={"write_empty_chunks": True})
+
+
+def verified_work_array(work: Path):
+    """The finished work array, read through the verifying store: a block changed or lost since it was saved is a
+    DamagedStoreError naming it."""
+    import zarr
+
+    from glmkit.io.store import verified_store
+
+    return zarr.open_array(store=verified_store(work / "jacobian.zarr", str(work)), mode="r")
 
 
 def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: int, batch_size: int, passes: int,

@@ -191,6 +191,59 @@ def test_shares_merge_to_the_single_run_byte_for_byte(planted, tmp_path):
         assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
 
 
+def _shares(planted, tmp_path):
+    common = ["--threads", "1", "--level", "gene"]
+    assert run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "-k", "8", *common).exit_code == 0
+    assert run("dedup", "assign", planted, "-c", tmp_path / "c.zarr", "-o", tmp_path / "a", *common).exit_code == 0
+    assert run("dedup", "prune", tmp_path / "a", "-c", tmp_path / "c.zarr", "-o", tmp_path / "p", "--eps",
+               "0.1").exit_code == 0
+    return tmp_path / "a", tmp_path / "p"
+
+
+def _flip_in_place(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01   # same size: only a checksum sees it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("what", ["assign-vector", "assign-id", "prune-keep-flag", "prune-manifest-counts"])
+def test_a_share_changed_in_place_is_refused_by_the_next_step(planted, tmp_path, what):
+    assigned, pruned = _shares(planted, tmp_path)
+    if what.startswith("assign"):
+        column = "vector" if what == "assign-vector" else "id"
+        _flip_in_place(max(assigned.glob(f"b*.{column}"), key=lambda f: f.stat().st_size), 40)
+        r = run("dedup", "prune", assigned, "-c", tmp_path / "c.zarr", "-o", tmp_path / "p2", "--eps", "0.1", "-q")
+        assert_one_line_error(r, f".{column}: its content changed since it was written", "rerun the step")
+        assert not (tmp_path / "p2").exists()
+        return
+    if what == "prune-keep-flag":
+        rows = pruned / "rows.tsv"
+        text = rows.read_text()
+        at = text.index("\t1\n") + 1 if "\t1\n" in text else text.index("\t0\n") + 1
+        rows.write_text(text[:at] + ("0" if text[at] == "1" else "1") + text[at + 1:])
+        fragment = "rows.tsv: its content changed"
+    else:
+        manifest = json.loads((pruned / "manifest.json").read_text())
+        manifest["pruned"][0] += 1
+        (pruned / "manifest.json").write_text(json.dumps(manifest))
+        fragment = "manifest.json: its content changed"
+    assert_one_line_error(run("dedup", "merge", pruned, "-o", tmp_path / "m", "-q"), fragment)
+    assert not (tmp_path / "m").exists()
+
+
+def test_ids_with_unicode_line_separators_stay_on_their_rows(tmp_path):
+    """A bucket's id file holds one id a line; str.splitlines also splits at U+2028, U+0085 ..., which shifted
+    every later id against its vector."""
+    from glmkit.io.dedup import AssignShareWriter, BucketReader, read_manifest
+
+    ids = np.array(["a\u2028b", "c\x85d", "e\x1cf", "plain"], dtype=object)
+    writer = AssignShareWriter(tmp_path / "a", 1, 2, np.float32)
+    writer.add(np.arange(4), np.zeros(4, np.int64), np.ones((4, 2), np.float32), ids)
+    writer.close({"shard": [1, 1], "plan": {}})
+    reader = BucketReader([(tmp_path / "a", read_manifest(tmp_path / "a", "glmkit.dedup-assign"))], 0)
+    assert reader.ids().tolist() == ids.tolist() and reader.column("row").tolist() == [0, 1, 2, 3]
+
+
 def test_thread_count_and_block_size_do_not_change_the_result(planted, tmp_path):
     one = (tmp_path / "one").joinpath
     semantic(planted, tmp_path / "one")

@@ -141,6 +141,23 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, esm_checkpoint
     assert stats["embedded"] == 23
 
 
+@pytest.mark.parametrize("change", [{"precision": "bf16"}, {"max_tokens": 256}])
+def test_resume_with_settings_that_change_the_values_starts_over(tmp_path, esm_checkpoint, monkeypatch, change):
+    """Chunks embedded at fp32 are not mixed with chunks at bf16 (or batched otherwise) in one store."""
+    path = esm_checkpoint[0]
+    faa = write_faa(tmp_path / "p.faa", proteins(23, seed=5))
+    options = dict(model=str(path), chunk_rows=5, threads=1)
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_embed([str(faa)], str(tmp_path / "e.zarr"), options=EmbedOptions(**options))
+    monkeypatch.undo()
+    stats = run_embed([str(faa)], str(tmp_path / "e.zarr"), options=EmbedOptions(**options, **change))
+    assert stats["embedded"] == 23   # every chunk again
+    run_embed([str(faa)], str(tmp_path / "straight.zarr"), options=EmbedOptions(**options, **change))
+    np.testing.assert_array_equal(EmbeddingStore(tmp_path / "e.zarr").embedding[:],
+                                  EmbeddingStore(tmp_path / "straight.zarr").embedding[:])
+
+
 def test_shards_merge_to_one_run_without_the_model(tmp_path, esm_checkpoint):
     path = esm_checkpoint[0]
     seqs = proteins(30, seed=6)

@@ -171,6 +171,59 @@ def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "again.npy"))
 
 
+def _killed_after_two_blocks(jac, d, out, options, monkeypatch):
+    real, calls = jac._block, []
+
+    def die_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(jac, "_block", die_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(out), options)
+    monkeypatch.setattr(jac, "_block", real)
+
+
+@pytest.mark.parametrize("change", [{"precision": "bf16"}, {"batch_size": 2}, {"fast": True}])
+def test_resume_with_an_option_that_changes_the_blocks_starts_over(esm, tmp_path, monkeypatch, change):
+    """Blocks computed at fp32 are never mixed with blocks at bf16 (or another batch size, or --fast)."""
+    import glmkit.jacobian as jac
+
+    d = esm[0]
+    base = dict(block=4, threads=1)
+    _killed_after_two_blocks(jac, d, tmp_path / "m.npy", jac.JacobianOptions(**base), monkeypatch)
+    computed = []
+    real = jac._block
+    monkeypatch.setattr(jac, "_block", lambda *a, **k: computed.append(1) or real(*a, **k))
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "m.npy"),
+                     jac.JacobianOptions(**base, **change))
+    assert len(computed) == 7   # every block again: none of the fp32 run's was kept
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "fresh.npy"),
+                     jac.JacobianOptions(**base, **change))
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), np.load(tmp_path / "fresh.npy"))
+
+
+def test_a_saved_block_changed_in_place_is_never_used(esm, tmp_path, monkeypatch):
+    """A zeroed work chunk (same size) used to be reused as a finished block: now its checksum refuses it."""
+    import glmkit.jacobian as jac
+    from glmkit.errors import GlmkitError
+
+    d = esm[0]
+    options = jac.JacobianOptions(block=4, threads=1)
+    _killed_after_two_blocks(jac, d, tmp_path / "m.npy", options, monkeypatch)
+    chunk = next(p for p in sorted((tmp_path / ".m.npy.work" / "jacobian.zarr" / "c").rglob("*")) if p.is_file())
+    chunk.write_bytes(bytes(chunk.stat().st_size))
+    with pytest.raises(GlmkitError, match=r"chunk .* is damaged \(checksum mismatch\); the work folder was "
+                                          r"discarded: run the same command again"):
+        jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "m.npy"), options)
+    assert not (tmp_path / "m.npy").exists() and not (tmp_path / ".m.npy.work").exists()
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "m.npy"), options)
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "whole.npy"), options)
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), np.load(tmp_path / "whole.npy"))
+
+
 def test_hugging_face_esm_with_and_without_a_head(tmp_path):
     """EsmForMaskedLM saved by transformers' own save_pretrained: logits equal transformers' forward; an EsmModel
     folder (no LM head) is refused in one line."""

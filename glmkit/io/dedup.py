@@ -8,17 +8,24 @@
   of items, buckets, the input's checksum).
 - An assignment share (``assign --shard K/N``): a folder of raw little-endian
   column files per bucket of clusters, appended chunk by chunk, and a
-  manifest.json written last that records every file's size. Bucket b holds
-  the items of clusters c with c % buckets == b, in input order.
+  manifest.json written last that records every file's size and crc32.
+  Bucket b holds the items of clusters c with c % buckets == b, in input order.
 - A prune share: a folder with rows.tsv (the final table's rows for its
-  buckets, no header) and counts.json (items, pruned per threshold, a
-  histogram of 1 - max similarity); the merge step concatenates shares in
-  order.
+  buckets, no header) and a manifest.json with its size and crc32, the items,
+  pruned per threshold and a histogram of 1 - max similarity; the merge step
+  concatenates shares in order.
+
+Shares pass between processes (and jobs of a cluster), so everything in them
+is checked when read: a manifest carries a sha256 of its own content, and
+every file its size and crc32 (format version 2; version 1 shares, sizes
+only, are still read).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,7 +39,7 @@ from glmkit.io.store import create_store, finish_store, new_array, open_store, s
 CENTROIDS_SCHEMA = "glmkit.dedup-centroids"
 ASSIGN_FORMAT = "glmkit.dedup-assign"
 PRUNE_FORMAT = "glmkit.dedup-prune"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ASSIGN_COLUMNS = {"row": "<i8", "cluster": "<i4"}   # + "vector" (input dtype, d per row) and "id" (text lines)
 # 1 - max similarity is counted in these bins (log-spaced, with one bin below 1e-6): the remaining-fraction curve
 HISTOGRAM_EDGES = np.concatenate([[0.0], np.logspace(-6, 0, 121), [np.inf]])
@@ -136,6 +143,7 @@ class AssignShareWriter:
         self.folder, self.buckets, self.dim, self.dtype = folder, buckets, dim, np.dtype(dtype)
         folder.mkdir(parents=True, exist_ok=True)
         self.counts = np.zeros(buckets, dtype=np.int64)
+        self._crc: dict[str, int] = {}   # each file's crc32 so far: the manifest records it, readers check it
         self._pending: list[tuple] = []
         self._pending_bytes, self._buffer_bytes = 0, buffer_bytes
 
@@ -157,22 +165,59 @@ class AssignShareWriter:
             take = order[bounds[b]:bounds[b + 1]]
             if not len(take):
                 continue
-            with open(bucket_file(self.folder, b, "row"), "ab") as fh:
-                fh.write(rows[take].astype("<i8").tobytes())
-            with open(bucket_file(self.folder, b, "cluster"), "ab") as fh:
-                fh.write(clusters[take].astype("<i4").tobytes())
-            with open(bucket_file(self.folder, b, "vector"), "ab") as fh:
-                fh.write(vectors[take].astype(self.dtype.newbyteorder("<")).tobytes())
-            with open(bucket_file(self.folder, b, "id"), "ab") as fh:
-                fh.write(("\n".join(ids[take]) + "\n").encode())
+            self._append(b, "row", rows[take].astype("<i8").tobytes())
+            self._append(b, "cluster", clusters[take].astype("<i4").tobytes())
+            self._append(b, "vector", vectors[take].astype(self.dtype.newbyteorder("<")).tobytes())
+            self._append(b, "id", ("\n".join(ids[take]) + "\n").encode())
             self.counts[b] += len(take)
+
+    def _append(self, bucket: int, column: str, data: bytes) -> None:
+        path = bucket_file(self.folder, bucket, column)
+        with open(path, "ab") as fh:
+            fh.write(data)
+        self._crc[path.name] = zlib.crc32(data, self._crc.get(path.name, 0))
 
     def close(self, manifest: dict) -> None:
         self.flush()
         sizes = {f.name: f.stat().st_size for f in sorted(self.folder.glob("b*.*"))}
-        manifest = {"format": ASSIGN_FORMAT, "version": FORMAT_VERSION, "dim": self.dim, "dtype": self.dtype.str,
-                    "buckets": self.buckets, "counts": self.counts.tolist(), "files": sizes, **manifest}
-        (self.folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_manifest(self.folder, {"format": ASSIGN_FORMAT, "dim": self.dim, "dtype": self.dtype.str,
+                                     "buckets": self.buckets, "counts": self.counts.tolist(), "files": sizes,
+                                     "crc32": {name: self._crc[name] for name in sizes}, **manifest})
+
+
+def _manifest_checksum(manifest: dict) -> str:
+    return hashlib.sha256(json.dumps({k: v for k, v in manifest.items() if k != "sha256"},
+                                     sort_keys=True).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """manifest.json, written last, with the sha256 of its own content."""
+    manifest = {**manifest, "version": FORMAT_VERSION}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "sha256": _manifest_checksum(manifest)}, indent=1))
+
+
+def read_verified(folder: Path, name: str, manifest: dict) -> bytes:
+    """A share's file, whole, after checking it against the crc32 its manifest recorded."""
+    data = (folder / name).read_bytes()
+    check_crc(folder / name, zlib.crc32(data), manifest)
+    return data
+
+
+def verify_file(folder: Path, name: str, manifest: dict) -> None:
+    """read_verified for a file too large to hold: read in pieces, only to check it."""
+    crc = 0
+    with open(folder / name, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            crc = zlib.crc32(block, crc)
+    check_crc(folder / name, crc, manifest)
+
+
+def check_crc(path: Path, crc: int, manifest: dict) -> None:
+    """Refuse a share's file whose crc32 is not the one its manifest recorded."""
+    recorded = manifest.get("crc32", {}).get(path.name)
+    if recorded is not None and crc != recorded:
+        raise GlmkitError(f"{path}: its content changed since it was written (crc32 differs from the manifest's): "
+                          f"the share is damaged; rerun the step that wrote it")
 
 
 def read_manifest(folder: str | Path, fmt: str) -> dict:
@@ -188,6 +233,9 @@ def read_manifest(folder: str | Path, fmt: str) -> dict:
         raise GlmkitError(f"{folder}: a {manifest.get('format', 'different')} folder, expected {fmt}")
     if manifest.get("version", 0) > FORMAT_VERSION:
         raise GlmkitError(f"{folder}: written by a newer glmkit (version {manifest['version']}); upgrade glmkit")
+    if manifest.get("version", 0) >= 2 and manifest.get("sha256") != _manifest_checksum(manifest):
+        raise GlmkitError(f"{folder}/manifest.json: its content changed since it was written (sha256 differs): the "
+                          f"share is damaged; rerun the step that wrote it")
     for name, size in manifest.get("files", {}).items():
         path = folder / name
         actual = path.stat().st_size if path.exists() else None
@@ -202,6 +250,8 @@ class BucketReader:
 
     def __init__(self, shares: Sequence[tuple[Path, dict]], bucket: int):
         self.parts = [(folder, int(m["counts"][bucket])) for folder, m in shares if m["counts"][bucket]]
+        self.manifests = {folder: m for folder, m in shares}
+        self._verified: set[Path] = set()   # vector files checked in full before being mapped
         first = shares[0][1]
         self.dim, self.dtype = int(first["dim"]), np.dtype(first["dtype"])
         self.bucket = bucket
@@ -215,19 +265,22 @@ class BucketReader:
         request. Gathering each cluster's rows from the mapped file touched its pages once per cluster."""
         if not self.parts or self.size * self.dim * self.dtype.itemsize > most_bytes:
             return False
-        self._vectors = np.concatenate([np.fromfile(bucket_file(f, self.bucket, "vector"), dtype=self.dtype)
-                                        .reshape(n, self.dim) for f, n in self.parts])
+        self._vectors = np.concatenate([np.frombuffer(self._read(f, "vector"), dtype=self.dtype).reshape(n, self.dim)
+                                        for f, n in self.parts])
         return True
+
+    def _read(self, folder: Path, column: str) -> bytes:
+        return read_verified(folder, bucket_file(folder, self.bucket, column).name, self.manifests[folder])
 
     def column(self, name: str) -> np.ndarray:
         dtype = ASSIGN_COLUMNS[name]
-        parts = [np.fromfile(bucket_file(f, self.bucket, name), dtype=dtype) for f, _ in self.parts]
+        parts = [np.frombuffer(self._read(f, name), dtype=dtype) for f, _ in self.parts]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
     def ids(self) -> np.ndarray:
         parts = []
-        for f, _ in self.parts:
-            parts.extend(bucket_file(f, self.bucket, "id").read_bytes().decode().splitlines())
+        for f, _ in self.parts:   # one id a line: split at "\n" only (str.splitlines also splits at U+2028 ...)
+            parts.extend(self._read(f, "id").decode().split("\n")[:-1])
         return np.asarray(parts, dtype=object)
 
     def vectors(self, index: np.ndarray) -> np.ndarray:
@@ -240,6 +293,9 @@ class BucketReader:
             at = np.flatnonzero(part == p)
             # mapped for this read only: pages of a mapping count in the process's RSS while it lasts
             folder, n = self.parts[p]
+            if folder not in self._verified:
+                verify_file(folder, bucket_file(folder, self.bucket, "vector").name, self.manifests[folder])
+                self._verified.add(folder)
             vectors = np.memmap(bucket_file(folder, self.bucket, "vector"), dtype=self.dtype, mode="r",
                                 shape=(n, self.dim))
             out[at] = vectors[index[at] - self._starts[p]]
@@ -250,9 +306,12 @@ class BucketReader:
 # -- prune shares ------------------------------------------------------------------------------------------------
 
 def write_prune_manifest(folder: Path, manifest: dict) -> None:
-    sizes = {name: (folder / name).stat().st_size for name in ("rows.tsv",)}
-    (folder / "manifest.json").write_text(json.dumps({"format": PRUNE_FORMAT, "version": FORMAT_VERSION,
-                                                      "files": sizes, **manifest}, indent=1))
+    crc, size = 0, 0
+    with open(folder / "rows.tsv", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            crc, size = zlib.crc32(block, crc), size + len(block)
+    write_manifest(folder, {"format": PRUNE_FORMAT, "files": {"rows.tsv": size}, "crc32": {"rows.tsv": crc},
+                            **manifest})
 
 
 def shares_in_order(folders: Sequence[str], fmt: str, what: str) -> list[tuple[Path, dict]]:

@@ -232,12 +232,15 @@ class ResumableEmbeddingWriter:
     """Writes a planned store chunk by chunk; restarting with the same plan resumes it."""
 
     def __init__(self, final: str | Path, parameters: dict, inputs: Sequence, rows: PlannedRows,
-                 dim: int, dtype: str, model: dict, chunk_rows: int):
+                 dim: int, dtype: str, model: dict, chunk_rows: int, computation: dict | None = None):
+        """``computation``: whatever else changes the rows' values (precision, device, batching), so that a run
+        resumed with other settings starts over instead of mixing both."""
         self.final = Path(final)
         self.work = work_folder(self.final)
         self.chunk_rows = chunk_rows
         self.n = rows.n
-        plan = hashlib.sha256((rows.fingerprint() + json.dumps([dim, dtype, model, chunk_rows])).encode())
+        plan = hashlib.sha256((rows.fingerprint() + json.dumps([dim, dtype, model, chunk_rows, computation or {}],
+                                                               sort_keys=True, default=str)).encode())
         plan = plan.hexdigest()
         self.group = self._resume(plan)
         if self.group is None:

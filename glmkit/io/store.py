@@ -252,13 +252,20 @@ def _verified_store_class():
 _VERIFIED = None
 
 
+def verified_store(root: str | Path, display: str):
+    """A read-only zarr store over ``root`` whose reads fail, naming the chunk, on a missing or damaged chunk."""
+    global _VERIFIED
+    if _VERIFIED is None:
+        _VERIFIED = _verified_store_class()
+    return _VERIFIED(Path(root), display)
+
+
 def open_store(path: str | Path, schema: str, required: Sequence[str] = ()) -> zarr.Group:
     """Open a finished store of ``schema`` or fail with a one-line error naming the file.
 
     Reads go through a verifying store: a missing or damaged chunk is an error naming it. ``required``:
     arrays the reader needs; with the manifest, every array it lists must be there too.
     """
-    global _VERIFIED
     p = Path(path)
     expected = SCHEMA_TITLES.get(schema, schema)
     if not p.exists():
@@ -288,9 +295,7 @@ def open_store(path: str | Path, schema: str, required: Sequence[str] = ()) -> z
     for name in sorted({*required, *manifest}):
         if not (p / name / "zarr.json").is_file():
             raise DamagedStoreError(f"{path}: array {name} is missing (the store is damaged)")
-    if _VERIFIED is None:
-        _VERIFIED = _verified_store_class()
-    store = _VERIFIED(p, str(path)) if manifest else None
+    store = verified_store(p, str(path)) if manifest else None
     try:
         return _zarr().open_group(store if store is not None else str(p), mode="r", zarr_format=3)
     except Exception as e:  # zarr raises several types for a corrupt group
