@@ -37,7 +37,7 @@ import numpy as np
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.checkpoint import checkpoint_folder
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
-from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, store_record
+from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, require_distinct, store_record
 from glmkit.log import plural, progress
 from glmkit.stop import with_hint
 
@@ -104,6 +104,7 @@ def run_contextualize(element_paths, embedding_path, model_path, output, options
         raise GlmkitUsageError(f"--attention-queries {options.attention_queries}: expected plain or masked")
     if options.attention_queries != "plain" and not options.attention:
         raise GlmkitUsageError("--attention-queries masked: add --attention (it says how the maps are computed)")
+    require_distinct(element_paths)
     job_class = GLM2Job if architecture_of(model_path) == "gLM2" else GLMJob
     job_class.check(options, embedding_path)
     inputs = [*element_paths, *([embedding_path] if embedding_path else []), checkpoint_folder(model_path)]

@@ -276,7 +276,9 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int,
 
 def _load(context_path: str, element_paths: Sequence[str], kind: str):
     from glmkit.io.context import ContextStore
+    from glmkit.io.store import require_distinct
 
+    require_distinct(element_paths)
     context = ContextStore(context_path)
     if kind != "distance-strand":
         context.require_attention()

@@ -211,6 +211,9 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
         raise GlmkitUsageError("--embeddings is for the gLM: gLM2 (--arch glm2) reads the element stores' "
                                "sequences")
     _model_config(options)  # shapes the model cannot have are usage errors, before any work
+    from glmkit.io.store import require_distinct
+
+    require_distinct(element_paths)
     rank, world, device_spec = distributed(options.device)
     # one run per output folder: rank 0 holds its lock (existing folders are judged below: --resume/--force)
     claim = claim_outputs([output], force=True, inputs=_inputs(element_paths, embedding_path)) if rank == 0 \

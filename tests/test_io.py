@@ -45,6 +45,15 @@ def _naive_fasta(data: bytes):
     return records
 
 
+def test_a_header_name_ends_at_any_ascii_white_space_and_only_there():
+    """As Prodigal and NCBI read it: a tab ends the name too (it used to stay in the contig name and break every
+    TSV after); characters such as U+2028 are part of the name."""
+    text = ">c1\tlen=5 circular\nACGT\n>c2 x\nAC\n>c\u20283\vy\nAC\n>c4\r\nAC\r\n".encode()
+    records = list(fasta.parse_fasta(io.BytesIO(text), "f"))
+    assert [(r.name, r.description) for r in records] == [("c1", "len=5 circular"), ("c2", "x"), ("c\u20283", "y"),
+                                                          ("c4", "")]
+
+
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 22])
 def test_fasta_block_parser_matches_line_by_line(monkeypatch, block):
     """Random FASTA-like text (CRLF, blank lines, empty headers, data before the first header), parsed with

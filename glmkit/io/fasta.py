@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator, TextIO
 
@@ -101,8 +103,12 @@ def parse_fasta(stream: BinaryIO, where: str) -> Iterator[FastaRecord]:
                 header = text[pos + 1:end].decode("utf-8", "replace").strip()
                 if not header:
                     raise GlmkitError(f"{where}: line {line_no}: empty FASTA header")
-                name, _, description = header.partition(" ")
-                description, chunks = description.strip(), []
+                if "\r" in header:   # lines end in CR alone: the whole file reads as one header line
+                    raise GlmkitError(f"{where}: lines end in a carriage return alone (classic Mac line ends); "
+                                      f"convert them first, e.g. tr '\\r' '\\n' < FILE > FILE.fixed")
+                # the name ends at the first white space of any kind, as Prodigal and NCBI read it (a tab too)
+                name, description = _split_header(header)
+                chunks = []
                 pos, line_no = end + 1, line_no + 1
                 continue
             end = text.find(b"\n>", pos)
@@ -119,6 +125,16 @@ def parse_fasta(stream: BinaryIO, where: str) -> Iterator[FastaRecord]:
             pos, line_no = end, line_no + stretch.count(b"\n")
     if name is not None:
         yield FastaRecord(name, description, b"".join(chunks).upper())
+
+
+_ASCII_SPACE = re.compile(r"[ \t\v\f]+")
+
+
+def _split_header(header: str) -> tuple[str, str]:
+    """(name, description): the name is the header up to its first ASCII white space (space, tab, ...), as
+    Prodigal and NCBI's tools take it; other characters (U+2028, ...) belong to the name."""
+    parts = _ASCII_SPACE.split(header, maxsplit=1)
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
 
 
 def read_fasta(source: InputFile, alphabet: str | None = None, allow_empty: bool = False) -> Iterator[FastaRecord]:

@@ -189,6 +189,20 @@ def store_record(path: str | Path) -> dict:
     return {"path": str(root.resolve()), "sha256": digest.hexdigest()}
 
 
+def require_distinct(paths: Sequence[str], what: str = "element store") -> None:
+    """Refuse the same input named twice (the same path, a link to it, or a copy with the same checksum): every
+    gene would come twice, under the same id."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        if path == "-" or not Path(path).exists():
+            continue
+        for key in {str(Path(path).resolve()), store_record(path)["sha256"] if Path(path).is_dir() else ""} - {""}:
+            if key in seen:
+                raise GlmkitError(f"{path}: the same {what} as {seen[key]}, given twice: each gene would come "
+                                  f"twice under one id; name each input once")
+            seen[key] = path
+
+
 def store_schema(path: str | Path) -> str | None:
     """The schema name of the glmkit store at ``path``, or None if it is not one (cheap: reads zarr.json only)."""
     try:

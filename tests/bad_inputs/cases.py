@@ -237,6 +237,8 @@ def _call_cases() -> list[Case]:
         extra=("--max-overlap", "100", "--min-gene", "90"))
     add("negative-threads", fasta(">a\nACGT\n"), "--threads", "-1", status=2, extra=("--threads", "-1"))
     add("stdin-twice", lambda d, b: ["-", "-"], "stdin", "only once")
+    add("cr-only-line-ends", fasta(">a\rACGTACGT\r>b\rACGT\r"), "in.fna", "carriage return alone")
+    add("names-equal-up-to-a-tab", fasta(">a\tfirst\nACGT\n>a second\nACGT\n"), "in.fna", "duplicate contig name 'a'")
 
     def same(d, b):
         write(d / "in.fna", ">a\nACGT\n")
@@ -555,6 +557,11 @@ def _contextualize_cases() -> list[Case]:
     c += [
         Case("contextualize-model-not-a-checkpoint", lambda d, b: ctx(d, b, model=(d / "m").mkdir() or d / "m"),
              ("not a glmkit checkpoint",)),
+        Case("contextualize-same-store-twice", lambda d, b: ["contextualize", copy(b, "el.zarr", d),
+                                                             copy(b, "el.zarr", d, "again.zarr"), "-e",
+                                                             copy(b, "emb.zarr", d), "-m", copy(b, "glm", d), "-o",
+                                                             d / "out.zarr"],
+             ("again.zarr", "the same element store as", "given twice")),
         Case("contextualize-embeddings-without-manifest", lambda d, b: ctx(d, b, emb=drop_attribute(
             copy(b, "emb.zarr", d), "integrity")), ("emb.zarr", "no integrity manifest", "glmkit.embeddings")),
         Case("contextualize-embeddings-of-another-model", lambda d, b: ctx(d, b, emb=copy(b, "other_emb.zarr", d)),
