@@ -33,9 +33,15 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
     inputs = [str(p) for p in release_paths(glm_bin, norm, pca, operon_predictor) if p]   # defaults found too
     with claim_outputs([output], force, inputs):
         release = read_release(glm_bin, norm, pca, operon_predictor)
-        cfg = reference_config(release.state)
+        cfg = reference_config(release.state, glm_bin)
         if release.glmkit.get("config"):  # exported by glmkit: dropout and eps are not in a state dict
-            cfg = GLMConfig.from_dict(release.glmkit["config"], Path(glm_bin).parent / "glmkit.json")
+            where = Path(glm_bin).parent / "glmkit.json"
+            stated = GLMConfig.from_dict(release.glmkit["config"], where)
+            for key, value in cfg.to_dict().items():   # the weights' shapes decide; checked before building
+                if key not in ("layer_norm_eps", "dropout") and getattr(stated, key) != value:
+                    raise GlmkitError(f"{where}: {key} {getattr(stated, key)}, but {glm_bin}'s tensors make it "
+                                      f"{value}: a glmkit.json of another model")
+            cfg = stated
         k = release.norm.label_components.shape[1]
         if cfg.label_dim != k + 1:
             raise GlmkitError(f"{pca or 'pca.pkl'}: {k} components, but {glm_bin} predicts labels of "

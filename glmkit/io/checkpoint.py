@@ -22,6 +22,7 @@ import torch
 from glmkit import __version__
 from glmkit.errors import GlmkitError
 from glmkit.io.files import file_sha256, follow_umask, publish, remove
+from glmkit.io.safetensors_file import save_safetensors
 from glmkit.provenance import command_line
 
 SCHEMA, VERSION = "glmkit.glm-checkpoint", 1
@@ -31,15 +32,13 @@ def save_checkpoint(folder: Path, architecture: str, config: dict, state: dict[s
                     extras: dict[str, dict[str, torch.Tensor]], info: dict, training_state: dict | None = None) -> None:
     """Write ``folder`` whole (under a temporary name, then renamed): the weights, each of ``extras`` as
     NAME.safetensors (the gLM: normalization), the training state, and config.json with every file's sha256."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     temp = folder.with_name(f".{folder.name}.partial")
     remove(temp)
     temp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(temp / "model.safetensors"))
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp / "model.safetensors")
     for name, tensors in extras.items():
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(temp / f"{name}.safetensors"))
+        save_safetensors({k: v.contiguous().cpu() for k, v in tensors.items()}, temp / f"{name}.safetensors")
     if training_state is not None:
         torch.save(training_state, temp / "training_state.pt")
     files = {f.name: file_sha256(f) for f in sorted(temp.iterdir())}
@@ -101,12 +100,28 @@ def require_finite(tensors, where: str | Path, shown=lambda name: name) -> None:
                               f"training run that diverged)")
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path,
+def load_weights(model, weights: dict[str, torch.Tensor], where: str | Path,
                  shown=lambda name: name, configuration: str = "the configuration") -> torch.nn.Module:
     """``model.load_state_dict(weights)``, or one line naming the first tensor that is missing, extra or of
     another shape than the model's configuration makes it. ``shown`` gives a tensor's name as the file has it
-    (published checkpoints name them otherwise than glmkit's models)."""
+    (published checkpoints name them otherwise than glmkit's models).
+
+    ``model`` may be a function that builds it: the model is then first built on the meta device (no memory)
+    and compared with the weights, and only built for real when they fit, so that a configuration claiming a
+    model of 12 GB is refused by its first wrong shape, not by the machine running out of memory."""
+    if not isinstance(model, torch.nn.Module):
+        build = model
+        with torch.device("meta"):
+            _check_shapes(build().state_dict(), weights, where, shown, configuration)
+        model = build()
     expected = model.state_dict()
+    _check_shapes(expected, weights, where, shown, configuration)
+    require_finite(weights, where, shown)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    return model
+
+
+def _check_shapes(expected: dict, weights: dict, where, shown, configuration: str) -> None:
     for name, tensor in expected.items():
         if name not in weights:
             raise GlmkitError(f"{where}: no tensor {shown(name)} (not a checkpoint of this model, or an incomplete "
@@ -117,6 +132,3 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
     extra = sorted(set(weights) - set(expected))
     if extra:
         raise GlmkitError(f"{where}: unexpected tensor {extra[0]} (not a checkpoint of this model?)")
-    require_finite(weights, where, shown)
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
-    return model

@@ -70,7 +70,7 @@ class InputFile:
         if p.is_dir():
             raise GlmkitError(f"{self.path}: is a directory, expected a file")
         if not p.exists():
-            raise GlmkitError(f"{self.path}: no such file")
+            raise GlmkitError(f"{self.path}: " + (_broken_link(p) if p.is_symlink() else "no such file"))
         if not os.access(p, os.R_OK):
             raise GlmkitError(f"{self.path}: permission denied")
 
@@ -99,9 +99,20 @@ class InputFile:
         return {"path": self.path if self.path == STDIO else os.path.abspath(self.path), "sha256": self.sha256}
 
 
+def _broken_link(path: Path) -> str:
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:   # Python 3.11-3.12 (3.13: OSError ELOOP)
+        return "a symbolic link loop"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    return f"a symbolic link to {os.readlink(path)}, which does not exist"
+
+
 def _overlaps(a: Path, b: Path) -> bool:
     """The same file or folder, or one inside the other (symlinks resolved)."""
-    a, b = a.resolve(), b.resolve()
+    a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))   # realpath: a link loop is no error here
     return a == b or a in b.parents or b in a.parents
 
 
@@ -112,7 +123,8 @@ def check_output_paths(paths: Sequence[str | None], force: bool, inputs: Sequenc
     for p in named:
         for i in inputs:
             if i != STDIO and _overlaps(Path(p), Path(i)):
-                what = "is also an input" if Path(p).resolve() == Path(i).resolve() else f"overlaps the input {i}"
+                same = os.path.realpath(p) == os.path.realpath(i)
+                what = "is also an input" if same else f"overlaps the input {i}"
                 raise GlmkitError(f"{p}: {what} of this run; write the output elsewhere")
     seen = set()
     for p in named:
@@ -241,7 +253,7 @@ def _lock(output: Path) -> Iterator[None]:
     go; a process that opened the old file in between sees another inode and retries.
     """
     path = lock_path(output)
-    key = str(path.resolve())
+    key = os.path.realpath(path)
     if _held.get(key):
         _held[key] += 1
         try:

@@ -141,6 +141,9 @@ def read_release(glm_bin: str | Path, norm: str | Path | None = None, pca: str |
     from glmkit.glm_data import Normalization
 
     glm_bin, norm, pca, operon_predictor, extra = release_paths(glm_bin, norm, pca, operon_predictor)
+    from glmkit.io.files import InputFile
+
+    InputFile(glm_bin).check()   # the weights first: a missing or looping glm.bin is named as such
     for role, path in (("norm", norm), ("pca", pca)):
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "no such file"
@@ -151,6 +154,8 @@ def read_release(glm_bin: str | Path, norm: str | Path | None = None, pca: str |
             glmkit = json.loads(extra.read_text())
         except ValueError:
             raise GlmkitError(f"{extra}: not JSON") from None
+        if not isinstance(glmkit, dict):
+            raise GlmkitError(f"{extra}: not a JSON object (export-glm writes one)")
     state = read_state(glm_bin)
     mean, std = read_norm(norm)
     input_dim = int(state["dense.weight"].shape[1])

@@ -30,14 +30,14 @@ KINDS = ("attention", "distance-strand", "combined")
 def write_classifier(path: str | Path, kind: str, coef: np.ndarray, intercept: np.ndarray, num_layers: int | None,
                      num_heads: int | None, extra: dict | None = None, attention_queries: str = "plain",
                      log_attention: bool = False) -> None:
-    from safetensors.numpy import save_file
+    from glmkit.io.safetensors_file import save_safetensors
 
     meta = {"schema": SCHEMA, "schema_version": str(VERSION), "features": kind,
             "num_layers": str(num_layers or 0), "num_heads": str(num_heads or 0),
             "attention_queries": attention_queries, "log_attention": str(int(log_attention)),
             "glmkit_version": __version__, "extra": json.dumps(extra or {})}
-    save_file({"coef": np.ascontiguousarray(coef, np.float64).reshape(1, -1),
-               "intercept": np.ascontiguousarray(intercept, np.float64).reshape(1)}, str(path), metadata=meta)
+    save_safetensors({"coef": np.ascontiguousarray(coef, np.float64).reshape(1, -1),
+                      "intercept": np.ascontiguousarray(intercept, np.float64).reshape(1)}, path, metadata=meta)
 
 
 def read_classifier(path: str | Path) -> dict:

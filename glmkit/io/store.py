@@ -177,7 +177,7 @@ def store_record(path: str | Path) -> dict:
     try:
         raw = meta.read_bytes()
         if json.loads(raw).get("attributes", {}).get("integrity"):
-            return {"path": str(root.resolve()), "sha256": hashlib.sha256(raw).hexdigest(), "of": "zarr.json"}
+            return {"path": os.path.realpath(root), "sha256": hashlib.sha256(raw).hexdigest(), "of": "zarr.json"}
     except (OSError, ValueError, AttributeError):
         pass
     digest = hashlib.sha256()
@@ -186,7 +186,7 @@ def store_record(path: str | Path) -> dict:
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-    return {"path": str(root.resolve()), "sha256": digest.hexdigest()}
+    return {"path": os.path.realpath(root), "sha256": digest.hexdigest()}
 
 
 def require_distinct(paths: Sequence[str], what: str = "element store") -> None:
@@ -196,7 +196,7 @@ def require_distinct(paths: Sequence[str], what: str = "element store") -> None:
     for path in paths:
         if path == "-" or not Path(path).exists():
             continue
-        for key in {str(Path(path).resolve()), store_record(path)["sha256"] if Path(path).is_dir() else ""} - {""}:
+        for key in {os.path.realpath(path), store_record(path)["sha256"] if Path(path).is_dir() else ""} - {""}:
             if key in seen:
                 raise GlmkitError(f"{path}: the same {what} as {seen[key]}, given twice: each gene would come "
                                   f"twice under one id; name each input once")

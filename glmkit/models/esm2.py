@@ -144,15 +144,29 @@ class LoadedModel:
     sha256: str    # checksum of the weights file (shards: sha256 of their checksums, in name order)
 
 
-def _assign(model: ESM2, state: dict[str, torch.Tensor], source: str) -> ESM2:
-    if any(k.startswith("lm_head.") for k in state):
-        model.lm_head = LMHead(model.cfg)
+def _assign(cfg: ESM2Config, state: dict[str, torch.Tensor], source: str) -> ESM2:
+    """The ESM2 of ``cfg`` with ``state``'s weights (others, e.g. a contact head, are not used). Shapes are
+    compared on the meta device first: a configuration claiming a huge model is refused, not allocated."""
     from glmkit.io.checkpoint import require_finite
 
-    require_finite(state, source)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    def build() -> ESM2:
+        model = ESM2(cfg)
+        if any(k.startswith("lm_head.") for k in state):
+            model.lm_head = LMHead(cfg)
+        return model
+
+    with torch.device("meta"):
+        expected = build().state_dict()
+    missing = [k for k in expected if k not in state]
     if missing:
         raise GlmkitError(f"{source}: checkpoint lacks {len(missing)} ESM2 weights (e.g. {missing[0]}); not an ESM2?")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise GlmkitError(f"{source}: tensor {name} has shape {tuple(state[name].shape)}; the checkpoint's "
+                              f"configuration makes it {tuple(tensor.shape)}")
+    require_finite({k: state[k] for k in expected}, source)
+    model = build()
+    model.load_state_dict(state, strict=False)
     return model.eval()
 
 
@@ -199,6 +213,14 @@ def remap_state(cfg: ESM2Config, theirs: dict[str, torch.Tensor], names: dict) -
     return state
 
 
+def _check_config(cfg: ESM2Config, where) -> None:
+    values = (cfg.num_layers, cfg.embed_dim, cfg.attention_heads)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values) or \
+            cfg.embed_dim % cfg.attention_heads:
+        raise GlmkitError(f"{where}: {cfg.num_layers} layers, dim {cfg.embed_dim}, {cfg.attention_heads} heads: not "
+                          f"an ESM2's shape (positive, dim a multiple of heads)")
+
+
 def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
     """A fair-esm checkpoint ``{"cfg": {"model": Namespace}, "model": state_dict}``, loaded with weights_only.
 
@@ -222,7 +244,10 @@ def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
         state = remap_state(cfg, data["model"], FAIR_ESM_NAMES)
     except (KeyError, AttributeError, TypeError) as e:
         raise GlmkitError(f"{path}: not an ESM2 checkpoint in fair-esm's layout (missing {e})") from e
-    model = _assign(ESM2(cfg), state, str(path))
+    except RuntimeError as e:   # q, k and v projections that cannot be joined
+        raise GlmkitError(f"{path}: tensors of impossible shapes ({str(e).splitlines()[0]})") from None
+    _check_config(cfg, path)
+    model = _assign(cfg, state, str(path))
     return LoadedModel(model, name or path.stem, str(path.resolve()), file_sha256(path))
 
 
@@ -239,9 +264,14 @@ def load_hf_folder(path: Path) -> LoadedModel:
     config = read_config(path, "ESM model")
     if config.get("model_type") != "esm" or config.get("position_embedding_type", "rotary") != "rotary":
         raise GlmkitError(f"{path}: config.json is not an ESM2 model (model_type={config.get('model_type')!r})")
-    cfg = ESM2Config(num_layers=config["num_hidden_layers"], embed_dim=config["hidden_size"],
-                     attention_heads=config["num_attention_heads"], token_dropout=config.get("token_dropout", False),
-                     layer_norm_eps=config.get("layer_norm_eps", 1e-12))
+    try:
+        cfg = ESM2Config(num_layers=config["num_hidden_layers"], embed_dim=config["hidden_size"],
+                         attention_heads=config["num_attention_heads"],
+                         token_dropout=config.get("token_dropout", False),
+                         layer_norm_eps=config.get("layer_norm_eps", 1e-12))
+    except KeyError as e:
+        raise GlmkitError(f"{path / 'config.json'}: no {e.args[0]}: not an ESM2 configuration") from None
+    _check_config(cfg, path / "config.json")
     if config.get("intermediate_size", 4 * cfg.embed_dim) != 4 * cfg.embed_dim or config.get("emb_layer_norm_before"):
         raise GlmkitError(f"{path}: unsupported ESM variant (intermediate_size or emb_layer_norm_before differ from ESM2)")
     from glmkit.models.hf_folder import read_weights
@@ -252,10 +282,12 @@ def load_hf_folder(path: Path) -> LoadedModel:
         state = remap_state(cfg, hf, HF_NAMES)
     except KeyError as e:
         raise GlmkitError(f"{path}: missing ESM2 weight {e.args[0]}") from None
+    except RuntimeError as e:   # q, k and v projections that cannot be joined
+        raise GlmkitError(f"{path}: tensors of impossible shapes ({str(e).splitlines()[0]})") from None
     from glmkit.models.hf_folder import weights_sha256
 
     digest = weights_sha256(files)
-    return LoadedModel(_assign(ESM2(cfg), state, str(path)), path.name, str(path.resolve()), digest)
+    return LoadedModel(_assign(cfg, state, str(path)), path.name, str(path.resolve()), digest)
 
 
 def load_hub(name: str) -> LoadedModel:

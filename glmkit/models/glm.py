@@ -53,10 +53,11 @@ class GLMConfig:
             extra = sorted(set(values) - set(known)) if isinstance(values, dict) else []
             raise GlmkitError(f"{where}: not a gLM configuration" + (f" (unknown key {extra[0]})" if extra else ""))
         for key, value in values.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or \
+                    (known[key] in (int, "int") and (not isinstance(value, int) or value == 0)):
                 raise GlmkitError(f"{where}: gLM configuration {key} = {value!r} is not a valid number")
         cfg = cls(**values)
-        if cfg.hidden_size % cfg.num_heads or cfg.num_heads == 0:
+        if cfg.num_heads == 0 or cfg.hidden_size % cfg.num_heads:
             raise GlmkitError(f"{where}: gLM configuration hidden_size {cfg.hidden_size} is not a multiple of "
                               f"num_heads {cfg.num_heads}")
         return cfg
@@ -281,8 +282,19 @@ def load_reference_state(model: GLM, reference: dict[str, torch.Tensor]) -> GLM:
     return model
 
 
-def reference_config(reference: dict[str, torch.Tensor]) -> GLMConfig:
-    """The shape of a glm.bin-style state dict."""
+def reference_config(reference: dict[str, torch.Tensor], where="glm.bin") -> GLMConfig:
+    """The shape of a glm.bin-style state dict; one line naming the first tensor it lacks."""
+    from glmkit.errors import GlmkitError
+
+    try:
+        return _reference_config(reference)
+    except KeyError as e:
+        raise GlmkitError(f"{where}: not the gLM layout (no tensor {e.args[0]})") from None
+    except (IndexError, ZeroDivisionError, AttributeError):
+        raise GlmkitError(f"{where}: not the gLM layout (tensors of impossible shapes)") from None
+
+
+def _reference_config(reference: dict[str, torch.Tensor]) -> GLMConfig:
     layers = {int(m.group(1)) for k in reference if (m := re.match(r"roberta\.roberta\.encoder\.layer\.(\d+)\.", k))}
     hidden = reference["dense.weight"].shape[0]
     head_dim = reference["roberta.roberta.encoder.layer.0.attention.self.distance_embedding.weight"].shape[1]

@@ -57,11 +57,12 @@ def load_glm2_folder(path: str | Path) -> tuple[GLM2, str]:
     if config.get("ffn_dim_multiplier") is not None:
         raise GlmkitError(f"{path / 'config.json'}: ffn_dim_multiplier {config['ffn_dim_multiplier']} is not supported "
                           f"(the published gLM2 models have none)")
-    if cfg.dim % cfg.heads:
-        raise GlmkitError(f"{path / 'config.json'}: dim {cfg.dim} is not a multiple of heads {cfg.heads}")
+    if min(cfg.dim, cfg.depth, cfg.heads, cfg.vocab_size, cfg.swiglu_multiple_of) <= 0 or cfg.dim % cfg.heads:
+        raise GlmkitError(f"{path / 'config.json'}: dim {cfg.dim}, depth {cfg.depth}, heads {cfg.heads}: not a "
+                          f"model's shape (positive, dim a multiple of heads)")
     files, published = read_weights(path)
-    model = load_weights(GLM2(cfg), {glmkit_name(k): v for k, v in published.items()}, path, published_name,
-                         "config.json")
+    model = load_weights(lambda: GLM2(cfg), {glmkit_name(k): v for k, v in published.items()}, path,
+                         published_name, "config.json")
     return model.eval(), weights_sha256(files)
 
 
@@ -81,7 +82,7 @@ def load_glm2(model_path: str | Path) -> LoadedGLM2:
     if _config(folder).get("schema") == SCHEMA:
         meta, weights, _, _ = load_checkpoint(folder, "gLM2", extras=())
         cfg = GLM2Config.from_dict(meta.get("config"), folder / "config.json")
-        model = load_weights(GLM2(cfg), weights, folder / "model.safetensors").eval()
+        model = load_weights(lambda: GLM2(cfg), weights, folder / "model.safetensors").eval()
         return LoadedGLM2(model, cfg, meta, folder)
     model, sha = load_glm2_folder(folder)
     return LoadedGLM2(model, model.cfg, {"architecture": "gLM2", "config": model.cfg.to_dict(),

@@ -28,6 +28,6 @@ def load_glm(model_path: str | Path) -> LoadedGLM:
     folder = checkpoint_folder(model_path)
     meta, weights, extras, _ = load_checkpoint(model_path, "gLM")
     cfg = GLMConfig.from_dict(meta.get("config"), folder / "config.json")
-    model = load_weights(GLM(cfg), weights, folder / "model.safetensors").eval()
+    model = load_weights(lambda: GLM(cfg), weights, folder / "model.safetensors").eval()
     norm = Normalization.from_checkpoint(meta, extras["normalization"], folder)
     return LoadedGLM(model, cfg, norm, meta, folder)

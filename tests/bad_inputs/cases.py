@@ -664,6 +664,18 @@ def _import_export_cases() -> list[Case]:
              ("glm.bin", "not a readable PyTorch state dict")),
         Case("import-glm-truncated-pickle", lambda d, b: imp(d, b, norm_pkl=lambda p: truncate_file(p)),
              ("norm.pkl", "not a readable pickle")),
+        Case("import-glm-without-encoder-layer", lambda d, b: imp(d, b, glm_bin=lambda p: _edit_state(
+            p, lambda st: {k: v for k, v in st.items() if "encoder.layer.0." not in k})),
+             ("glm.bin", "not the gLM layout", "no tensor roberta.roberta.encoder.layer.0.")),
+        Case("import-glm-glmkit-json-not-an-object", lambda d, b: imp(d, b, glmkit_json=lambda p: write(p, "[1, 2]")),
+             ("glmkit.json", "not a JSON object")),
+        Case("import-glm-zero-heads", lambda d, b: imp(d, b, glmkit_json=lambda p: _edit_json(
+            p, lambda j: j["config"].update(num_heads=0))), ("glmkit.json", "num_heads = 0")),
+        Case("import-glm-config-of-a-huge-model", lambda d, b: imp(d, b, glmkit_json=lambda p: _edit_json(
+            p, lambda j: j["config"].update(hidden_size=32768, num_layers=64))),
+             ("glmkit.json", "but", "tensors make it", "another model")),
+        Case("import-glm-link-loop", lambda d, b: ["import-glm", _loop(d), "-o", d / "m"],
+             ("loop1", "a symbolic link loop")),
         Case("export-glm-not-a-checkpoint", lambda d, b: ["export-glm", (d / "m").mkdir() or d / "m", "-o", d / "r"],
              ("not a glmkit checkpoint",)),
     ]
@@ -834,6 +846,69 @@ def _with_nan(d: Path, b: Path, kind: str) -> Path:
     return path
 
 
+def _edit_state(path: Path, change: Callable) -> Path:
+    import torch
+
+    torch.save(change(torch.load(path, weights_only=True)), path)
+    return path
+
+
+def _edit_json(path: Path, change: Callable) -> Path:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _loop(d: Path) -> Path:
+    (d / "loop1").symlink_to(d / "loop2")
+    (d / "loop2").symlink_to(d / "loop1")
+    return d / "loop1"
+
+
+def _esm_with_wrong_shape(d: Path, b: Path) -> Path:
+    import torch
+
+    path = copy(b, "esm.pt", d)
+    model = torch.load(path, weights_only=False)
+    name = next(k for k in model["model"] if k.endswith("fc1.weight"))
+    model["model"][name] = torch.zeros(model["model"][name].shape[0] + 1, model["model"][name].shape[1])
+    torch.save(model, path)
+    return path
+
+
+def _config_cases() -> list[Case]:
+    """Model configurations that cannot be built, or claim a model other than their weights: checked before
+    anything is allocated (a config claiming 12 GB is refused by its first wrong shape)."""
+    def glm2_claiming(d, b, **config):
+        folder = copy(b, "glm2", d) / "checkpoint"
+        return _edit_json(folder / "config.json", lambda j: j["config"].update(**config)).parent.parent
+
+    def glm_claiming(d, b, **config):
+        folder = copy(b, "glm", d) / "checkpoint"
+        return _edit_json(folder / "config.json", lambda j: j["config"].update(**config)).parent.parent
+
+    def ctx(d, b, model):
+        return ["contextualize", copy(b, "el.zarr", d), "-e", copy(b, "emb.zarr", d), "-m", model, "-o",
+                d / "out.zarr"]
+
+    return [
+        Case("embed-fair-esm-wrong-shape", lambda d, b: ["embed", copy(b, "proteins.faa", d), "-o", d / "o.zarr",
+                                                         "-m", _esm_with_wrong_shape(d, b)],
+             ("esm.pt", "fc1.weight has shape")),
+        Case("contextualize-glm-zero-heads", lambda d, b: ctx(d, b, glm_claiming(d, b, num_heads=0)),
+             ("config.json", "num_heads = 0")),
+        Case("contextualize-glm-config-of-a-huge-model", lambda d, b: ctx(d, b, glm_claiming(
+            d, b, hidden_size=32768, num_layers=64, num_heads=64)), ("model.safetensors", "has shape")),
+        Case("contextualize-glm2-zero-heads", lambda d, b: ["contextualize", copy(b, "el.zarr", d), "-m",
+                                                            glm2_claiming(d, b, heads=0), "-o", d / "out.zarr"],
+             ("config.json", "heads = 0")),
+        Case("contextualize-glm2-config-of-a-huge-model", lambda d, b: [
+            "contextualize", copy(b, "el.zarr", d), "-m", glm2_claiming(d, b, dim=32768, depth=64, heads=64), "-o",
+            d / "out.zarr"], ("model.safetensors", "has shape")),
+    ]
+
+
 def _output_over_input_cases() -> list[Case]:
     """Every path a command reads is an input of its output claim — models, classifiers, id lists, annotations,
     defaults found beside another file — so that no output, even with --force, overwrites one."""
@@ -886,7 +961,7 @@ def _output_over_input_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = [*_output_over_input_cases(), *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
+CASES: list[Case] = [*_config_cases(), *_output_over_input_cases(), *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
                      *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
                      *_operon_cases(), *_paralog_cases(), *_dedup_cases()]
 
