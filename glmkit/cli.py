@@ -34,7 +34,9 @@ def resolve_threads(requested: int) -> int:
     """0: this process's share of the CPUs it may use (under torchrun, shared among the node's processes); more
     than the CPUs is capped, with a note (oversubscription only slows)."""
     cpus = available_cpus()
-    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    from glmkit.parallel import launcher_int
+
+    local_processes = max(1, launcher_int("LOCAL_WORLD_SIZE", 1))
     if requested > cpus:
         import logging
 
@@ -80,6 +82,10 @@ class PipelineGroup(click.Group):
                     ctx.exit(status)
             elif isinstance(e, OSError) and e.strerror:
                 message, status = f"{e.filename or ''}: {e.strerror}".lstrip(": "), 1
+            elif _out_of_memory(e):   # the sizes asked for, not a bug: say which options set them
+                message, status = (f"out of memory: the sizes asked for need more memory than this machine can give "
+                                   f"({type(e).__name__}); lower {SIZE_OPTIONS.get(ctx.invoked_subcommand, '--batch-size')}"
+                                   f" and run it again"), 1
             else:
                 message, status = f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1
             click.echo(f"{_who(ctx)}: error: {message}", err=True)
@@ -87,8 +93,23 @@ class PipelineGroup(click.Group):
 
 
 def _who(ctx) -> str:
-    rank = os.environ.get("RANK", "0")
+    rank = (os.environ.get("RANK", "").strip() or "0")
     return f"glmkit {ctx.invoked_subcommand or ''}".rstrip() + (f" [rank {rank}]" if rank != "0" else "")
+
+
+# per command, the options whose values set how much memory a run takes
+SIZE_OPTIONS = {"pretrain": "--batch-size, --context or the model's size", "embed": "--max-tokens",
+                "contextualize": "--batch-size, --context or --window-genes", "jacobian": "--batch-size",
+                "dedup": "--block or --sample", "paralog-match": "--batch-size"}
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, torch's "can't allocate memory", numpy's "array is too
+    big"."""
+    text = str(e)
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and ("can't allocate memory" in text or
+                                                                          "out of memory" in text.lower())) or \
+        (isinstance(e, ValueError) and "array is too big" in text)
 
 
 def _leave_it_to_rank_0(wait: float = 5.0) -> bool:
@@ -97,7 +118,7 @@ def _leave_it_to_rank_0(wait: float = 5.0) -> bool:
     own, and it reports it (marked with its rank)."""
     import time
 
-    if os.environ.get("RANK", "0") == "0":
+    if (os.environ.get("RANK", "").strip() or "0") == "0":
         return False
     try:
         time.sleep(wait)
@@ -119,7 +140,7 @@ def command(name: str, example: str, group=None, **kwargs):
 
             click.get_current_context().meta["glmkit.debug"] = debug
             # under torchrun, rank 0 speaks for the job: the others print nothing but unexpected failures
-            log.setup(quiet=quiet or os.environ.get("RANK", "0") != "0", debug=debug)
+            log.setup(quiet=quiet or (os.environ.get("RANK", "").strip() or "0") != "0", debug=debug)
             if "threads" in params:
                 params["threads"] = resolve_threads(params["threads"])
             return func(*args, **params)

@@ -292,8 +292,9 @@ class _Runner:
                 windows.append((a + s, t - s, position[mine], a + mine))
         for k in range(0, len(windows), o.batch_size):
             batch = windows[k:k + o.batch_size]
-            features = np.zeros((len(batch), W, features_all.shape[1]), np.float32)
-            segments = np.zeros((len(batch), W), np.int64)
+            width = max(m for _, m, _, _ in batch)   # rows as long as the batch's longest window, not --window-genes
+            features = np.zeros((len(batch), width, features_all.shape[1]), np.float32)
+            segments = np.zeros((len(batch), width), np.int64)
             for r, (s, m, _, _) in enumerate(batch):
                 features[r, :m], segments[r, :m] = features_all[s:s + m], 1
             hidden, attn = self._run(self.model.encode, features, segments, need_weights=o.attention,

@@ -99,7 +99,8 @@ class GLM2Job:
         rows = pack_rows(lengths, self.o.context)
         for r in range(0, len(rows), self.o.batch_size):
             batch = rows[r:r + self.o.batch_size]
-            tokens, segments = pack_batch(reader, starts, lengths, batch, self.o.context)
+            width = max(int(lengths[row].sum()) for row in batch)   # the longest row, not --context (padding)
+            tokens, segments = pack_batch(reader, starts, lengths, batch, width)
             t = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
                                                         enabled=self.amp != torch.float32):

@@ -32,20 +32,27 @@ def pack_rows(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
     """Items (in the given order) packed into rows of ``capacity``: each goes to the open row it fills best
     (least room left), else starts a new row. O(n x capacity). Returns positions into ``lengths`` per row."""
     rows: list[list[int]] = []
-    open_by_room: list[list[int]] = [[] for _ in range(capacity + 1)]  # room -> rows with exactly that room
+    # room -> open rows with exactly that room; only rooms some row has (a capacity of 10^8 costs nothing)
+    open_by_room: dict[int, list[int]] = {}
     for i, n in enumerate(np.asarray(lengths).tolist()):
         if not 0 < n <= capacity:
             raise ValueError(f"item of length {n} does not fit rows of {capacity}")
-        room = next((r for r in range(n, capacity) if open_by_room[r]), None)
+        # the best fit, the least room left: scan the rooms from n up, or the open rows' rooms, whichever is fewer
+        if capacity - n <= len(open_by_room):
+            room = next((r for r in range(n, capacity) if r in open_by_room), None)
+        else:
+            room = min((r for r in open_by_room if r >= n), default=None)
         if room is None:
             rows.append([i])
             row, left = len(rows) - 1, capacity - n
         else:
             row = open_by_room[room].pop()
+            if not open_by_room[room]:
+                del open_by_room[room]
             rows[row].append(i)
             left = room - n
         if left:
-            open_by_room[left].append(row)
+            open_by_room.setdefault(left, []).append(row)
     return [np.array(r, dtype=np.int64) for r in rows]
 
 

@@ -342,6 +342,7 @@ def max_similarity_to_earlier(rows_of, m: int, block: int) -> tuple[np.ndarray, 
     """For items 0..m-1 (unit vectors; ``rows_of(lo, hi)`` gives items lo:hi): each item's largest cosine similarity
     to an item before it, floored at 0, and that item's position (-1 where the floor holds). The upper triangle of
     the similarity matrix, computed block by block."""
+    block = max(1, min(block, m))   # never larger than the cluster: a --block of 10^7 must not allocate 10^14
     best = np.zeros(m, dtype=np.float32)
     arg = np.full(m, -1, dtype=np.int64)
     for j0 in range(0, m, block):

@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +281,7 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     passes = max(1, options.threads) if cpu and PASSES_SIDE_BY_SIDE else 1
     batch_size = options.batch_size or (64 if not cpu else 1 if passes > 1 else 3)
     L, A, B = len(query.positions), len(scorer.substitutes), len(scorer.outputs)
+    options = replace(options, block=max(1, min(options.block, L)))   # a block never larger than the input
     # the plan: everything that changes a saved block (precision, batch size and threads change its last bits);
     # only what is read from the finished map (its TSV and picture) is left out
     computing = {k: v for k, v in asdict(options).items() if k not in REPORT_OPTIONS}

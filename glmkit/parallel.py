@@ -4,6 +4,21 @@ and faiss kernels) and are each too small to keep several cores busy on their ow
 from __future__ import annotations
 
 import contextlib
+import os
+
+
+def launcher_int(name: str, default: int) -> int:
+    """An integer that a launcher (torchrun, Slurm) sets in the environment: unset or empty is ``default``;
+    anything else but a non-negative integer is one line naming the variable."""
+    from glmkit.errors import GlmkitUsageError
+
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise GlmkitUsageError(f"{name}={os.environ[name]!r} in the environment is not a number of processes; "
+                               f"unset it, or run under torchrun, which sets it")
+    return int(value)
 
 
 @contextlib.contextmanager

@@ -82,12 +82,20 @@ RESUME_MUST_MATCH = ("batch_size", "accumulate", "seed")
 
 def distributed(device_spec: str) -> tuple[int, int, str]:
     """(rank, world size, device) of this process; under torchrun, joins the process group (once)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    from glmkit.parallel import launcher_int
+
+    world, rank = launcher_int("WORLD_SIZE", 1), launcher_int("RANK", 0)
     if world > 1:
         import torch.distributed as dist
 
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+        if missing and not dist.is_initialized():
+            raise GlmkitUsageError(f"WORLD_SIZE={world} in the environment but no {missing[0]}: several processes "
+                                   f"are started by torchrun (torchrun --nproc-per-node {world} "
+                                   f"$(which glmkit) pretrain ...); unset WORLD_SIZE for one process")
+        if rank >= world:
+            raise GlmkitUsageError(f"RANK={rank} in the environment is not below WORLD_SIZE={world}")
+        local = launcher_int("LOCAL_RANK", 0)
         if device_spec in ("auto", "cuda") and torch.cuda.is_available():
             torch.cuda.set_device(local)
             device_spec = f"cuda:{local}"

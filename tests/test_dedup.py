@@ -464,3 +464,11 @@ def test_an_mmseqs_failure_is_one_line_naming_its_log(planted_proteins, tmp_path
     assert "mmseqs easy-linclust failed (exit 3): Error: disk quota exceeded; its log: " in r.stderr
     log = Path(r.stderr.strip().rsplit("its log: ", 1)[1])
     assert log.exists() and "disk quota exceeded" in log.read_text() and not (tmp_path / "x").exists()
+
+
+def test_a_block_larger_than_any_cluster_is_the_cluster(planted, tmp_path):
+    """--block 10^7 used to allocate a 10^7 x 10^7 mask (91 TiB) whatever the cluster size: a block is never
+    larger than its cluster, so the result is that of a block holding every item."""
+    semantic(planted, tmp_path / "all", "--block", str(SPEC.n))
+    semantic(planted, tmp_path / "huge", "--block", "10000000")
+    assert (tmp_path / "huge" / "dedup.tsv").read_bytes() == (tmp_path / "all" / "dedup.tsv").read_bytes()

@@ -427,3 +427,26 @@ def test_embedding_store_index_reads_the_hash_column_chunk_by_chunk(tmp_path):
     assert store.fixed_hashes().tolist() == [h.encode() for h in hexes]
     assert store.fixed_hashes("S32").tolist() == [bytes.fromhex(h) for h in hexes]
     assert list(store.hashes) == hexes
+
+
+def test_user_tables_are_read_with_a_bom_crlf_and_latin_1(tmp_path, caplog):
+    """As spreadsheets and older tools write them: a UTF-8 byte-order mark, CRLF, a Latin-1 line (noted once)."""
+    import logging
+
+    from glmkit.io.tsv import read_tsv
+
+    path = tmp_path / "t.tsv"
+    path.write_bytes(b"\xef\xbb\xbfquery\tpartner\r\nalpha\tbeta\r\ncaf\xe9\tna\xefve\r\n")
+    caplog.set_level(logging.INFO, logger="glmkit")
+    rows = list(read_tsv(InputFile(path), ("query", "partner")))
+    assert rows == [{"query": "alpha", "partner": "beta"}, {"query": "caf\u00e9", "partner": "na\u00efve"}]
+    assert "t.tsv: line 3 is not UTF-8: read as Latin-1" in caplog.text
+
+
+def test_regulondb_with_its_column_header_line_uncommented(tmp_path):
+    from glmkit.io.operon_sets import read_known_operons
+
+    path = tmp_path / "OperonSet.txt"
+    path.write_text("# RegulonDB\n1)operonName\t2)firstGeneLeftPos\t3)lastGeneRightPos\t4)strand\t5)numberOfGenes\t"
+                    "6)operonGenes\t7)evidence\nthrLABC\t190\t5020\tforward\t4\tthrL,thrA,thrB,thrC\t[BPP]\tStrong\n")
+    assert read_known_operons(str(path)).operons == [["thrL", "thrA", "thrB", "thrC"]]

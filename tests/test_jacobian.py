@@ -205,6 +205,17 @@ def test_resume_with_an_option_that_changes_the_blocks_starts_over(esm, tmp_path
     np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), np.load(tmp_path / "fresh.npy"))
 
 
+def test_a_block_larger_than_the_input_is_the_input(esm, tmp_path):
+    """--block 10^8 used to ask zarr for an impossible chunk: a block is never longer than the input."""
+    import glmkit.jacobian as jac
+
+    d = esm[0]
+    for name, block in (("default", 16), ("huge", 100_000_000)):
+        jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / f"{name}.npy"),
+                         jac.JacobianOptions(block=block, threads=1))
+    np.testing.assert_array_equal(np.load(tmp_path / "default.npy"), np.load(tmp_path / "huge.npy"))
+
+
 def test_a_saved_block_changed_in_place_is_never_used(esm, tmp_path, monkeypatch):
     """A zeroed work chunk (same size) used to be reused as a finished block: now its checksum refuses it."""
     import glmkit.jacobian as jac

@@ -354,9 +354,10 @@ def read_dropped(path: str, column: str | None = None) -> tuple[set[str], int, s
     from glmkit.io.files import InputFile
     from glmkit.io.tsv import read_tsv
 
+    from glmkit.io.tsv import text_lines
+
     source = InputFile(path)
-    with source.open() as stream:
-        header = stream.readline().decode("utf-8", "replace").rstrip("\r\n").split("\t")
+    header = next((line for _, line in text_lines(source) if line and not line.startswith("#")), "").split("\t")
     keep_columns = [c for c in header if c.startswith("keep")]
     if "id" not in header:
         raise GlmkitError(f"{source.display}: no 'id' column (expected the dedup.tsv of `glmkit dedup semantic`)")

@@ -103,7 +103,10 @@ class ImportedEmbeddings:
             raise GlmkitError(f"{self.path}: not a readable .npy matrix ({str(e).splitlines()[0]})") from None
         if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
             raise GlmkitError(f"{self.path}: shape {matrix.shape} of {matrix.dtype}; a 2-D numeric matrix expected")
-        lines = [line.split("\t")[0].strip() for line in Path(ids_path).read_text().splitlines() if line.strip()]
+        from glmkit.io.files import InputFile
+        from glmkit.io.tsv import text_lines
+
+        lines = [line.split("\t")[0].strip() for _, line in text_lines(InputFile(ids_path)) if line.strip()]
         if lines and lines[0] == "id":
             lines = lines[1:]
         if len(lines) != matrix.shape[0]:

@@ -30,10 +30,10 @@ class KnownOperons:
 
 
 def read_known_operons(path: str) -> KnownOperons:
+    from glmkit.io.tsv import text_lines
+
     source = InputFile(path)
-    with source.open() as stream:
-        lines = [raw.decode("utf-8", "replace").rstrip("\r\n") for raw in stream]
-    body = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    body = [(n, line) for n, line in text_lines(source) if line.strip() and not line.startswith("#")]
     if not body:
         raise GlmkitError(f"{source.display}: no operons in it")
     first = body[0][1].split("\t")
@@ -49,6 +49,9 @@ def read_known_operons(path: str) -> KnownOperons:
             pairs.append((f[col["gene_a"]], f[col["gene_b"]], int(f[col["label"]])))
         return KnownOperons(source.display, pairs=pairs)
     operons = []
+    first_fields = body[0][1].split("\t")
+    if len(first_fields) > 3 and first_fields[3] not in ("forward", "reverse") and not first_fields[1].strip().isdigit():
+        body = body[1:]   # RegulonDB's column-header line, left uncommented in some releases
     for n, line in body:
         f = line.split("\t")
         if len(f) < 6 or f[3] not in ("forward", "reverse"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable, Iterator, Sequence, TextIO
 
 from glmkit.errors import GlmkitError
 from glmkit.io.files import InputFile
+
+log = logging.getLogger("glmkit")
 
 
 def format_value(value) -> str:
@@ -40,21 +43,38 @@ def write_tsv(handle: TextIO, columns: Sequence[str], rows: Iterable[Sequence], 
     return n
 
 
-def read_tsv(source: InputFile, required: Sequence[str] = ()) -> Iterator[dict[str, str]]:
-    """Rows as dicts keyed by the header; lines starting with '#' are comments."""
+def text_lines(source: InputFile) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a user's text table, read tolerantly: a UTF-8 byte-order mark dropped, CRLF or LF
+    line ends, and a line that is not UTF-8 read as Latin-1 (every byte is a Latin-1 character) with one note
+    naming the file, as spreadsheets and older tools write them."""
+    noted = False
     with source.open() as stream:
-        header = None
         for line_no, raw in enumerate(stream, 1):
-            line = raw.decode("utf-8").rstrip("\r\n")
-            if not line or line.startswith("#"):
-                continue
-            fields = line.split("\t")
-            if header is None:
-                header = fields
-                missing = [c for c in required if c not in header]
-                if missing:
-                    raise GlmkitError(f"{source.display}: missing column(s) {', '.join(missing)}")
-                continue
-            if len(fields) != len(header):
-                raise GlmkitError(f"{source.display}: line {line_no}: {len(fields)} fields, header has {len(header)}")
-            yield dict(zip(header, fields))
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("latin-1")
+                if not noted:
+                    log.info(f"{source.display}: line {line_no} is not UTF-8: read as Latin-1")
+                    noted = True
+            yield line_no, line.rstrip("\r\n")
+
+
+def read_tsv(source: InputFile, required: Sequence[str] = ()) -> Iterator[dict[str, str]]:
+    """Rows as dicts keyed by the header; lines starting with '#' are comments (read as text_lines reads)."""
+    header = None
+    for line_no, line in text_lines(source):
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if header is None:
+            header = fields
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise GlmkitError(f"{source.display}: missing column(s) {', '.join(missing)}")
+            continue
+        if len(fields) != len(header):
+            raise GlmkitError(f"{source.display}: line {line_no}: {len(fields)} fields, header has {len(header)}")
+        yield dict(zip(header, fields))

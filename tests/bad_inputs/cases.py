@@ -420,6 +420,14 @@ def _pretrain_cases() -> list[Case]:
                       lambda d, b, function=function: pretrain(d, b, emb=function(copy(b, "emb.zarr", d),
                                                                                   "embedding")),
                       ("emb.zarr", "embedding", says)))
+    c += [
+        Case("pretrain-world-size-without-torchrun", lambda d, b: pretrain(d, b), ("WORLD_SIZE=2", "torchrun"),
+             status=2, env={"WORLD_SIZE": "2", "MASTER_ADDR": "", "MASTER_PORT": ""}),
+        Case("pretrain-world-size-not-a-number", lambda d, b: pretrain(d, b), ("WORLD_SIZE='two'", "not a number"),
+             status=2, env={"WORLD_SIZE": "two"}),
+        Case("pretrain-rank-beyond-the-world", lambda d, b: pretrain(d, b), ("RANK=3", "WORLD_SIZE=2"), status=2,
+             env={"WORLD_SIZE": "2", "RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}),
+    ]
     nan = lambda v: (v.__setitem__((slice(None, None, 2), 5), float("nan")), v)[1]  # noqa: E731
     inf = lambda v: (v.__setitem__((4, 0), float("inf")), v)[1]  # noqa: E731
     c += [
