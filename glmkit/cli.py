@@ -83,9 +83,9 @@ class PipelineGroup(click.Group):
             elif isinstance(e, OSError) and e.strerror:
                 message, status = f"{e.filename or ''}: {e.strerror}".lstrip(": "), 1
             elif _out_of_memory(e):   # the sizes asked for, not a bug: say which options set them
+                sizes = SIZE_OPTIONS.get(ctx.invoked_subcommand, "--batch-size")
                 message, status = (f"out of memory: the sizes asked for need more memory than this machine can give "
-                                   f"({type(e).__name__}); lower {SIZE_OPTIONS.get(ctx.invoked_subcommand, '--batch-size')}"
-                                   f" and run it again"), 1
+                                   f"({type(e).__name__}); lower {sizes} and run it again"), 1
             else:
                 message, status = f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1
             click.echo(f"{_who(ctx)}: error: {message}", err=True)

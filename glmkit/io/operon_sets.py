@@ -50,7 +50,8 @@ def read_known_operons(path: str) -> KnownOperons:
         return KnownOperons(source.display, pairs=pairs)
     operons = []
     first_fields = body[0][1].split("\t")
-    if len(first_fields) > 3 and first_fields[3] not in ("forward", "reverse") and not first_fields[1].strip().isdigit():
+    if len(first_fields) > 3 and first_fields[3] not in ("forward", "reverse") and \
+            not first_fields[1].strip().isdigit():
         body = body[1:]   # RegulonDB's column-header line, left uncommented in some releases
     for n, line in body:
         f = line.split("\t")

@@ -969,7 +969,8 @@ def _output_over_input_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = [*_config_cases(), *_output_over_input_cases(), *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
+CASES: list[Case] = [*_config_cases(), *_output_over_input_cases(),
+                     *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
                      *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
                      *_operon_cases(), *_paralog_cases(), *_dedup_cases()]
 
