@@ -335,7 +335,7 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Override the preset (paper, small: 0.1).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Optimiser steps to train for (the schedule decays to 0 here).")
-@click.option("--max-minutes", type=click.FloatRange(min=0), help="Stop (and checkpoint) after this long.")
+@click.option("--max-minutes", type=click.FloatRange(min=0), help="Stop (and checkpoint) after this long; at least one step is taken.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Rows of packed sub-contigs per step, over all processes.")
 @click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True,

@@ -62,6 +62,11 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
         info = {"embedding_model": esm, "normalization": {"arithmetic": release.norm.arithmetic},
                 "imported_from": release.files, "step": release.glmkit.get("step")}
         if release.classifier is not None:
+            features, heads = int(release.classifier["coef"].shape[1]), cfg.num_layers * cfg.num_heads
+            if features != heads:   # refused now, not when operons predict first reads it
+                raise GlmkitError(f"{operon_predictor or 'operon_predictor.pkl'}: a classifier of {features} "
+                                  f"attention features; this model has {cfg.num_layers} layers x {cfg.num_heads} "
+                                  f"heads = {heads}")
             extras["operon_classifier"] = {k: torch.from_numpy(v) for k, v in release.classifier.items()}
             info["operon_classifier"] = {"features": "attention, layer * heads + head",
                                          "n_features": int(release.classifier["coef"].shape[1])}

@@ -219,6 +219,8 @@ def read_elements(input_path: str, region: str | None) -> tuple[list[tuple[str, 
     source.check()
     elements = []
     for record in read_fasta(source, None):
+        if record.sequence.endswith(b"*"):   # a stop codon, as `glmkit call --proteins` and Prodigal write them
+            record = replace(record, sequence=record.sequence[:-1])
         letters = set(record.sequence)
         is_dna = letters <= set(b"ACGTUN") and len(record.sequence) >= 10
         if not is_dna and not letters <= set(b"ACDEFGHIKLMNPQRSTVWYXBUZOJ*"):
@@ -233,9 +235,11 @@ def read_elements(input_path: str, region: str | None) -> tuple[list[tuple[str, 
 def _region(store_path: str, region: str) -> list[tuple[str, bytes, int, bool]]:
     from glmkit.io.elements import CDS, ElementStore
 
-    name, _, span = region.partition(":")
     store = ElementStore(store_path)
     names = store.group["contigs/name"][:]
+    # a filtered store's names hold ':' themselves (contig:start-end): the whole text names a contig first
+    name, span = (region, "") if (names == region).any() else \
+        (region.rpartition(":")[0], region.rpartition(":")[2]) if ":" in region else (region, "")
     hit = np.flatnonzero(names == name)
     if not len(hit):
         raise GlmkitError(f"{store_path}: no contig '{name}' (--region)")

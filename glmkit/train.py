@@ -260,7 +260,7 @@ class Trainer:
         loss_count = torch.zeros((), dtype=torch.float64, device=self.device)
         units, window_start, waited_before = 0, time.perf_counter(), 0.0
         last_good, state_after, fraction = self.step, self.stream_state, 0.0
-        validated_at = logged_at = self.step
+        validated_at = logged_at = first_step = self.step
 
         def log_window() -> None:  # one log row for the steps since the last (a collective: every process calls it)
             nonlocal units, window_start, waited_before, logged_at
@@ -279,6 +279,7 @@ class Trainer:
                 while self.step < o.max_steps:
                     if self.step % sync_every == 0:
                         signalled, time_up, not_finite = self._flags(bad, started)
+                        time_up = time_up and self.step > first_step   # one step at least: a checkpoint to keep
                         if not_finite:
                             raise GlmkitError(f"loss became NaN or infinite before step {self.step}; the last good "
                                               f"checkpoint (step {last_good}) is in {self.out / 'checkpoint'}; "

@@ -450,3 +450,22 @@ def test_regulondb_with_its_column_header_line_uncommented(tmp_path):
     path.write_text("# RegulonDB\n1)operonName\t2)firstGeneLeftPos\t3)lastGeneRightPos\t4)strand\t5)numberOfGenes\t"
                     "6)operonGenes\t7)evidence\nthrLABC\t190\t5020\tforward\t4\tthrL,thrA,thrB,thrC\t[BPP]\tStrong\n")
     assert read_known_operons(str(path)).operons == [["thrL", "thrA", "thrB", "thrC"]]
+
+
+def test_a_failed_run_removes_its_empty_work_folder_and_names_a_kept_one(tmp_path):
+    from glmkit.io.files import claim_outputs, planned_work_folder
+
+    out = tmp_path / "x.zarr"
+    with pytest.raises(GlmkitError) as caught:
+        with claim_outputs([str(out)]):
+            planned_work_folder(out, "plan")   # bad input found before any work was done
+            raise GlmkitError("in.fna: bad record")
+    assert str(caught.value) == "in.fna: bad record" and not (tmp_path / ".x.zarr.work").exists()
+    with pytest.raises(GlmkitError) as caught:
+        with claim_outputs([str(out)]):
+            work, _ = planned_work_folder(out, "plan")
+            (work / "group-000000.npz").write_bytes(b"done")
+            raise GlmkitError("in.fna: bad record later on")
+    assert str(caught.value) == (f"in.fna: bad record later on; its finished work is kept in {tmp_path / '.x.zarr.work'}"
+                                 f": the same command resumes from it (pretrain: with --resume)")
+    assert (tmp_path / ".x.zarr.work" / "group-000000.npz").exists()

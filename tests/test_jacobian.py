@@ -146,6 +146,31 @@ def test_element_store_regions(glm2, tmp_path):
     assert g["elements/name"][:].tolist() == ["c1_igs1", "c1_2"]
 
 
+def test_a_region_names_a_sub_contig_of_a_filtered_store(glm2, tmp_path):
+    """filter names its pieces CONTIG:START-END, so a region's own ':' cannot be the only separator."""
+    store = build_store(tmp_path / "el.zarr", [("c1:11-500", 490, [cds(aa=b"MKVL"), igs(nt=b"ACGTA"),
+                                                                   cds(aa=b"MWW", strand=-1)])])
+    for region, names in (("c1:11-500:2-3", ["c1:11-500_igs1", "c1:11-500_2"]),
+                          ("c1:11-500", ["c1:11-500_1", "c1:11-500_igs1", "c1:11-500_2"])):
+        out = tmp_path / f"{len(names)}.zarr"
+        result = run("jacobian", store, "--region", region, "-m", glm2 / "m", "-o", out, "-q", "--threads", "1")
+        assert result.exit_code == 0, result.stderr
+        import zarr
+
+        assert zarr.open_group(str(out))["elements/name"][:].tolist() == names
+
+
+def test_proteins_with_their_stop_codon_as_glmkit_call_writes_them(esm, tmp_path):
+    d = esm[0]
+    (tmp_path / "stops.faa").write_text((d / "pair.faa").read_text().replace("EQ\n", "EQ*\n").replace("YC\n", "YC*\n"))
+    for name in ("pair", "stops"):
+        source = d / "pair.faa" if name == "pair" else tmp_path / "stops.faa"
+        r = run("jacobian", source, "-m", d / "esm.pt", "-o", tmp_path / f"{name}.npy", "--fast", "-q", "-t", 1)
+        assert r.exit_code == 0, r.stderr
+    assert "*" in (tmp_path / "stops.faa").read_text()
+    np.testing.assert_array_equal(np.load(tmp_path / "pair.npy"), np.load(tmp_path / "stops.npy"))
+
+
 def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
     import glmkit.jacobian as jac
 

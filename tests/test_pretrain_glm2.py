@@ -118,3 +118,12 @@ def test_max_minutes_ends_with_a_validated_logged_checkpoint(tmp_path, elements)
     assert len(rows) == 2 and int(rows[1][0]) == step and rows[1][4] != ""
     meta = json.loads((tmp_path / "m" / "checkpoint" / "config.json").read_text())
     assert meta["step"] == step
+
+
+def test_max_minutes_zero_still_leaves_the_checkpoint_it_promises(tmp_path, elements):
+    result = run_pretrain([str(elements)], None, str(tmp_path / "m"),
+                          options(max_steps=10_000, max_minutes=0, val_every=10_000, log_every=10_000,
+                                  checkpoint_every=10_000))
+    assert result["step"] == 1
+    meta = json.loads((tmp_path / "m" / "checkpoint" / "config.json").read_text())
+    assert meta["step"] == 1 and (tmp_path / "m" / "log.tsv").read_text().count("\n") == 2

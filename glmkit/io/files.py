@@ -336,11 +336,34 @@ def claim_outputs(paths: Sequence[str | None], force: bool = False, inputs: Sequ
                 remove(leftover)
         try:
             yield
+        except GlmkitError as e:
+            note = _work_left(named)
+            if note and "is kept in" not in str(e) and not any(str(work_folder(o)) in str(e) for o in named):
+                raise type(e)(f"{e}; {note}") from e   # (a message naming a file in it says enough)
+            raise
         except OSError as e:
             output = _output_written(e, named)
             if output is None:
                 raise
-            raise GlmkitError(f"{output}: could not write it ({e.strerror or e}); nothing was replaced") from e
+            note = _work_left(named)
+            raise GlmkitError(f"{output}: could not write it ({e.strerror or e}); nothing was replaced"
+                              + (f"; {note}" if note else "")) from e
+
+
+def _work_left(outputs: Sequence[Path]) -> str:
+    """After a failed run: its work folders that hold nothing yet go; those holding finished work stay, and the
+    error says where (a folder left without a word looks like litter, and is deleted with the work in it)."""
+    kept = []
+    for output in outputs:
+        work = work_folder(output)
+        if not work.is_dir() or work.is_symlink():
+            continue
+        if any(p.is_file() and p.name != "plan.txt" for p in work.rglob("*")):
+            kept.append(str(work))
+        elif (work / "plan.txt").is_file() or not any(work.iterdir()):
+            remove(work)
+    return (f"its finished work is kept in {', '.join(kept)}: the same command resumes from it (pretrain: with "
+            f"--resume)") if kept else ""
 
 
 def file_sha256(path: str | Path) -> str:

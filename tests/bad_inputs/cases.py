@@ -642,6 +642,16 @@ class _RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+def _classifier_beside(glm_bin: Path, features: int) -> Path:
+    """The release's operon_predictor.pkl, a scikit-learn logistic regression of ``features`` attention features."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    model = LogisticRegression().fit(rng.random((20, features)), np.arange(20) % 2)
+    return _pickled(glm_bin.parent / "operon_predictor.pkl", model)
+
+
 def _pickled(path: Path, obj) -> Path:
     import pickle
 
@@ -682,6 +692,8 @@ def _import_export_cases() -> list[Case]:
         Case("import-glm-config-of-a-huge-model", lambda d, b: imp(d, b, glmkit_json=lambda p: _edit_json(
             p, lambda j: j["config"].update(hidden_size=32768, num_layers=64))),
              ("glmkit.json", "but", "tensors make it", "another model")),
+        Case("import-glm-classifier-of-other-heads", lambda d, b: imp(d, b, glm_bin=lambda p: _classifier_beside(
+            p, 190)), ("operon_predictor.pkl", "190 attention features", "2 layers x 4 heads = 8")),
         Case("import-glm-link-loop", lambda d, b: ["import-glm", _loop(d), "-o", d / "m"],
              ("loop1", "a symbolic link loop")),
         Case("export-glm-not-a-checkpoint", lambda d, b: ["export-glm", (d / "m").mkdir() or d / "m", "-o", d / "r"],
