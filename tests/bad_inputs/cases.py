@@ -929,6 +929,45 @@ def _config_cases() -> list[Case]:
     ]
 
 
+def _hostile_folder_cases() -> list[Case]:
+    """A neighbour in a shared folder plants a symbolic link at the lock name of the output, pointing to a file
+    of the user's: every command that writes refuses it, and the file keeps its content (nothing is written
+    through a link glmkit did not make)."""
+    def planted(command):
+        def build(d, b):
+            args, output = command(d, b)
+            (d / "notes.txt").write_text("precious\n")
+            (d / f".{Path(output).name}.lock").symlink_to(d / "notes.txt")
+            return args
+        return build
+
+    records = lambda b: [">" + r for r in (b / "proteins.faa").read_text().split(">")[1:]]  # noqa: E731
+    commands = {
+        "call": lambda d, b: (["call", copy(b, "contigs.fna", d), "-o", d / "o.zarr"], "o.zarr"),
+        "filter": lambda d, b: (["filter", copy(b, "el.zarr", d), "-o", d / "o.zarr"], "o.zarr"),
+        "embed": lambda d, b: (["embed", copy(b, "proteins.faa", d), "-m", copy(b, "esm.pt", d), "-o", d / "o.zarr"],
+                               "o.zarr"),
+        "pretrain": lambda d, b: (["pretrain", copy(b, "el.zarr", d), "-e", copy(b, "emb.zarr", d), "-o", d / "m",
+                                   "--preset", "tiny", "--max-steps", "1", "--batch-size", "2"], "m"),
+        "contextualize": lambda d, b: (["contextualize", copy(b, "el.zarr", d), "-e", copy(b, "emb.zarr", d), "-m",
+                                        copy(b, "glm", d), "-o", d / "o.zarr"], "o.zarr"),
+        "jacobian": lambda d, b: (["jacobian", write(d / "p.faa", ">a\nMKVLAAG\n"), "-m", copy(b, "esm.pt", d),
+                                   "-o", d / "o.npy", "--fast"], "o.npy"),
+        "dedup": lambda d, b: (["dedup", "semantic", copy(b, "ctx.zarr", d), "-o", d / "o", "-k", "2"], "o"),
+        "operons": lambda d, b: (["operons", "eval", copy(b, "ctx_attention.zarr", d), "-e", copy(b, "el.zarr", d),
+                                  "--known", write(d / "k.tsv", "gene_a\tgene_b\tlabel\ncontig_1_1\tcontig_1_2\t1\n"),
+                                  "-o", d / "o"], "o"),
+        "paralog-match": lambda d, b: (["paralog-match", write(d / "q.faa", "".join(records(b)[:2])),
+                                        write(d / "c.faa", "".join(records(b)[2:6])), "-e", copy(b, "emb.zarr", d),
+                                        "-m", copy(b, "glm", d), "-o", d / "o.tsv"], "o.tsv"),
+        "import-glm": lambda d, b: (["import-glm", copy(b, "release", d) / "glm.bin", "-o", d / "m"], "m"),
+        "export-glm": lambda d, b: (["export-glm", copy(b, "glm", d), "-o", d / "r"], "r"),
+        "demo": lambda d, b: (["demo", d / "demo", "--quick"], "demo"),
+    }
+    return [Case(f"{name}-lock-planted-as-a-link", planted(command), (".lock", "is a symbolic link", "did not make"))
+            for name, command in commands.items()]
+
+
 def _output_over_input_cases() -> list[Case]:
     """Every path a command reads is an input of its output claim — models, classifiers, id lists, annotations,
     defaults found beside another file — so that no output, even with --force, overwrites one."""
@@ -981,7 +1020,7 @@ def _output_over_input_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = [*_config_cases(), *_output_over_input_cases(),
+CASES: list[Case] = [*_hostile_folder_cases(), *_config_cases(), *_output_over_input_cases(),
                      *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
                      *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
                      *_operon_cases(), *_paralog_cases(), *_dedup_cases()]
