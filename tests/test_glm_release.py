@@ -107,7 +107,8 @@ def _stored_embeddings(d):
 
 def make_release(folder, dim: int, components: int = 9, seed: int = 0, classifier: bool = True):
     """The four release files, written by torch and scikit-learn: a random gLM of glm.bin's layout, the
-    normalisation of random embeddings, a whitened PCA fitted on them, a logistic regression on 2 x 2 features."""
+    normalisation of random embeddings, a whitened PCA fitted on them, a logistic regression on the model's 2 x 4
+    (layers x heads) attention features."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     cfg = GLMConfig(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=48, input_dim=dim + 1,
@@ -128,7 +129,7 @@ def make_release(folder, dim: int, components: int = 9, seed: int = 0, classifie
     with open(folder / "pca.pkl", "wb") as fh:
         pickle.dump(pca, fh)
     if classifier:
-        clf = LogisticRegression().fit(rng.normal(size=(60, 2 * 2)), rng.integers(0, 2, 60))
+        clf = LogisticRegression().fit(rng.normal(size=(60, 2 * 4)), rng.integers(0, 2, 60))
         with open(folder / "operon_predictor.pkl", "wb") as fh:
             pickle.dump(clf, fh)
     return model, pca, (mean, std)
@@ -235,7 +236,7 @@ def test_import_keeps_the_classifier_and_checksums(tmp_path, data):
     assert run("export-glm", tmp_path / "m", "-o", tmp_path / "out", "-q").exit_code == 0
     again = pickle.loads((tmp_path / "out" / "operon_predictor.pkl").read_bytes())
     np.testing.assert_array_equal(again.coef_, clf.coef_)
-    x = np.random.default_rng(1).normal(size=(5, 4))
+    x = np.random.default_rng(1).normal(size=(5, 8))
     np.testing.assert_array_equal(again.predict_proba(x), clf.predict_proba(x))
 
 

@@ -171,31 +171,6 @@ def test_proteins_with_their_stop_codon_as_glmkit_call_writes_them(esm, tmp_path
     np.testing.assert_array_equal(np.load(tmp_path / "pair.npy"), np.load(tmp_path / "stops.npy"))
 
 
-def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
-    import glmkit.jacobian as jac
-
-    d = esm[0]
-    options = jac.JacobianOptions(block=4, threads=1)
-    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "whole.npy"), options)
-    real, calls = jac._block, []
-
-    def die_on_third(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(jac, "_block", die_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "again.npy"), options)
-    assert len(list((tmp_path / ".again.npy.work").glob("done-*"))) == 2 and not (tmp_path / "again.npy").exists()
-    computed = []
-    monkeypatch.setattr(jac, "_block", lambda *a, **k: computed.append(1) or real(*a, **k))
-    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "again.npy"), options)
-    assert len(computed) == 7 - 2  # 27 positions in blocks of 4: 7 blocks, 2 kept
-    np.testing.assert_array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "again.npy"))
-
-
 def _killed_after_two_blocks(jac, d, out, options, monkeypatch):
     real, calls = jac._block, []
 
@@ -209,6 +184,22 @@ def _killed_after_two_blocks(jac, d, out, options, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(out), options)
     monkeypatch.setattr(jac, "_block", real)
+
+
+def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
+    import glmkit.jacobian as jac
+
+    d = esm[0]
+    options = jac.JacobianOptions(block=4, threads=1)
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "whole.npy"), options)
+    real = jac._block
+    _killed_after_two_blocks(jac, d, tmp_path / "again.npy", options, monkeypatch)
+    assert len(list((tmp_path / ".again.npy.work").glob("done-*"))) == 2 and not (tmp_path / "again.npy").exists()
+    computed = []
+    monkeypatch.setattr(jac, "_block", lambda *a, **k: computed.append(1) or real(*a, **k))
+    jac.run_jacobian(str(d / "pair.faa"), str(d / "esm.pt"), str(tmp_path / "again.npy"), options)
+    assert len(computed) == 7 - 2  # 27 positions in blocks of 4: 7 blocks, 2 kept
+    np.testing.assert_array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "again.npy"))
 
 
 @pytest.mark.parametrize("change", [{"precision": "bf16"}, {"batch_size": 2}, {"fast": True}])
