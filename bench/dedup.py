@@ -5,7 +5,7 @@
                           [--skip-reference] [--threads 2]
 
 Input: embeddings with planted near-duplicates and exact copies around centres
-of Zipf-distributed sizes (glmkit.synthetic.DuplicateSpec: skewed cluster
+of Zipf-distributed sizes (glmkit.data.synthetic.DuplicateSpec: skewed cluster
 sizes, as real corpora have), float16, written chunk by chunk into an
 embedding store. No trained model's embeddings of a real corpus can be made
 here; the planted copies give a known answer.
@@ -42,7 +42,7 @@ OUT = ROOT / "bench" / "out" / "dedup"
 
 
 def corpus(n: int, dim: int) -> Path:
-    from glmkit.synthetic import DuplicateSpec, write_duplicates
+    from glmkit.data.synthetic import DuplicateSpec, write_duplicates
 
     path = OUT / f"items-{n}x{dim}.zarr"
     if not path.exists():
@@ -54,7 +54,7 @@ def corpus(n: int, dim: int) -> Path:
 
 
 def unit_vectors_npy(store: Path) -> Path:
-    from glmkit.dedup import normalized
+    from glmkit.commands.dedup import normalized
     from glmkit.io.dedup import EmbeddingSource
 
     path = store.with_suffix(".unit.npy")

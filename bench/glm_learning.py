@@ -6,7 +6,7 @@
 
 No trained ESM2 can be downloaded here, and a gLM trained on random-weight
 ESM2 embeddings has nothing to learn but orientation. So the corpus is
-synthetic with a known grammar (glmkit/synthetic.py: gene families with
+synthetic with a known grammar (glmkit/data/synthetic.py: gene families with
 centroid embeddings, recurring operon templates with loss and insertion,
 interacting-partner families with several paralog pairs per genome, solitary
 genes, intergenic distances that separate operon pairs only partly), written
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the model already in OUT/glm")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "learning")
     args = parser.parse_args()
-    from glmkit.synthetic import SyntheticSpec, evaluate, reinitialised, verdict, write_corpus
+    from glmkit.data.synthetic import SyntheticSpec, evaluate, reinitialised, verdict, write_corpus
 
     spec = SyntheticSpec(seed=args.seed, **({"train_genomes": args.train_genomes} if args.train_genomes else {}))
     corpus = args.out / "corpus"

@@ -38,7 +38,7 @@ PAIR = ROOT.parent / "shared" / "data" / "moda_modc_2onk.fasta"
 
 
 def model(path: Path) -> Path:
-    from glmkit.demo import write_random_esm2
+    from glmkit.commands.demo import write_random_esm2
 
     return write_random_esm2(path, 6, 320, 20)   # esm2_t6_8M's shape, seed 0
 

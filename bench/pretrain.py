@@ -101,7 +101,7 @@ def timed(log: list[dict], unit: str = "genes", skip: int = SKIP) -> tuple[float
 def steps_of_stream(corpus_path: Path, batch: int, steps: int, seed: int) -> list[list[int]]:
     """The sub-contig lengths glmkit's stream deals per step (one process), for the reference to train on."""
     from glmkit.glm_data import choose_split
-    from glmkit.glm_task import GLMRecipe, GLMTask
+    from glmkit.models.glm.task import GLMRecipe, GLMTask
     from glmkit.io.corpus import CorpusStore
 
     corpus = CorpusStore(corpus_path)
@@ -202,7 +202,7 @@ def main() -> int:
         args.steps, args.batch = args.steps or 60, args.batch or 32
         return main_gpu(args)
     args.steps, args.batch = args.steps or 40, args.batch or 32
-    from glmkit.models.glm import GLM, load_reference_state, preset
+    from glmkit.models.glm.model import GLM, load_reference_state, preset
 
     subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
     lengths = subcontig_lengths(subcontigs)
@@ -304,7 +304,7 @@ def gpu_matmul_limit(genes: int, cfg, dtype: torch.dtype) -> float:
 
 
 def main_gpu(args) -> int:
-    from glmkit.models.glm import preset
+    from glmkit.models.glm.model import preset
 
     subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
     lengths = subcontig_lengths(subcontigs)
@@ -358,11 +358,11 @@ def glmkit_glm2(elements, args) -> list[dict]:
 
 def glm2_steps(args):
     """The micro-batches glmkit's stream deals (one process): packed rows of corrupted tokens."""
-    from glmkit.glm2_data import training_token_counts
-    from glmkit.glm2_task import GLM2Task
+    from glmkit.models.glm2.corpus import training_token_counts
+    from glmkit.models.glm2.task import GLM2Task
     from glmkit.glm_data import choose_split
     from glmkit.io.token_corpus import TokenCorpusStore
-    from glmkit.models.glm2 import glm2_preset
+    from glmkit.models.glm2.model import glm2_preset
 
     corpus = TokenCorpusStore(OUT / "glm2_corpus.zarr")
     split, _, _ = choose_split(corpus, 0.0, args.seed, "chunks")
@@ -375,7 +375,7 @@ def glm2_steps(args):
 def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A packed batch as the published model takes it: each chunk its own row, padded to the longest; labels -100
     where nothing is predicted. Returns (input_ids, attention_mask, labels)."""
-    from glmkit.models.glm2_tokens import PAD
+    from glmkit.models.glm2.tokens import PAD
 
     chunks = []
     for b in range(len(batch["segments"])):
@@ -396,8 +396,8 @@ def reference_glm2(cfg, state, steps, threads, glmkit_model: bool = False) -> tu
     ``glmkit_model``: glmkit's model on the same padded rows (what packing alone is worth, by difference)."""
     from glm2_reference import GLM2ForMaskedLM
 
-    from glmkit.models.glm2 import GLM2
-    from glmkit.models.glm2_loading import glmkit_name
+    from glmkit.models.glm2.model import GLM2
+    from glmkit.models.glm2.weights import glmkit_name
 
     torch.set_num_threads(threads)
     if glmkit_model:
@@ -430,8 +430,8 @@ def reference_glm2(cfg, state, steps, threads, glmkit_model: bool = False) -> tu
 
 
 def main_glm2(args) -> int:
-    from glmkit.models.glm2 import GLM2, glm2_preset
-    from glmkit.models.glm2_loading import published_name
+    from glmkit.models.glm2.model import GLM2, glm2_preset
+    from glmkit.models.glm2.weights import published_name
 
     elements = build_omg(ROOT / "bench" / "out" / "corpus")
     cfg = glm2_preset(args.preset)

@@ -21,7 +21,7 @@ peak RSS from the kernel (ru_maxrss of the child):
   the stored hashes chunk by chunk, holding none of them): peak RSS.
 
 Plus, in this process, the once-per-corpus steps on their own up to 10^6
-sub-contigs: packing (glmkit.data.pack_rows) and choosing the split.
+sub-contigs: packing (glmkit.data.stream.pack_rows) and choosing the split.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def training_speed(log: Path, skip: int = 10) -> tuple[float, float]:
 
 
 def tiny_esm(path: Path) -> Path:
-    from glmkit.demo import write_random_esm2
+    from glmkit.commands.demo import write_random_esm2
 
     return path if path.exists() else write_random_esm2(path, 1, DIM, 20)
 
@@ -173,7 +173,7 @@ def main() -> int:
           f"contextualize RSS {last[6] / first[6]:.2f}x and genes/s {last[7] / first[7]:.2f}x, embed RSS "
           f"{last[8] / first[8]:.2f}x")
 
-    from glmkit.data import pack_rows
+    from glmkit.data.stream import pack_rows
 
     print("\nonce-per-corpus steps (this process):")
     for n in (10_000, 100_000, 1_000_000):

@@ -101,7 +101,7 @@ def report(name: str, without: float, with_: float, unit: str = "s") -> None:
 
 ESM_FORWARD = """
 import sys, time, torch
-from glmkit.models.esm2 import ESM2, ESM2Config
+from glmkit.models.esm2.model import ESM2, ESM2Config
 from glmkit.memory import keep_freed_memory
 if "malloc" in sys.argv: keep_freed_memory()
 import glmkit.models.layers as layers
@@ -189,7 +189,7 @@ def imports(repeats: int) -> None:
 
 
 def zarr_gather(repeats: int) -> None:
-    from glmkit.call import CallOptions, run_call
+    from glmkit.commands.call import CallOptions, run_call
     from glmkit.io import elements as elements_module
     from glmkit.io.elements import ElementStore, ElementStoreWriter
 
@@ -246,7 +246,7 @@ def dropout(repeats: int) -> None:
 # _probabilities before the change: the softmax in the scores' dtype (run here, and as the command's preamble)
 BF16_SOFTMAX = """
 import torch
-import glmkit.models.glm as glm
+import glmkit.models.glm.model as glm
 
 def bf16_softmax(self, q, k, bias):
     return torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + bias, dim=-1)
@@ -256,7 +256,7 @@ def bf16_softmax(self, q, k, bias):
 def softmax(repeats: int) -> None:
     import torch
 
-    from glmkit.models.glm import SelfAttention, preset
+    from glmkit.models.glm.model import SelfAttention, preset
 
     torch.set_num_threads(2)
     cfg = preset("small", input_dim=1281, label_dim=100)
@@ -281,7 +281,7 @@ def softmax(repeats: int) -> None:
 def fused_adamw(repeats: int) -> None:
     import torch
 
-    from glmkit.models.glm import GLM, preset
+    from glmkit.models.glm.model import GLM, preset
     from glmkit.train import parameter_groups
 
     torch.set_num_threads(2)
@@ -332,7 +332,7 @@ def onednn_linear(repeats: int) -> None:
 
 
 def attention_dropout(repeats: int) -> None:
-    sdpa_dropout = ("import torch.nn.functional as F\nimport glmkit.models.glm as glm\n"
+    sdpa_dropout = ("import torch.nn.functional as F\nimport glmkit.models.glm.model as glm\n"
                     "glm.SelfAttention._attend = lambda self, q, k, v, bias: F.scaled_dot_product_attention(\n"
                     "    q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0)")
     for precision in ("fp32", "bf16"):
@@ -456,7 +456,7 @@ def jacobian_passes(repeats: int) -> None:
     fasta = pair(120, OUT / "pair_120.fasta")
 
     def run(side_by_side: bool) -> float:
-        code = (f"import sys\nimport glmkit.jacobian as j\nj.PASSES_SIDE_BY_SIDE = {side_by_side}\n"
+        code = (f"import sys\nimport glmkit.commands.jacobian as j\nj.PASSES_SIDE_BY_SIDE = {side_by_side}\n"
                 f"sys.argv = ['glmkit', 'jacobian', {str(fasta)!r}, '-m', {str(weights)!r}, '-o', "
                 f"{str(OUT / 'passes.npy')!r}, '--force', '-q', '--threads', '2']\n"
                 "from glmkit.cli import main\nmain()\n")

@@ -198,7 +198,7 @@ def call_command(inputs, output, gff, proteins, genes, mode, translation_table, 
     Input: nucleotide FASTA, gzip or not, '-' for stdin. Writes CDS and intergenic (IGS) elements per contig with strand, coordinates,
     partial flags, translation table, Prodigal's scores and sequences.
     """
-    from glmkit.call import CallOptions, run_call
+    from glmkit.commands.call import CallOptions, run_call
 
     options = CallOptions(mode=mode, translation_table=translation_table, closed=closed, mask=mask,
                           min_gene=min_gene, min_edge_gene=min_edge_gene, max_overlap=max_overlap,
@@ -240,7 +240,7 @@ def filter_command(input, output, report, **params):
     Every threshold defaults to the paper's value. Writes a filtered element store
     that keeps the source element ids, a TSV report, and one line per rule on stderr.
     """
-    from glmkit.filter import FilterOptions, run_filter
+    from glmkit.commands.filter import FilterOptions, run_filter
 
     force = params.pop("force")
     options = FilterOptions(**params)
@@ -312,7 +312,7 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
     recomputed (this is how shards are merged and stores extended). A killed run
     restarted with the same command resumes from its last finished chunk.
     """
-    from glmkit.embed import EmbedOptions, run_embed
+    from glmkit.commands.embed import EmbedOptions, run_embed
 
     options = EmbedOptions(long=long_mode, threads=threads, **params)
     run_embed(inputs, output, map_path=map_path, options=options, force=force)
@@ -381,7 +381,7 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
     are held out whole. Multi-GPU or multi-node: launch the same command with
     torchrun.
     """
-    from glmkit.pretrain import PretrainOptions, run_pretrain
+    from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
     options = PretrainOptions(threads=threads, **params)
     run_pretrain(list(elements), embeddings, output, options, resume=resume, force=force)
@@ -422,7 +422,7 @@ def contextualize_command(elements, embeddings, model_path, output, force, threa
     into chunks of --context; an element's embedding is the mean over its
     residues. Contig embedding = mean of its genes (gLM) or elements (gLM2).
     """
-    from glmkit.contextualize import ContextOptions, run_contextualize
+    from glmkit.commands.contextualize import ContextOptions, run_contextualize
 
     options = ContextOptions(threads=threads, **params)
     run_contextualize(list(elements), embeddings, model_path, output, options, force=force)
@@ -445,7 +445,7 @@ def import_glm_command(glm_bin, output, force, **params):
     label PCA) and operon_predictor.pkl, with a loader that admits plain data
     only. contextualize then runs the model with the reference's arithmetic.
     """
-    from glmkit.import_glm import run_import_glm
+    from glmkit.commands.import_glm import run_import_glm
 
     run_import_glm(glm_bin, output, force=force, **params)
 
@@ -461,7 +461,7 @@ def export_glm_command(model_path, output, force):
     For the reference code and its users; glmkit.json beside the files lets
     import-glm restore exactly this model.
     """
-    from glmkit.export_glm import run_export_glm
+    from glmkit.commands.export_glm import run_export_glm
 
     run_export_glm(model_path, output, force=force)
 
@@ -498,7 +498,7 @@ def jacobian_command(input_path, model_spec, output, force, threads, **params):
     (APC), give the map. Memory stays bounded; the work folder holds the
     Jacobian on disk.
     """
-    from glmkit.jacobian import JacobianOptions, run_jacobian
+    from glmkit.commands.jacobian import JacobianOptions, run_jacobian
 
     run_jacobian(input_path, model_spec, output, JacobianOptions(threads=threads, **params), force=force)
 
@@ -511,7 +511,7 @@ def validate_command(stores):
     Prints one line per store (path, ok or damaged, what); exits 1 if any is damaged.
     Reading commands check each chunk they read; this checks all of them.
     """
-    from glmkit.validate import run_validate
+    from glmkit.commands.validate import run_validate
 
     run_validate(stores)
 
@@ -535,7 +535,7 @@ def demo_command(outdir, quick, plm, device, threads, force):
     summary table (summary.tsv, with a `learned` column), PNGs and an
     index.html that shows them into OUTDIR (default: glmkit-demo).
     """
-    from glmkit.demo import DemoOptions, run_demo
+    from glmkit.commands.demo import DemoOptions, run_demo
 
     run_demo(outdir, DemoOptions(quick=quick, plm=plm, device=device, threads=threads), force=force)
 
@@ -575,7 +575,7 @@ def _known_options(func):
 @force_option
 def operons_fit_command(context, elements, known, annotation, output, features, log_attention, force):
     """Fit a logistic regression of same-operon on neighbouring gene pairs."""
-    from glmkit.operons import OperonOptions, run_fit
+    from glmkit.commands.operons import OperonOptions, run_fit
 
     run_fit(context, list(elements), known, annotation, output,
             OperonOptions(features=features, log_attention=log_attention), force=force)
@@ -593,7 +593,7 @@ def operons_fit_command(context, elements, known, annotation, output, features, 
 @force_option
 def operons_predict_command(context, elements, classifier, output, gff, threshold, force):
     """Call same-operon pairs and operons in any genome's context store."""
-    from glmkit.operons import OperonOptions, run_predict
+    from glmkit.commands.operons import OperonOptions, run_predict
 
     run_predict(context, list(elements), classifier, output, gff, OperonOptions(threshold=threshold), force=force)
 
@@ -610,7 +610,7 @@ def operons_predict_command(context, elements, classifier, output, gff, threshol
 @force_option
 def operons_eval_command(context, elements, known, annotation, output, folds, log_attention, force):
     """Cross-validated average precision: attention vs distance-strand vs combined; best head."""
-    from glmkit.operons import OperonOptions, run_eval
+    from glmkit.commands.operons import OperonOptions, run_eval
 
     run_eval(context, list(elements), known, annotation, output,
              OperonOptions(folds=folds, log_attention=log_attention), force=force)
@@ -640,7 +640,7 @@ def paralog_match_command(queries, candidates, embeddings, model_path, output, t
     store given. Each query sits between two masked genes; candidates are ranked
     by their distance to the most likely prediction on either side.
     """
-    from glmkit.paralog_match import ParalogOptions, run_paralog_match
+    from glmkit.commands.paralog_match import ParalogOptions, run_paralog_match
 
     if report and not truth:
         raise click.BadParameter("goes with --truth", param_hint="--report")
@@ -698,7 +698,7 @@ def _seed_option(func):
 
 
 def _semantic(params: dict):
-    from glmkit.dedup import SemanticOptions
+    from glmkit.commands.dedup import SemanticOptions
 
     if "eps" in params:
         params["eps"] = tuple(params["eps"]) or (2e-3,)
@@ -723,7 +723,7 @@ def dedup_semantic_command(input_path, output, force, **params):
     fraction per threshold and a curve of the fraction kept. Apply it with
     `glmkit filter --keep dedup/dedup.tsv`.
     """
-    from glmkit.dedup import run_semantic
+    from glmkit.commands.dedup import run_semantic
 
     run_semantic(input_path, output, _semantic(params), force=force)
 
@@ -738,7 +738,7 @@ def dedup_semantic_command(input_path, output, force, **params):
 @force_option
 def dedup_fit_command(input_path, output, force, **params):
     """Step 1 of 4: spherical k-means on a sample of INPUT (one job: it reads the sample only)."""
-    from glmkit.dedup import run_fit
+    from glmkit.commands.dedup import run_fit
 
     run_fit(input_path, output, _semantic(params), force=force)
 
@@ -754,7 +754,7 @@ def dedup_fit_command(input_path, output, force, **params):
 @force_option
 def dedup_assign_command(input_path, centroids, output, force, **params):
     """Step 2 of 4: every item (of one share) to its nearest centroid, into buckets on disk."""
-    from glmkit.dedup import run_assign
+    from glmkit.commands.dedup import run_assign
 
     run_assign(input_path, centroids, output, _semantic(params), force=force)
 
@@ -771,7 +771,7 @@ def dedup_assign_command(input_path, centroids, output, force, **params):
 @force_option
 def dedup_prune_command(assign_folders, centroids, output, force, **params):
     """Step 3 of 4: within each cluster, every item's max similarity to the items before it (all ASSIGN shares)."""
-    from glmkit.dedup import run_prune
+    from glmkit.commands.dedup import run_prune
 
     run_prune(list(assign_folders), centroids, output, _semantic(params), force=force)
 
@@ -782,7 +782,7 @@ def dedup_prune_command(assign_folders, centroids, output, force, **params):
 @force_option
 def dedup_merge_command(prune_folders, output, force):
     """Step 4 of 4: one table, summary and curve from every prune share."""
-    from glmkit.dedup import run_merge
+    from glmkit.commands.dedup import run_merge
 
     run_merge(list(prune_folders), output, force=force)
 
@@ -808,7 +808,7 @@ def dedup_merge_command(prune_folders, output, force):
 @force_option
 def dedup_proteins_command(inputs, output, force, **params):
     """Cluster proteins with MMseqs2 linclust (FASTA files or element stores)."""
-    from glmkit.dedup import ProteinOptions, run_proteins
+    from glmkit.commands.dedup import ProteinOptions, run_proteins
 
     if params["preset"] and params["min_seq_id"] is not None:
         raise click.BadParameter("give a --preset or --min-seq-id, not both", param_hint="--min-seq-id")

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from glmkit.errors import GlmkitError
-from glmkit.data import ChunkCache
+from glmkit.data.stream import ChunkCache
 from glmkit.io.corpus import GENE_CHUNK, CorpusStore, CorpusWriter
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from glmkit import stop
-from glmkit.data import Prefetcher
+from glmkit.data.stream import Prefetcher
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.checkpoint import save_checkpoint
 from glmkit.io.tsv import format_value

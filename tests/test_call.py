@@ -16,14 +16,14 @@ import zarr
 
 from conftest import (PYRODIGAL_DATA, SHARED_DATA, TEST_DATA, assert_one_line_error, no_leftovers, prodigal_faa,
                       pyrodigal_fasta, run)
-from glmkit.call import contig_elements
+from glmkit.commands.call import contig_elements
 from glmkit.io.elements import CDS, IGS, ElementStore
 
 
 def test_numpy_and_zarr_wait_for_the_store_thread():
     """Importing the call module imports neither numpy nor zarr: the store thread imports them while pyrodigal
-    trains (~0.3 s off a single-genome run; see glmkit/call.py)."""
-    code = "import sys, glmkit.call; print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'zarr'}))"
+    trains (~0.3 s off a single-genome run; see glmkit/commands/call.py)."""
+    code = "import sys, glmkit.commands.call; print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'zarr'}))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
@@ -107,7 +107,7 @@ def test_gff_to_stdout_equals_gff_to_a_file(tmp_path, multi_contigs):
 def test_batches_and_chunks_do_not_change_the_store(tmp_path, multi_contigs, monkeypatch):
     """Many batches and many small chunks (whole-chunk writes during the run, the rest at close) store exactly
     what one batch in one chunk per column does."""
-    from glmkit import call
+    from glmkit.commands import call
     from glmkit.io import store
 
     assert run("call", multi_contigs, "-o", tmp_path / "one.zarr", "-q").exit_code == 0

@@ -81,8 +81,8 @@ def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi
     import torch
 
     import glmkit.memory as memory
-    from glmkit.call import run_call
-    from glmkit.embed import EmbedOptions, run_embed
+    from glmkit.commands.call import run_call
+    from glmkit.commands.embed import EmbedOptions, run_embed
 
     calls = []
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or True)
@@ -97,14 +97,14 @@ def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi
         gc.unfreeze()
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    import glmkit.embed
+    import glmkit.commands.embed
 
     def blas_threads() -> set:
         return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
     during = []
-    embed_sequences = glmkit.embed.embed_sequences
-    monkeypatch.setattr(glmkit.embed, "embed_sequences",
+    embed_sequences = glmkit.commands.embed.embed_sequences
+    monkeypatch.setattr(glmkit.commands.embed, "embed_sequences",
                         lambda *a, **k: during.append((torch.get_num_threads(), blas_threads())) or
                         embed_sequences(*a, **k))
     threads = torch.get_num_threads()

@@ -9,7 +9,7 @@ import zarr
 
 from conftest import TEST_DATA, assert_one_line_error, make_fair_esm_checkpoint, run
 from glmkit.io.elements import CDS, ElementStore
-from glmkit.pretrain import PretrainOptions, run_pretrain
+from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_gene_embeddings_come_from_the_most_central_window(trained):
     from glmkit.glm_data import Normalization
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.io.embeddings import EmbeddingStore, sequence_hash
-    from glmkit.models.glm import GLM, GLMConfig
+    from glmkit.models.glm.model import GLM, GLMConfig
 
     meta, weights, extras, _ = load_checkpoint(d / "glm", "gLM")
     model = GLM(GLMConfig(**meta["config"]))
@@ -97,7 +97,7 @@ def test_masked_query_attention_is_each_genes_row_from_a_pass_with_it_masked(tra
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.io.context import ContextStore
     from glmkit.io.embeddings import EmbeddingStore, sequence_hash
-    from glmkit.models.glm import GLM, GLMConfig
+    from glmkit.models.glm.model import GLM, GLMConfig
 
     d = trained
     for name, extra in (("masked", ["--attention-queries", "masked"]), ("plain", [])):
@@ -173,7 +173,7 @@ def test_refuses_embeddings_from_another_model(trained, tmp_path):
 def test_a_model_that_gives_nan_is_refused_and_nothing_published(trained, tmp_path, monkeypatch):
     """Weights that pass the load check can still overflow (a 16-bit precision, extreme inputs): a group of
     non-finite embeddings is refused, never published."""
-    import glmkit.contextualize as contextualize
+    import glmkit.commands.contextualize as contextualize
 
     real = contextualize.GLMJob.group
 
@@ -190,7 +190,7 @@ def test_a_model_that_gives_nan_is_refused_and_nothing_published(trained, tmp_pa
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
-    import glmkit.contextualize as ctx
+    import glmkit.commands.contextualize as ctx
 
     d = trained
     monkeypatch.setattr(ctx, "GROUP_WINDOWS", 4)  # several groups of contigs in this small corpus
@@ -237,7 +237,7 @@ def _naive_absolute_accuracy(predictions, likelihoods, labels):
 
 
 def test_absolute_accuracy_in_blocks_equals_the_definition():
-    from glmkit.contextualize import absolute_accuracy
+    from glmkit.commands.contextualize import absolute_accuracy
 
     rng = np.random.default_rng(3)
     n, D = 700, 12
@@ -257,7 +257,7 @@ def test_absolute_accuracy_memory_does_not_grow_with_genes():
     """12,000 genes: the (n, n, 100) array of the first version would be 58 GB; blocks keep it to tens of MB."""
     import tracemalloc
 
-    from glmkit.contextualize import absolute_accuracy
+    from glmkit.commands.contextualize import absolute_accuracy
 
     rng = np.random.default_rng(0)
     n = 12_000

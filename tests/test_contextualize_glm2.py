@@ -10,8 +10,8 @@ import zarr
 
 from conftest import TEST_DATA, assert_one_line_error, published_glm2_folder, run
 from glmkit.io.elements import CDS, ElementStore
-from glmkit.models.glm2 import GLM2Config
-from glmkit.models.glm2_tokens import element_tokens
+from glmkit.models.glm2.model import GLM2Config
+from glmkit.models.glm2.tokens import element_tokens
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def _check_against_naive(path, model, elements, context, layer=None):
 
 
 def test_embeddings_equal_a_naive_per_chunk_computation(trained, tmp_path):
-    from glmkit.models.glm2_loading import load_glm2
+    from glmkit.models.glm2.weights import load_glm2
 
     d = trained
     result = run("contextualize", d / "el.zarr", "-m", d / "m", "-o", tmp_path / "c.zarr", "--context", "512",
@@ -102,7 +102,7 @@ def test_embeddings_equal_a_naive_per_chunk_computation(trained, tmp_path):
 
 
 def test_published_folders_run_too(trained, tmp_path):
-    from glmkit.models.glm2_loading import load_glm2
+    from glmkit.models.glm2.weights import load_glm2
 
     folder = tmp_path / "published"
     published_glm2_folder(folder, GLM2Config(dim=24, depth=2, heads=4, swiglu_multiple_of=16))
@@ -113,8 +113,8 @@ def test_published_folders_run_too(trained, tmp_path):
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
-    import glmkit.contextualize as ctx
-    import glmkit.contextualize_glm2 as ctx2
+    import glmkit.commands.contextualize as ctx
+    import glmkit.models.glm2.context as ctx2
 
     monkeypatch.setattr(ctx2, "GROUP_CHUNKS", 40)
     args = ([str(trained / "el.zarr")], None, str(trained / "m"))

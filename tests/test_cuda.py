@@ -38,7 +38,7 @@ def _log(path) -> list[dict]:
 
 
 def _pretrain(data, out, device: str, precision: str, steps: int = 6, resume: bool = False, **kw) -> list[dict]:
-    from glmkit.pretrain import PretrainOptions, run_pretrain
+    from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
     options = PretrainOptions(preset="tiny", max_steps=steps, batch_size=4, warmup_steps=2, val_every=3,
                               checkpoint_every=3, log_every=1, lr=1e-3, val_fraction=0.2, seed=5, threads=1,

@@ -1,4 +1,4 @@
-"""glmkit.data: packing, the windowed shuffle, shares by rank, exact resume of the stream, the prefetcher."""
+"""glmkit.data.stream: packing, the windowed shuffle, shares by rank, exact resume of the stream, the prefetcher."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from glmkit.data import PackedStream, Prefetcher, StreamState, pack_rows, rank_share
+from glmkit.data.stream import PackedStream, Prefetcher, StreamState, pack_rows, rank_share
 
 
 def test_pack_rows_fills_rows_and_keeps_every_item():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, hide_mmseqs, needs_mmseqs, run
-from glmkit.synthetic import DuplicateSpec, write_duplicates
+from glmkit.data.synthetic import DuplicateSpec, write_duplicates
 
 SPEC = DuplicateSpec(n=3000, dim=32, centres=12, chunk_rows=512, seed=5)
 EPS = ("2e-3", "1e-2", "5e-2")
@@ -116,9 +116,9 @@ def test_two_level_clusters_equal_naive_semdedup_within_cells(planted, tmp_path)
 
 
 def test_thin_cell_samples_are_reported_in_one_line_not_by_faiss(planted, tmp_path, monkeypatch, capfd):
-    import glmkit.dedup
+    import glmkit.commands.dedup
 
-    monkeypatch.setattr(glmkit.dedup, "CELL_SAMPLE_BYTES", 40 * SPEC.dim * 4)   # cells' samples of 40 items
+    monkeypatch.setattr(glmkit.commands.dedup, "CELL_SAMPLE_BYTES", 40 * SPEC.dim * 4)   # cells' samples of 40 items
     r = run("dedup", "fit", planted, "-o", tmp_path / "c.zarr", "--level", "gene", "-k", "12", "--coarse", "3",
             "--threads", "1")
     assert r.exit_code == 0, r.stderr
@@ -127,7 +127,7 @@ def test_thin_cell_samples_are_reported_in_one_line_not_by_faiss(planted, tmp_pa
 
 
 def test_clusters_are_shared_among_cells_in_proportion():
-    from glmkit.dedup import _share_clusters
+    from glmkit.commands.dedup import _share_clusters
 
     assert _share_clusters(np.array([100, 0, 300, 5]), 10).tolist() == [3, 0, 6, 1]   # 1 each, 7 by 1.73, 5.19, 0.09
     assert _share_clusters(np.array([2, 50]), 10).tolist() == [1, 9]
@@ -135,7 +135,7 @@ def test_clusters_are_shared_among_cells_in_proportion():
 
 
 def test_sample_rows_are_distinct_sorted_and_uniform():
-    from glmkit.dedup import _sample_rows
+    from glmkit.commands.dedup import _sample_rows
 
     rows = _sample_rows(100_000, 20_000, np.random.default_rng(1), block=4096)
     assert len(rows) == 20_000 and (np.diff(rows) > 0).all() and rows[0] >= 0 and rows[-1] < 100_000
@@ -151,7 +151,7 @@ def test_a_large_stores_sample_reads_a_share_of_its_chunks(monkeypatch):
     nearly all 1,001 as a uniform draw would; still distinct, sorted, in range (the short last chunk included),
     spread over the whole store and the same for the same seed. Small samples of small stores keep the uniform
     draw row for row."""
-    from glmkit import dedup
+    from glmkit.commands import dedup
 
     n, chunk = 100_003, 100
     uniform = dedup._sample_rows(n, 2_000, np.random.default_rng(3))
@@ -240,7 +240,7 @@ def test_ids_with_unicode_line_separators_stay_on_their_rows(tmp_path):
     writer = AssignShareWriter(tmp_path / "a", 1, 2, np.float32)
     writer.add(np.arange(4), np.zeros(4, np.int64), np.ones((4, 2), np.float32), ids)
     writer.close({"shard": [1, 1], "plan": {}})
-    reader = BucketReader([(tmp_path / "a", read_manifest(tmp_path / "a", "glmkit.dedup-assign"))], 0)
+    reader = BucketReader([(tmp_path / "a", read_manifest(tmp_path / "a", "glmkit.commands.dedup-assign"))], 0)
     assert reader.ids().tolist() == ids.tolist() and reader.column("row").tolist() == [0, 1, 2, 3]
 
 
@@ -266,7 +266,7 @@ def test_thread_count_and_block_size_do_not_change_the_result(planted, tmp_path)
 
 
 def test_buckets_read_whole_or_from_disk_give_the_same_table(planted, tmp_path, monkeypatch):
-    import glmkit.dedup
+    import glmkit.commands.dedup
     from glmkit.io.dedup import BucketReader
 
     loaded = []
@@ -274,14 +274,14 @@ def test_buckets_read_whole_or_from_disk_give_the_same_table(planted, tmp_path, 
     monkeypatch.setattr(BucketReader, "load_vectors", lambda self, most: loaded.append(load_vectors(self, most))
                         or loaded[-1])
     semantic(planted, tmp_path / "whole", "--block", "16")
-    monkeypatch.setattr(glmkit.dedup, "BUCKET_READ_BYTES", 0)   # every bucket stays on disk, read per cluster block
+    monkeypatch.setattr(glmkit.commands.dedup, "BUCKET_READ_BYTES", 0)   # every bucket stays on disk, read per cluster block
     semantic(planted, tmp_path / "disk", "--block", "16")
     assert loaded and all(loaded[:len(loaded) // 2]) and not any(loaded[len(loaded) // 2:])
     assert (tmp_path / "disk" / "dedup.tsv").read_bytes() == (tmp_path / "whole" / "dedup.tsv").read_bytes()
 
 
 def test_a_killed_run_resumes_from_its_last_finished_step(planted, tmp_path, monkeypatch):
-    from glmkit import dedup
+    from glmkit.commands import dedup
 
     options = dedup.SemanticOptions(level="gene", clusters=8, eps=(2e-3,), threads=1)
     calls = []
@@ -307,7 +307,7 @@ def test_a_killed_run_resumes_from_its_last_finished_step(planted, tmp_path, mon
 
 
 def test_remaining_curve_counts_the_table(planted, tmp_path):
-    from glmkit.dedup import remaining_curve
+    from glmkit.commands.dedup import remaining_curve
     from glmkit.io.dedup import read_manifest
 
     table = semantic(planted, tmp_path / "out")
@@ -317,7 +317,7 @@ def test_remaining_curve_counts_the_table(planted, tmp_path):
     r = run("dedup", "assign", planted, "-c", tmp_path / "c.zarr", "-o", tmp_path / "a", "--level", "gene")
     r = run("dedup", "prune", tmp_path / "a", "-c", tmp_path / "c.zarr", "-o", tmp_path / "p")
     assert r.exit_code == 0, r.stderr
-    manifest = read_manifest(tmp_path / "p", "glmkit.dedup-prune")
+    manifest = read_manifest(tmp_path / "p", "glmkit.commands.dedup-prune")
     x, kept = remaining_curve(np.array(manifest["histogram"]), SPEC.n)
     for eps in (1e-5, 1e-3, 1e-2, 1e-1):
         i = int(np.argmin(np.abs(x - eps)))
@@ -411,7 +411,7 @@ def test_proteins_without_mmseqs_is_one_line(planted_proteins, tmp_path, monkeyp
 
 @needs_mmseqs
 def test_proteins_record_which_mmseqs_ran(planted_proteins, tmp_path):
-    from glmkit.mmseqs import find_mmseqs
+    from glmkit.genome.mmseqs import find_mmseqs
 
     r = run("dedup", "proteins", planted_proteins[0], "-o", tmp_path / "reps", "--deterministic", "-q")
     assert r.exit_code == 0, r.stderr

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import assert_one_line_error, run
-from glmkit.demo import LEARNED, PICTURES
+from glmkit.commands.demo import LEARNED, PICTURES
 from glmkit.io.elements import ElementStore
 
 STAGES = ("call", "filter", "embed", "synthetic corpus", "pretrain gLM (synthetic)",
@@ -49,7 +49,7 @@ def test_demo_quick_runs_every_stage_and_shows_them(tmp_path):
 
 
 def test_demo_force_replaces_only_a_demo_and_keeps_it_until_the_new_one_is_whole(tmp_path, monkeypatch):
-    import glmkit.demo
+    import glmkit.commands.demo
 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -62,9 +62,9 @@ def test_demo_force_replaces_only_a_demo_and_keeps_it_until_the_new_one_is_whole
     before = (out / "summary.tsv").read_text()
 
     def broken(self):
-        raise glmkit.demo.GlmkitError("a stage failed")
+        raise glmkit.commands.demo.GlmkitError("a stage failed")
 
-    monkeypatch.setattr(glmkit.demo._Pipeline, "jacobian", broken)
+    monkeypatch.setattr(glmkit.commands.demo._Pipeline, "jacobian", broken)
     assert_one_line_error(run("demo", out, "--quick", "--force", "-t", 1, "-q"), "a stage failed")
     assert (out / "summary.tsv").read_text() == before   # the earlier demo, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "theirs"]   # no work folder or lock left

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, fair_esm_mean, hide_mmseqs, needs_mmseqs, no_leftovers, run
-from glmkit.embed import EmbedOptions, run_embed
+from glmkit.commands.embed import EmbedOptions, run_embed
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
@@ -276,9 +276,9 @@ def test_cluster_representatives_carry_every_gene_through_pretrain_and_contextua
     row through the store's aliases (the gLM corpus was built this way)."""
     from conftest import build_store, cds, igs
 
-    from glmkit.contextualize import ContextOptions, run_contextualize
+    from glmkit.commands.contextualize import ContextOptions, run_contextualize
     from glmkit.glm_data import build_corpus
-    from glmkit.pretrain import PretrainOptions, run_pretrain
+    from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
     base = proteins(20, lo=120, hi=200, seed=11)
     variants = [s[:60] + ("A" if s[60] != "A" else "C") + s[61:] for s in base]   # >99 % identical

@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 
-import glmkit.embed_plan as embed_plan
+import glmkit.data.embedding_plan as embed_plan
 import glmkit.io.embeddings as embeddings
-from glmkit.embed_plan import plan_embed
+from glmkit.data.embedding_plan import plan_embed
 from glmkit.io.embeddings import EmbeddingStore, PlannedRows, ResumableEmbeddingWriter, sequence_hash
 
 AA = "ACDEFGHIKLMNPQRSTVWY"

@@ -1,4 +1,4 @@
-"""glmkit.models.esm2 against fair-esm's own ESM2 and transformers' EsmModel, on random weights."""
+"""glmkit.models.esm2.model against fair-esm's own ESM2 and transformers' EsmModel, on random weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glmkit.errors import GlmkitError
-from glmkit.models.esm2 import ALPHABET, load_esm2, load_fair_esm_file, load_hf_folder, tokenize
+from glmkit.models.esm2.model import ALPHABET, load_esm2, load_fair_esm_file, load_hf_folder, tokenize
 
 AA = "ACDEFGHIKLMNPQRSTVWYXBUZO"
 

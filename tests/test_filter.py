@@ -7,7 +7,7 @@ import json
 import zarr
 
 from conftest import assert_one_line_error, build_store, cds, igs, no_leftovers, run
-from glmkit.filter import FilterOptions, run_filter
+from glmkit.commands.filter import FilterOptions, run_filter
 from glmkit.io.elements import ElementStore
 from glmkit.io.store import SCHEMAS
 

@@ -1,4 +1,4 @@
-"""glmkit.models.glm against a naive implementation of the paper's formulas, on glm.bin-style random weights."""
+"""glmkit.models.glm.model against a naive implementation of the paper's formulas, on glm.bin-style random weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from glmkit.models.glm import GLM, GLMConfig, glm_loss, load_reference_state, preset, reference_config
+from glmkit.models.glm.model import GLM, GLMConfig, glm_loss, load_reference_state, preset, reference_config
 
 CFG = GLMConfig(num_layers=2, hidden_size=24, num_heads=3, intermediate_size=40, max_position_embeddings=16,
                 input_dim=9, label_dim=5, num_predictions=4, dropout=0.0)
@@ -139,7 +139,7 @@ def test_presets():
 def test_attention_dropout_drops_probabilities_as_written(dtype):
     """Training on CPU: softmax(q k^T / sqrt(hd) + bias), its entries zeroed with probability p and the rest scaled
     by 1 / (1 - p), times v (the formula, with the mask of the same draw); evaluation: no dropout, sdpa."""
-    from glmkit.models.glm import SelfAttention
+    from glmkit.models.glm.model import SelfAttention
 
     attention = SelfAttention(replace(CFG, dropout=0.25))
     B, nh, L, hd = 2, CFG.num_heads, 7, CFG.hidden_size // CFG.num_heads
@@ -162,7 +162,7 @@ def test_attention_probabilities_softmax_in_float32():
     """bf16 scores: the probabilities are float32's softmax of those scores rounded to bf16 once, and so is their
     gradient (torch's bf16 softmax backward works from the rounded probabilities: off by up to ~5e-3); float32 is
     unchanged."""
-    from glmkit.models.glm import SelfAttention
+    from glmkit.models.glm.model import SelfAttention
 
     attention = SelfAttention(CFG)
     B, nh, L, hd = 3, CFG.num_heads, 9, CFG.hidden_size // CFG.num_heads

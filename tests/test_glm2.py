@@ -10,8 +10,8 @@ import torch
 
 from conftest import published_glm2_folder
 
-from glmkit.models.glm2 import GLM2, GLM2Config, chunk_positions
-from glmkit.models.glm2_tokens import CLS, ID, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
+from glmkit.models.glm2.model import GLM2, GLM2Config, chunk_positions
+from glmkit.models.glm2.tokens import CLS, ID, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
 from glmkit.models.layers import swiglu_hidden
 
 CFG = GLM2Config(dim=24, depth=2, heads=3, swiglu_multiple_of=8)
@@ -115,7 +115,7 @@ def test_tokens():
 
 
 def test_published_folders_load_by_name_whole_or_sharded(tmp_path):
-    from glmkit.models.glm2_loading import load_glm2_folder, published_name
+    from glmkit.models.glm2.weights import load_glm2_folder, published_name
 
     for name, shard in (("whole", None), ("sharded", "20KB")):
         written = published_glm2_folder(tmp_path / name, CFG, shard)
@@ -133,7 +133,7 @@ def test_published_folders_of_another_shape_or_incomplete_are_refused(tmp_path):
     import pytest
 
     from glmkit.errors import GlmkitError
-    from glmkit.models.glm2_loading import load_glm2_folder
+    from glmkit.models.glm2.weights import load_glm2_folder
 
     published_glm2_folder(tmp_path / "wide", CFG, dim=48)
     with pytest.raises(GlmkitError, match=r"glm2\.tok_embeddings\.weight has shape \(37, 24\); config\.json makes "

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import build_store, cds, igs, run
-from glmkit.data import table_rows
+from glmkit.data.stream import table_rows
 from glmkit.errors import GlmkitError
-from glmkit.glm2_data import (AA_IDS, NT_IDS, TokenReader, build_token_corpus, chunk_contig, mask_tokens,
+from glmkit.models.glm2.corpus import (AA_IDS, NT_IDS, TokenReader, build_token_corpus, chunk_contig, mask_tokens,
                               training_token_counts, unigram_log_probs)
 from glmkit.glm_data import Split
 from glmkit.io.token_corpus import TokenCorpusStore
-from glmkit.models.glm2_tokens import CLS, ID, MASK, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
+from glmkit.models.glm2.tokens import CLS, ID, MASK, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
 
 
 def naive_chunks(elements: list[str], context: int) -> list[str]:

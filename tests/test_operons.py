@@ -14,7 +14,7 @@ from conftest import SHARED_DATA, TEST_DATA, assert_one_line_error, run
 from glmkit.io.context import ContextStore
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.operon_model import read_classifier, write_classifier
-from glmkit.operons import attention_features, neighbour_pairs
+from glmkit.commands.operons import attention_features, neighbour_pairs
 
 pytest.importorskip("sklearn")
 
@@ -230,7 +230,7 @@ def test_ecoli_regulondb_labels_match_the_operon_set(tmp_path):
     """E. coli K-12 called by glmkit, RefSeq annotation, RegulonDB 9.3: every positive pair's two genes are
     listed together in one multi-gene operon of the file, in the annotation's names."""
     from glmkit.io.operon_sets import read_annotation, read_known_operons
-    from glmkit.operons import Pairs, pair_labels
+    from glmkit.commands.operons import Pairs, pair_labels
 
     assert run("call", SHARED_DATA / "ecoli_k12_mg1655.fna.gz", "-o", tmp_path / "el.zarr", "-q").exit_code == 0
     genes = _genes(tmp_path)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TEST_DATA, assert_one_line_error, hide_mmseqs, make_fair_esm_checkpoint, needs_mmseqs, run
-from glmkit.paralog_match import candidate_distances
+from glmkit.commands.paralog_match import candidate_distances
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def naive_ranking(d, q_ids, c_ids, sequences):
     """The method written out: per query, features of (masked, query, masked), the model's most likely
     prediction at each masked position, Euclidean distance of every candidate's label (+0.5) to the nearer."""
     from glmkit.io.embeddings import EmbeddingStore, sequence_hash
-    from glmkit.models.glm_loading import load_glm
+    from glmkit.models.glm.weights import load_glm
 
     loaded = load_glm(d / "glm")
     store = EmbeddingStore(d / "emb.zarr")
@@ -79,7 +79,7 @@ def test_ranking_equals_the_naive_method_and_truth_is_scored(made, tmp_path):
     base = report["random_baseline"]
     assert base["draws"] == 200 and 0 <= base["exact_low"] <= base["exact_mean"] <= base["exact_high"] <= 12
     assert 0 <= report["cluster_correct"] <= 12 and report["cluster_correct"] >= report["exact_correct"]
-    from glmkit.mmseqs import find_mmseqs
+    from glmkit.genome.mmseqs import find_mmseqs
 
     assert report["mmseqs"] == find_mmseqs().record()   # which MMseqs2 made the clusters
     assert "exact-correct" in r.stderr and "random predictions" in r.stderr

@@ -13,7 +13,7 @@ import zarr
 
 from conftest import assert_one_line_error, die_after_checkpoint, run
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.pretrain import PretrainOptions, loop_options, run_pretrain, warmup_steps
+from glmkit.commands.pretrain import PretrainOptions, loop_options, run_pretrain, warmup_steps
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_nan_embeddings_are_refused_naming_genes(tmp_path, corpus):
 
 
 def test_loss_turning_nan_stops_and_keeps_last_checkpoint(tmp_path, corpus, monkeypatch):
-    import glmkit.glm_task as glm_task
+    import glmkit.models.glm.task as glm_task
 
     real = glm_task.GLMTask.loss
     calls = []

@@ -10,7 +10,7 @@ import torch
 
 from conftest import TEST_DATA, assert_one_line_error, build_store, cds, die_after_checkpoint, run
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.pretrain import PretrainOptions, loop_options, resolved, run_pretrain
+from glmkit.commands.pretrain import PretrainOptions, loop_options, resolved, run_pretrain
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_pretrain_stopped_part_way_resumes_to_the_uninterrupted_run(inputs, tmp_
     assert glmkit([*_pretrain_args(d), "-o", tmp_path / "whole", "-q"]).returncode == 0
     # the signal arrives during step 5 (0-based 4): SIGKILL leaves the step-3 checkpoint; SIGTERM lets the step
     # finish, checkpoints step 5 and stops
-    hook = signal_after_chunks("glmkit.data", "Prefetcher.get", 5, sig)  # once per training step
+    hook = signal_after_chunks("glmkit.data.stream", "Prefetcher.get", 5, sig)  # once per training step
     stopped = glmkit([*_pretrain_args(d), "-o", tmp_path / "run"], hook)
     assert stopped.returncode == (-9 if sig == signal.SIGKILL else 128 + sig), stopped.stderr
     if sig == signal.SIGTERM:
@@ -154,7 +154,7 @@ def test_contextualize_stopped_part_way_resumes_to_the_uninterrupted_result(inpu
     d, _ = inputs
     args = ["contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", model, "--attention", "--predictions",
             "--batch-size", "4", "--threads", "1"]
-    groups = "import glmkit.contextualize\nglmkit.contextualize.GROUP_WINDOWS = 4\n"  # several groups of contigs
+    groups = "import glmkit.commands.contextualize\nglmkit.commands.contextualize.GROUP_WINDOWS = 4\n"  # several groups of contigs
     assert glmkit([*args, "-o", tmp_path / "whole.zarr", "-q"], groups).returncode == 0
     stopped = glmkit([*args, "-o", tmp_path / "out.zarr"], groups + signal_after_chunks("numpy", "savez", 2, sig))
     assert stopped.returncode == (-9 if sig == signal.SIGKILL else 128 + sig), stopped.stderr

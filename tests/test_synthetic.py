@@ -9,7 +9,7 @@ import pytest
 from conftest import run
 from glmkit.io.elements import ElementStore
 from glmkit.io.embeddings import EmbeddingStore
-from glmkit.synthetic import SyntheticSpec, evaluate, reinitialised, write_corpus
+from glmkit.data.synthetic import SyntheticSpec, evaluate, reinitialised, write_corpus
 
 SMALL = SyntheticSpec(train_genomes=30, test_genomes=6, genes_per_genome=200, families=150, operon_templates=25,
                       subfamilies=8, paralog_pairs=6, dim=64, seed=1)
@@ -46,7 +46,7 @@ def test_the_planted_grammar_is_in_the_stores(corpus):
 
 
 def test_homologs_are_close_in_embedding_and_in_sequence():
-    from glmkit.synthetic import _Planter
+    from glmkit.data.synthetic import _Planter
 
     planter = _Planter(SMALL)
     one, two, other = planter.embedding(5), planter.embedding(5), planter.embedding(6)
@@ -101,7 +101,7 @@ def test_the_glm2_grammar_leaves_the_genes_where_they_were(tmp_path):
 
 
 def test_intergenic_dna_carries_the_planted_motifs_on_each_genes_strand(tmp_path):
-    from glmkit.synthetic import PROMOTER_10, PROMOTER_35, RBS
+    from glmkit.data.synthetic import PROMOTER_10, PROMOTER_35, RBS
 
     write_corpus(tmp_path, SyntheticSpec(**{**SMALL.__dict__, **GLM2_GRAMMAR}))
     rows = _elements(tmp_path / "test.zarr")
@@ -131,7 +131,7 @@ def test_intergenic_dna_carries_the_planted_motifs_on_each_genes_strand(tmp_path
 
 
 def test_markov_templates_follow_their_chain():
-    from glmkit.synthetic import AMINO, _Planter
+    from glmkit.data.synthetic import AMINO, _Planter
 
     planter = _Planter(SyntheticSpec(**{**SMALL.__dict__, **GLM2_GRAMMAR}))
     index = {int(a): i for i, a in enumerate(AMINO)}

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import TEST_DATA, checkpoint_weights, run
-from glmkit.pretrain import PretrainOptions, run_pretrain
+from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -66,7 +66,7 @@ def _log(path: Path) -> list[list[str]]:
 # validation batches have step -1. RECORD_READS(path) writes them as JSON at exit.
 RECORD_READS = """
 import atexit, json, threading
-import glmkit.glm_task as glm_task
+import glmkit.models.glm.task as glm_task
 _batch, _lock, READS = glm_task.GLMTask._batch, threading.Lock(), []
 class _Recording:
     def __init__(self, reader):
@@ -102,7 +102,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(corpus, tmp_pa
     both ranks hold identical weights; validation shared out and reduced gives the same figures; rank 0 logs.
     Reads, recorded inside the run: at every step each rank reads its own half of the sub-contigs, and the two
     halves together are what the single process read (training and validation)."""
-    import glmkit.glm_task as glm_task
+    import glmkit.models.glm.task as glm_task
 
     recorder: dict = {}
     exec(RECORD_READS, recorder)   # records this process's reads from here ...
@@ -167,7 +167,7 @@ def test_two_processes_killed_and_resumed_equal_an_uninterrupted_run(corpus, tmp
     args = _args(corpus, tmp_path / "whole", "--dropout", "0.1")
     assert torchrun(args, tmp_path).returncode == 0
     kill = """
-        import glmkit.data as data
+        import glmkit.data.stream as data
         _get, _calls = data.Prefetcher.get, [0]
         def _get_or_die(self):
             _calls[0] += 1
@@ -191,7 +191,7 @@ def test_a_nan_on_one_process_stops_every_process(corpus, tmp_path):
     """A loss that turns NaN on rank 1 only: every process stops (none waits forever in all-reduce), rank 0 says
     why, and the last good checkpoint stays."""
     poison = """
-        import glmkit.glm_task as glm_task
+        import glmkit.models.glm.task as glm_task
         _loss, _calls = glm_task.GLMTask.loss, [0]
         def _poisoned(self, model, batch):
             loss, count = _loss(self, model, batch)
@@ -272,7 +272,7 @@ def test_schedules():
 
 
 def test_weight_decay_spares_norms_biases_and_vectors():
-    from glmkit.models.glm import GLM, preset
+    from glmkit.models.glm.model import GLM, preset
     from glmkit.train import parameter_groups
 
     model = GLM(preset("tiny", input_dim=9, label_dim=5))

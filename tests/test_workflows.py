@@ -28,7 +28,7 @@ def digest(path: Path) -> str:
 @pytest.mark.skipif(shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists(),
                     reason="snakemake not installed (pip install snakemake)")
 def test_snakemake_runs_every_rule_and_a_second_run_does_nothing(tmp_path):
-    from glmkit.demo import DEMO_GENOMES, write_random_esm2
+    from glmkit.commands.demo import DEMO_GENOMES, write_random_esm2
 
     data = files("pyrodigal.tests") / "data"
     genomes = {Path(name).name.split(".")[0]: str(data / name) for name in DEMO_GENOMES}

@@ -1,6 +1,6 @@
 """Reading the context store that `glmkit contextualize` writes (schema glmkit.context; docs/FORMATS.md).
 
-The writer is in glmkit/contextualize.py (it streams groups of contigs into
+The writer is in glmkit/commands/contextualize.py (it streams groups of contigs into
 ColumnWriters); this is the reader every later command uses: gene tables
 whole, attention maps window by window.
 """

@@ -10,7 +10,7 @@ Layout (Zarr v3, schema glmkit.glm2-corpus version 1; docs/FORMATS.md is authori
     chunks/start        int64 (K)        first token of each chunk in tokens
     chunks/length       int32 (K)        its tokens (<cls> included), at most the context
     chunks/contig       int64 (K)        its contig
-    tokens              uint8 (T)        every chunk's tokens, chunk after chunk (ids of glmkit/models/glm2_tokens.py)
+    tokens              uint8 (T)        every chunk's tokens, chunk after chunk (ids of glmkit/models/glm2/tokens.py)
     elements/id         string (E)       element id, in contig order (CDS and IGS)
     elements/type       uint8 (E)        0 CDS, 1 IGS
     elements/contig     int64 (E)
@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from glmkit.models.glm2_tokens import VOCAB
+from glmkit.models.glm2.tokens import VOCAB
 from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, open_store
 
 SCHEMA = "glmkit.glm2-corpus"

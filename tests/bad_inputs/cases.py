@@ -470,7 +470,7 @@ def published_glm2(path: Path, **changes) -> Path:
     sys.path.insert(0, str(HERE.parent))
     from conftest import published_glm2_folder
 
-    from glmkit.models.glm2 import GLM2Config
+    from glmkit.models.glm2.model import GLM2Config
 
     published_glm2_folder(path, GLM2Config(dim=24, depth=2, heads=4, swiglu_multiple_of=16), **changes)
     return path

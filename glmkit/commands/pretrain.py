@@ -5,7 +5,7 @@ turned into a corpus store (glmkit/io/corpus.py: genes with their embeddings in
 corpus order, sub-contigs as arrays), built once and reused by every run on
 the same inputs; the normalisation and label PCA are fitted on the training
 proteins in two streaming passes; then the training loop (glmkit/train.py)
-runs the gLM task (glmkit/glm_task.py). Memory is bounded by the batch, the
+runs the gLM task (glmkit/models/glm/task.py). Memory is bounded by the batch, the
 model and fixed caches, not by the corpus (bench/scale.py shows it).
 
 Everything random is a function of (seed, step, row): data order, masks, and
@@ -65,7 +65,7 @@ class PretrainOptions:
     seed: int = 0
     subcontig_genes: int = 30
     min_subcontig_genes: int = 15
-    recipe: str = "glmkit"          # or "reference": the gLM train.py's recipe (see glmkit/glm_task.py)
+    recipe: str = "glmkit"          # or "reference": the gLM train.py's recipe (see glmkit/models/glm/task.py)
     corpus: str | None = None       # a corpus store to reuse or build (default: OUTPUT/corpus.zarr)
     device: str = "auto"
     precision: str = "auto"
@@ -110,10 +110,10 @@ def loop_options(o: PretrainOptions):
 
 
 def _model_config(o: PretrainOptions, **shapes):
-    from glmkit.models.glm import preset
+    from glmkit.models.glm.model import preset
 
     if o.arch == "glm2":
-        from glmkit.models.glm2 import glm2_preset
+        from glmkit.models.glm2.model import glm2_preset
 
         cfg = glm2_preset(o.preset, depth=o.num_layers, dim=o.hidden_size, heads=o.num_heads)
         if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
@@ -144,7 +144,7 @@ def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, 
     from glmkit.io.store import built_from, store_schema
 
     if options.arch == "glm2":
-        from glmkit.glm2_data import build_token_corpus, token_corpus_parameters
+        from glmkit.models.glm2.corpus import build_token_corpus, token_corpus_parameters
         from glmkit.io.token_corpus import SCHEMA
         from glmkit.io.token_corpus import TokenCorpusStore as Store
 
@@ -313,8 +313,8 @@ def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: Pr
 def _glm_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
     """The gLM task: its normalisation fitted on the training proteins (or the checkpoint's)."""
     from glmkit.glm_data import Normalization, fit_normalization
-    from glmkit.glm_task import GLMRecipe, GLMTask
-    from glmkit.models.glm import GLMConfig
+    from glmkit.models.glm.task import GLMRecipe, GLMTask
+    from glmkit.models.glm.model import GLMConfig
 
     if meta is not None:
         norm = Normalization.from_checkpoint(meta, extras["normalization"], checkpoint)
@@ -334,9 +334,9 @@ def _glm_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint:
 
 def _glm2_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
     """The gLM2 task, with the training split's token frequencies for the unigram baseline."""
-    from glmkit.glm2_data import training_token_counts
-    from glmkit.glm2_task import GLM2Task
-    from glmkit.models.glm2 import GLM2Config
+    from glmkit.models.glm2.corpus import training_token_counts
+    from glmkit.models.glm2.task import GLM2Task
+    from glmkit.models.glm2.model import GLM2Config
 
     cfg = GLM2Config.from_dict(meta.get("config"), checkpoint / "config.json") if meta is not None \
         else _model_config(options)
@@ -375,7 +375,7 @@ def _check_same_inputs(meta: dict, element_paths, embedding_path, options: Pretr
     from glmkit.glm_data import corpus_parameters
 
     if options.arch == "glm2":
-        from glmkit.glm2_data import token_corpus_parameters
+        from glmkit.models.glm2.corpus import token_corpus_parameters
 
         if meta.get("corpus") != token_corpus_parameters(element_paths, options.context):
             raise GlmkitError(f"{where}: the element stores differ from those this checkpoint was trained on; "

@@ -2,7 +2,7 @@
 
 A contig is one token sequence: `<cls>`, then per element its strand token
 (`<+>`/`<->`) and its residues (amino acids for a CDS, lower-case nucleotides
-for intergenic DNA; glmkit/models/glm2_tokens.py). Pre-norm transformer
+for intergenic DNA; glmkit/models/glm2/tokens.py). Pre-norm transformer
 blocks: RMSNorm (float32 inside), attention with fused q/k/v (no bias) and
 rotary positions (rotate-half over the whole head dimension, base 10,000),
 SwiGLU feed-forward; no norm after the last block; the LM head has its own
@@ -10,7 +10,7 @@ RMSNorm and an untied projection. Several chunks may share a row (packing):
 each token attends only within its chunk, and positions restart at every
 chunk, so a packed row computes what separate rows would.
 
-Parameter names follow glmkit; glmkit/models/glm2_loading.py maps the
+Parameter names follow glmkit; glmkit/models/glm2/weights.py maps the
 published checkpoints' names (`glm2.…`, `lm_head.…`).
 """
 

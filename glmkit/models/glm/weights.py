@@ -13,7 +13,7 @@ from pathlib import Path
 
 @dataclass
 class LoadedGLM:
-    model: object          # glmkit.models.glm.GLM, eval mode, on CPU
+    model: object          # glmkit.models.glm.model.GLM, eval mode, on CPU
     cfg: object            # GLMConfig
     norm: object           # glmkit.glm_data.Normalization
     meta: dict             # config.json
@@ -23,7 +23,7 @@ class LoadedGLM:
 def load_glm(model_path: str | Path) -> LoadedGLM:
     from glmkit.glm_data import Normalization
     from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
-    from glmkit.models.glm import GLM, GLMConfig
+    from glmkit.models.glm.model import GLM, GLMConfig
 
     folder = checkpoint_folder(model_path)
     meta, weights, extras, _ = load_checkpoint(model_path, "gLM")

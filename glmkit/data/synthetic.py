@@ -306,7 +306,7 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
     first.sort()
     model = {"name": "synthetic-families", "sha256": hashlib.sha256(repr(asdict(spec)).encode()).hexdigest(),
              "embed_dim": spec.dim, "layer": 1, "max_residues": None, "long": None, "pooling": "mean",
-             "source": "glmkit.synthetic"}
+             "source": "glmkit.data.synthetic"}
     planned = PlannedRows.in_memory(hashes[first], [100] * len(first))
     store = ResumableEmbeddingWriter(out / "embeddings.zarr", {"synthetic": asdict(spec)}, [], planned, spec.dim,
                                      "float16", model, 4096)
@@ -331,9 +331,9 @@ def masked_gene_accuracy(elements: str | Path, embeddings: str | Path, model_pat
     import torch
 
     from glmkit.glm_data import Split, build_corpus
-    from glmkit.glm_task import GLMRecipe, GLMTask, pseudo_accuracy_counts
+    from glmkit.models.glm.task import GLMRecipe, GLMTask, pseudo_accuracy_counts
     from glmkit.io.corpus import CorpusStore
-    from glmkit.models.glm_loading import load_glm
+    from glmkit.models.glm.weights import load_glm
 
     work = Path(work)
     corpus_path = work / "corpus.zarr"
@@ -373,8 +373,8 @@ def reinitialised(model_path: str | Path, out: str | Path, seed: int = 0) -> Pat
     import torch
 
     from glmkit.io.checkpoint import save_checkpoint
-    from glmkit.models.glm import GLM
-    from glmkit.models.glm_loading import load_glm
+    from glmkit.models.glm.model import GLM
+    from glmkit.models.glm.weights import load_glm
 
     loaded = load_glm(model_path)
     torch.manual_seed(seed)
@@ -394,9 +394,9 @@ def evaluate(corpus: str | Path, model_path: str | Path, work: str | Path, threa
     paper, "operons_masked" from masked-query maps with each head's attention and its log, glmkit's
     `--attention-queries masked` and `--log-attention`), paralog matching against random predictions
     (`paralog-match`, genome by genome)."""
-    from glmkit.contextualize import ContextOptions, run_contextualize
-    from glmkit.operons import OperonOptions, run_eval
-    from glmkit.paralog_match import ParalogOptions, run_paralog_match
+    from glmkit.commands.contextualize import ContextOptions, run_contextualize
+    from glmkit.commands.operons import OperonOptions, run_eval
+    from glmkit.commands.paralog_match import ParalogOptions, run_paralog_match
 
     corpus, work = Path(corpus), Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -490,7 +490,7 @@ def duplicate_chunks(spec: DuplicateSpec):
 def write_duplicates(path: str | Path, spec: DuplicateSpec = DuplicateSpec()) -> Path:
     from glmkit.io.embeddings import write_embedding_store
 
-    model = {"name": "synthetic", "embed_dim": spec.dim, "layer": 0, "source": "glmkit.synthetic.DuplicateSpec",
+    model = {"name": "synthetic", "embed_dim": spec.dim, "layer": 0, "source": "glmkit.data.synthetic.DuplicateSpec",
              "spec": asdict(spec)}
     write_embedding_store(path, spec.n, spec.dim, duplicate_chunks(spec), model, chunk_rows=spec.chunk_rows)
     return Path(path)

@@ -1,7 +1,7 @@
 """gLM2 data: element stores into the token corpus store, token reads, masks and batches.
 
 Shared by `pretrain --arch glm2` and `contextualize` on gLM2 models. The data
-path is the gLM's (glmkit/data.py): chunks are the items of a PackedStream,
+path is the gLM's (glmkit/data/stream.py): chunks are the items of a PackedStream,
 packed into rows of the context, shuffled by windows, shared out by rank, the
 split drawn by contig (glmkit/glm_data.py's Split). Memory is bounded by a
 batch of contigs while building and by a window and a small read cache while
@@ -16,14 +16,14 @@ from typing import Sequence
 
 import numpy as np
 
-from glmkit.data import ChunkCache
+from glmkit.data.stream import ChunkCache
 from glmkit.errors import GlmkitError
 from glmkit.glm_data import contig_keys
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.store import store_record
 from glmkit.io.token_corpus import TOKEN_CHUNK, VOCAB_SIZE, TokenCorpusStore, TokenCorpusWriter
 from glmkit.log import plural, progress
-from glmkit.models.glm2_tokens import AMINO_ACIDS, CLS, MASK, NUCLEOTIDES, element_tokens
+from glmkit.models.glm2.tokens import AMINO_ACIDS, CLS, MASK, NUCLEOTIDES, element_tokens
 
 log = logging.getLogger("glmkit")
 AA_IDS = np.zeros(VOCAB_SIZE, dtype=bool)
@@ -165,7 +165,7 @@ def pack_batch(reader: TokenReader, starts: np.ndarray, lengths: np.ndarray, row
                capacity: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of packed chunks -> tokens (B, capacity) int64 (padding <pad>), segments (B, capacity) (0: padding,
     else the chunk's number in its row). ``rows`` index ``starts``/``lengths``."""
-    from glmkit.models.glm2_tokens import PAD
+    from glmkit.models.glm2.tokens import PAD
 
     tokens = np.full((len(rows), capacity), PAD, np.int64)
     segments = np.zeros((len(rows), capacity), np.int64)

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from glmkit.embed_plan import EmbedPlan, plan_embed
+from glmkit.data.embedding_plan import EmbedPlan, plan_embed
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
@@ -129,7 +129,7 @@ def embed_sequences(model, sequences: Sequence[bytes], options: EmbedOptions, la
     """Mean-pooled embeddings (n, dim) float32 of ``sequences``, batched under the token budget."""
     import torch
 
-    from glmkit.models.esm2 import tokenize
+    from glmkit.models.esm2.model import tokenize
 
     segments = [(i, s, e, w) for i, seq in enumerate(sequences)
                 for s, e, w in _segments(len(seq), options.max_residues, options.long)]
@@ -189,7 +189,7 @@ def run_embed(inputs: Sequence[str], output: str, map_path: str | None = None,
         raise GlmkitUsageError("--import-ids and --import-model go with --import-embeddings")
     mmseqs = None
     if options.cluster_id is not None:
-        from glmkit.mmseqs import find_mmseqs
+        from glmkit.genome.mmseqs import find_mmseqs
 
         mmseqs = find_mmseqs()  # before any work
     read = [*inputs, *filter(None, [options.model, options.import_embeddings, options.import_ids])]
@@ -202,7 +202,7 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
     proteins, sequences, stores, records = collect_inputs(inputs, options.nucleotide_check)
     representative = {h: h for h in sequences}
     if options.cluster_id is not None:
-        from glmkit.mmseqs import linclust
+        from glmkit.genome.mmseqs import linclust
 
         representative = linclust(mmseqs, sequences, options.cluster_id, options.coverage, options.threads)
         log.info(f"embed: {len(sequences):,} distinct proteins in {len(set(representative.values())):,} clusters "
@@ -341,7 +341,7 @@ class _Loaded:
 
 def _load(options: EmbedOptions):
     from glmkit.models.device import resolve_device, resolve_precision
-    from glmkit.models.esm2 import load_esm2
+    from glmkit.models.esm2.model import load_esm2
 
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision, device)

@@ -3,7 +3,7 @@
 config.json gives dim, depth, heads, vocab_size, swiglu_multiple_of,
 ffn_dim_multiplier (must be null: the published models have none) and
 norm_eps; the weights carry the names of ../shared/DESIGN.md, mapped here to
-glmkit/models/glm2.py's. A tensor missing, extra or of another shape than the
+glmkit/models/glm2/model.py's. A tensor missing, extra or of another shape than the
 configuration makes it is refused with one line naming it.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glmkit.errors import GlmkitError
-from glmkit.models.glm2 import GLM2, GLM2Config
+from glmkit.models.glm2.model import GLM2, GLM2Config
 
 # published name -> glmkit's (regular expressions over the whole key)
 PUBLISHED_NAMES = (

@@ -7,7 +7,7 @@ Two kinds of input, said apart everywhere the demo reports:
   model is a random-weight ESM2 built here with fair-esm's own class (or a
   real one with ``--plm``): these stages show the pipeline working, and
   their embeddings, attention and contacts carry no biology.
-- **A synthetic corpus whose grammar is planted** (glmkit.synthetic: gene
+- **A synthetic corpus whose grammar is planted** (glmkit.data.synthetic: gene
   families with embeddings, operons in conserved order, interacting partner
   pairs, residues from a chain, promoter and Shine-Dalgarno motifs in the
   intergenic DNA) is where the gLM and gLM2 are trained, because there is
@@ -86,7 +86,7 @@ SIZES = {
     True: Sizes((2, 64, 4), dict(train_genomes=24, test_genomes=4, genes_per_genome=90), glm_steps=150,
                 glm2_steps=60, jacobian_residues=40, fast_jacobian=True, val_every={"glm": 50, "glm2": 20}),
 }
-# the planted grammar (glmkit/synthetic.py), the same at both sizes; 64-dimensional family embeddings keep it fast
+# the planted grammar (glmkit/data/synthetic.py), the same at both sizes; 64-dimensional family embeddings keep it fast
 GRAMMAR = dict(families=150, operon_templates=30, operon_presence=0.8, subfamilies=8, paralog_pairs=6, dim=64,
                protein_grammar="markov", intergenic=True, seed=0)
 # the gLM: the tiny preset widened to hidden 128 with 4 heads (bench/glm_learning.py's), at its learning rate
@@ -183,7 +183,7 @@ class _Pipeline:
     # -- real genomes: the pipeline's plumbing ------------------------------------------------------------------
 
     def call(self):
-        from glmkit.call import CallOptions, run_call
+        from glmkit.commands.call import CallOptions, run_call
 
         data = files("pyrodigal.tests") / "data"
         genomes = self.out / "genomes"   # copied out of the wheel: the docs' examples start from them
@@ -196,7 +196,7 @@ class _Pipeline:
         return "elements.zarr", f"{stats['cds']:,} genes in {len(DEMO_GENOMES)} genomes"
 
     def filter(self):
-        from glmkit.filter import FilterOptions, run_filter
+        from glmkit.commands.filter import FilterOptions, run_filter
 
         run_filter(str(self.p["elements.zarr"]), str(self.p["filtered.zarr"]), report=str(self.p["filter_report.tsv"]))
         stats = run_filter(str(self.p["elements.zarr"]), str(self.p["subcontigs.zarr"]),
@@ -204,7 +204,7 @@ class _Pipeline:
         return "subcontigs.zarr", f"{stats['contigs_out']} gLM sub-contigs of 15-30 genes"
 
     def embed(self):
-        from glmkit.embed import EmbedOptions, run_embed
+        from glmkit.commands.embed import EmbedOptions, run_embed
 
         if self.o.plm:
             self.plm = self.o.plm
@@ -219,7 +219,7 @@ class _Pipeline:
     # -- the synthetic corpus: where the models learn ------------------------------------------------------------
 
     def synthetic(self):
-        from glmkit.synthetic import SyntheticSpec, write_corpus
+        from glmkit.data.synthetic import SyntheticSpec, write_corpus
 
         summary = write_corpus(self.s, SyntheticSpec(**GRAMMAR, **self.size.corpus))
         c = self.size.corpus
@@ -229,7 +229,7 @@ class _Pipeline:
 
     def _pretrain(self, elements, embeddings, output, arch: str, **kw) -> dict:
         """Train; returns the first and the last validated rows of log.tsv."""
-        from glmkit.pretrain import PretrainOptions, run_pretrain
+        from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
         steps = self.size.glm_steps if arch == "glm" else self.size.glm2_steps
         run_pretrain([str(elements)], str(embeddings) if embeddings else None, str(output),
@@ -251,7 +251,7 @@ class _Pipeline:
                                   f"{baseline:.3f})"), learned
 
     def masked_genes(self):
-        from glmkit.synthetic import masked_gene_accuracy
+        from glmkit.data.synthetic import masked_gene_accuracy
 
         acc = masked_gene_accuracy(self.s / "test.zarr", self.s / "embeddings.zarr", self.p["glm"],
                                    self.s / "held_out")
@@ -260,7 +260,7 @@ class _Pipeline:
                      f"{acc['mean_label']:.3f}, neighbour-copy {acc['neighbour_copy']:.3f})"), acc["model"] > best
 
     def contextualize_synthetic(self):
-        from glmkit.contextualize import ContextOptions, run_contextualize
+        from glmkit.commands.contextualize import ContextOptions, run_contextualize
 
         for queries, path in (("masked", self.p["synthetic_context.zarr"]),
                               ("plain", self.out / "synthetic_context_plain.zarr")):
@@ -271,7 +271,7 @@ class _Pipeline:
         return "synthetic_context.zarr", f"{n:,} held-out genes; masked-query and plain attention; attention.png"
 
     def operons(self):
-        from glmkit.operons import OperonOptions, run_eval
+        from glmkit.commands.operons import OperonOptions, run_eval
 
         ap = {}
         for context, output, log_attention in ((self.p["synthetic_context.zarr"], self.p["operons"], True),
@@ -289,7 +289,7 @@ class _Pipeline:
     def paralogs(self):
         import numpy as np
 
-        from glmkit.paralog_match import ParalogOptions, run_paralog_match
+        from glmkit.commands.paralog_match import ParalogOptions, run_paralog_match
 
         truths = sorted((self.s / "partners").glob("*.tsv"))
         self.p["partners"].mkdir()
@@ -319,7 +319,7 @@ class _Pipeline:
     # -- back to the real genomes --------------------------------------------------------------------------------
 
     def contextualize_real(self):
-        from glmkit.contextualize import ContextOptions, run_contextualize
+        from glmkit.commands.contextualize import ContextOptions, run_contextualize
         from glmkit.io.context import ContextStore
 
         run_contextualize([str(self.p["subcontigs.zarr"])], None, str(self.p["glm2"]), str(self.p["context.zarr"]),
@@ -331,7 +331,7 @@ class _Pipeline:
     def jacobian(self):
         from glmkit.io.fasta import read_fasta
         from glmkit.io.files import InputFile
-        from glmkit.jacobian import JacobianOptions, run_jacobian
+        from glmkit.commands.jacobian import JacobianOptions, run_jacobian
 
         length = self.size.jacobian_residues   # full: every substitution of 120 positions, about a minute on 2 cores
         records = [r for r in read_fasta(InputFile(self.p["proteins.faa"]), "protein") if len(r.sequence) >= length]
@@ -342,7 +342,7 @@ class _Pipeline:
         return "contacts.png", f"{2 * length} residues of two proteins{' (--fast)' if fast else ''}"
 
     def dedup(self):
-        from glmkit.dedup import SemanticOptions, run_semantic
+        from glmkit.commands.dedup import SemanticOptions, run_semantic
 
         result = run_semantic(str(self.p["context.zarr"]), str(self.p["dedup"]),
                               SemanticOptions(clusters=2, eps=(2e-3, 1e-1), threads=self.o.threads))
@@ -350,7 +350,7 @@ class _Pipeline:
         return "dedup/remaining.png", f"{result['items']} sub-contigs; pruned {pruned}"
 
     def proteins(self):
-        from glmkit.dedup import ProteinOptions, run_proteins
+        from glmkit.commands.dedup import ProteinOptions, run_proteins
 
         result = run_proteins([str(self.p["proteins.faa"])], str(self.p["protein_clusters"]),
                               ProteinOptions(threads=self.o.threads))

@@ -602,7 +602,7 @@ class ProteinOptions:
 
 def _protein_records(inputs: Sequence[str]):
     """(id, sequence) of every protein of FASTA files and element stores (their CDS), ids checked unique."""
-    from glmkit.embed import proteins_of_store
+    from glmkit.commands.embed import proteins_of_store
     from glmkit.io.fasta import read_fasta
     from glmkit.io.files import InputFile
     from glmkit.io.store import store_schema
@@ -625,7 +625,7 @@ def _protein_records(inputs: Sequence[str]):
 def run_proteins(inputs: Sequence[str], output: str, options: ProteinOptions, force: bool = False) -> dict:
     """Cluster proteins with MMseqs2 linclust: clusters.tsv (representative, member; MMseqs2's own layout) and
     representatives.faa in the folder ``output``."""
-    from glmkit.mmseqs import easy_linclust, find_mmseqs
+    from glmkit.genome.mmseqs import easy_linclust, find_mmseqs
 
     mmseqs = find_mmseqs()   # before any work
     steps, drop_singletons = options.steps()
@@ -666,7 +666,7 @@ def run_proteins(inputs: Sequence[str], output: str, options: ProteinOptions, fo
 
 def _write_protein_clusters(maps: Sequence[Path], representatives: Path, folder: Path, drop_singletons: bool) -> dict:
     """Compose the steps' clusterings (member -> step-1 representative -> ... -> final one) into clusters.tsv."""
-    from glmkit.mmseqs import read_clusters
+    from glmkit.genome.mmseqs import read_clusters
 
     final = {}   # representative of each step's input -> the final representative (held for the last steps only)
     for path in reversed(maps[1:]):

@@ -89,7 +89,7 @@ class ESM2Scorer:
     kind, symmetrise_jacobian = "ESM2", True
 
     def __init__(self, loaded, fast: bool):
-        from glmkit.models.esm2 import ALPHABET, MASK
+        from glmkit.models.esm2.model import ALPHABET, MASK
 
         self.model, self.name, self.identity = loaded.model, loaded.name, {"name": loaded.name,
                                                                              "sha256": loaded.sha256}
@@ -103,7 +103,7 @@ class ESM2Scorer:
         self.limit = 1022
 
     def query(self, elements: list[tuple[str, bytes, int, bool]], where: str) -> Query:
-        from glmkit.models.esm2 import CLS, EOS
+        from glmkit.models.esm2.model import CLS, EOS
 
         tokens, element, residue, labels = [CLS], [], [], []
         for k, (name, sequence, _strand, is_protein) in enumerate(elements):
@@ -136,7 +136,7 @@ class GLM2Scorer:
     kind, symmetrise_jacobian = "gLM2", False
 
     def __init__(self, loaded, fast: bool):
-        from glmkit.models.glm2_tokens import ID, MASK
+        from glmkit.models.glm2.tokens import ID, MASK
 
         self.model = loaded.model
         self.name = str(loaded.folder)
@@ -148,7 +148,7 @@ class GLM2Scorer:
         self.limit = int(loaded.meta.get("options", {}).get("context", 4096))
 
     def query(self, elements: list[tuple[str, bytes, int, bool]], where: str) -> Query:
-        from glmkit.models.glm2_tokens import CLS, MINUS, PLUS, VOCAB
+        from glmkit.models.glm2.tokens import CLS, MINUS, PLUS, VOCAB
 
         protein_letters = set(VOCAB[self.id["L"]:self.id["O"] + 1])
         tokens, element, residue = [CLS], [-1], [0]
@@ -172,7 +172,7 @@ class GLM2Scorer:
                      [VOCAB[t] for t in tokens], [e[0] for e in elements])
 
     def valid(self, query: Query) -> np.ndarray:
-        from glmkit.glm2_data import AA_IDS, NT_IDS
+        from glmkit.models.glm2.corpus import AA_IDS, NT_IDS
 
         t = query.tokens[query.positions]
         if self.fast:
@@ -187,7 +187,7 @@ class GLM2Scorer:
 
 
 def load_scorer(model_spec: str, fast: bool):
-    from glmkit.models.glm2_loading import architecture_of, load_glm2
+    from glmkit.models.glm2.weights import architecture_of, load_glm2
 
     path = Path(model_spec)
     if path.exists() and architecture_of(path) == "gLM2":
@@ -196,7 +196,7 @@ def load_scorer(model_spec: str, fast: bool):
                           .exists()):
         raise GlmkitError(f"{model_spec}: a gLM checkpoint; the Jacobian needs a model that predicts tokens "
                           f"(an ESM2 or a gLM2)")
-    from glmkit.models.esm2 import load_esm2
+    from glmkit.models.esm2.model import load_esm2
 
     return ESM2Scorer(load_esm2(model_spec), fast)
 

@@ -1,7 +1,7 @@
 """`glmkit contextualize` on gLM2 models: per-element and per-contig embeddings.
 
 Each contig's tokens are cut into chunks as training cuts them (the token
-corpus store, glmkit/glm2_data.py, built in the work folder); chunks are
+corpus store, glmkit/models/glm2/corpus.py, built in the work folder); chunks are
 packed into rows of `--context` tokens, each attending within itself, and run
 through the model without masking. Per element: the mean hidden state (of
 `--layer`, default the last block's output) over its residue tokens, the
@@ -11,7 +11,7 @@ meaning as the gLM's gene embeddings, so later commands read them alike),
 intergenic regions to intergenic/; contigs/ holds every contig with elements.
 
 The driver (work folder, groups saved as they finish, resume, publish) is
-glmkit/contextualize.py's; this module is what differs: the corpus, the
+glmkit/commands/contextualize.py's; this module is what differs: the corpus, the
 groups, one group's computation and the output's columns.
 """
 
@@ -42,7 +42,7 @@ class GLM2Job:
 
     @classmethod
     def load(cls, model_path, embedding_path, options, device, amp) -> "GLM2Job":
-        from glmkit.models.glm2_loading import load_glm2
+        from glmkit.models.glm2.weights import load_glm2
 
         return cls(load_glm2(model_path), options, device, amp)
 
@@ -63,8 +63,8 @@ class GLM2Job:
     # -- what the driver calls ----------------------------------------------------------------------------------
 
     def corpus(self, work: Path, element_paths):
-        from glmkit.contextualize import work_corpus
-        from glmkit.glm2_data import build_token_corpus
+        from glmkit.commands.contextualize import work_corpus
+        from glmkit.models.glm2.corpus import build_token_corpus
         from glmkit.io.token_corpus import SCHEMA, TokenCorpusStore
 
         return work_corpus(work, SCHEMA, TokenCorpusStore,
@@ -84,8 +84,8 @@ class GLM2Job:
     def group(self, corpus, group) -> dict:
         import torch
 
-        from glmkit.data import pack_rows
-        from glmkit.glm2_data import TokenReader, pack_batch
+        from glmkit.data.stream import pack_rows
+        from glmkit.models.glm2.corpus import TokenReader, pack_batch
 
         c0, c1, _, _ = group
         k0, k1 = (int(x) for x in corpus.array("contigs/offsets")[c0:c1 + 1][[0, -1]])

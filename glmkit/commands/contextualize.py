@@ -97,8 +97,8 @@ def best_windows(n_genes: int, size: int, kind: str = "centred") -> tuple[list[t
 
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
-    from glmkit.contextualize_glm2 import GLM2Job
-    from glmkit.models.glm2_loading import architecture_of
+    from glmkit.models.glm2.context import GLM2Job
+    from glmkit.models.glm2.weights import architecture_of
 
     if options.attention_queries not in ATTENTION_QUERIES:
         raise GlmkitUsageError(f"--attention-queries {options.attention_queries}: expected plain or masked")
@@ -177,8 +177,8 @@ class GLMJob:
 
     @classmethod
     def load(cls, model_path, embedding_path, options, device, amp) -> "GLMJob":
-        from glmkit.models.glm_loading import load_glm
-        from glmkit.pretrain import check_embedding_model
+        from glmkit.models.glm.weights import load_glm
+        from glmkit.commands.pretrain import check_embedding_model
 
         loaded = load_glm(model_path)
         check_embedding_model(loaded.meta.get("embedding_model", {}), embedding_path, loaded.folder)

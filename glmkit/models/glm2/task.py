@@ -1,6 +1,6 @@
 """gLM2 as a task of the training loop (glmkit/train.py): its data, masking, loss and metrics.
 
-Masked-token modelling over packed chunks of contig tokens (glmkit/glm2_data.py):
+Masked-token modelling over packed chunks of contig tokens (glmkit/models/glm2/corpus.py):
 30 % of residue tokens (amino acids and nucleotides; never `<cls>`, strand
 tokens, `<unk>` or padding) are chosen per step, each independently; of those
 80 % become `<mask>`, 10 % a random residue of the same modality, 10 % stay
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glmkit.data import PackedTask
-from glmkit.glm2_data import MODALITIES, TokenReader, mask_tokens, pack_batch, unigram_log_probs
+from glmkit.data.stream import PackedTask
+from glmkit.models.glm2.corpus import MODALITIES, TokenReader, mask_tokens, pack_batch, unigram_log_probs
 from glmkit.glm_data import Split
 from glmkit.io.token_corpus import TokenCorpusStore
-from glmkit.models.glm2 import GLM2, GLM2Config
+from glmkit.models.glm2.model import GLM2, GLM2Config
 
 
 class GLM2Task(PackedTask):

@@ -46,7 +46,7 @@ class ParalogOptions:
 
 def _proteins(paths: Sequence[str], store, what: str, one: str):
     """(ids, hashes, sequences by hash, embeddings) of the proteins of FASTA files or element stores."""
-    from glmkit.embed import collect_inputs
+    from glmkit.commands.embed import collect_inputs
 
     proteins, sequences, stores, _ = collect_inputs(paths)
     if stores:
@@ -102,7 +102,7 @@ def run_paralog_match(queries: Sequence[str], candidates: Sequence[str], embeddi
     inputs = [*queries, *candidates, embedding_path, model_path, *filter(None, [truth])]
     mmseqs = None
     if truth and options.cluster_id > 0:   # clusters score the truth: MMseqs2 found before any work
-        from glmkit.mmseqs import find_mmseqs
+        from glmkit.genome.mmseqs import find_mmseqs
 
         mmseqs = find_mmseqs()
     with claim_outputs([output, report], force, inputs):
@@ -115,8 +115,8 @@ def _paralog_match(queries, candidates, embedding_path, model_path, output, trut
     from glmkit.io.embeddings import EmbeddingStore
     from glmkit.io.tsv import write_tsv
     from glmkit.models.device import resolve_device, torch_threads
-    from glmkit.models.glm_loading import load_glm
-    from glmkit.pretrain import check_embedding_model
+    from glmkit.models.glm.weights import load_glm
+    from glmkit.commands.pretrain import check_embedding_model
 
     loaded = load_glm(model_path)
     check_embedding_model(loaded.meta.get("embedding_model", {}), embedding_path, loaded.folder)
@@ -186,7 +186,7 @@ def _score(pairs, first, best, c_labels, c_ids, c_hashes, c_sequences, options: 
     out = {"pairs": len(pairs), "exact_correct": int((first[q] == partner).sum())}
     cluster = None
     if options.cluster_id > 0:
-        from glmkit.mmseqs import linclust
+        from glmkit.genome.mmseqs import linclust
 
         distinct = {h: c_sequences[h] for h in dict.fromkeys(c_hashes)}
         representative = linclust(mmseqs, distinct, options.cluster_id, options.coverage, options.threads)

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glmkit.data import PackedTask
+from glmkit.data.stream import PackedTask
 from glmkit.glm_data import CLIP, GeneReader, Normalization, Split, make_batch
 from glmkit.io.corpus import CorpusStore
-from glmkit.models.glm import GLM, GLMConfig, flat_positions
+from glmkit.models.glm.model import GLM, GLMConfig, flat_positions
 
 CE_WEIGHT = 1e-4
 

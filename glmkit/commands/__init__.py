@@ -1,0 +1,1 @@
+"""One module per command: parse what the CLI hands over, validate it, call the mechanisms."""

@@ -1,0 +1,1 @@
+"""Torch-free genome biology: gene finding, the OMG corpus rules, windows, MMseqs2."""

@@ -1,0 +1,1 @@
+"""ESM2 (Lin et al. 2023): architecture and weights (fair-esm files, Hugging Face folders)."""

@@ -1,0 +1,1 @@
+"""The gLM (Hwang et al. 2024): architecture, weights, normalisation, corpus, training task, context job."""
