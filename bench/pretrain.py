@@ -100,7 +100,7 @@ def timed(log: list[dict], unit: str = "genes", skip: int = SKIP) -> tuple[float
 
 def steps_of_stream(corpus_path: Path, batch: int, steps: int, seed: int) -> list[list[int]]:
     """The sub-contig lengths glmkit's stream deals per step (one process), for the reference to train on."""
-    from glmkit.glm_data import choose_split
+    from glmkit.data.split import choose_split
     from glmkit.models.glm.task import GLMRecipe, GLMTask
     from glmkit.io.corpus import CorpusStore
 
@@ -360,7 +360,7 @@ def glm2_steps(args):
     """The micro-batches glmkit's stream deals (one process): packed rows of corrupted tokens."""
     from glmkit.models.glm2.corpus import training_token_counts
     from glmkit.models.glm2.task import GLM2Task
-    from glmkit.glm_data import choose_split
+    from glmkit.data.split import choose_split
     from glmkit.io.token_corpus import TokenCorpusStore
     from glmkit.models.glm2.model import glm2_preset
 

@@ -8,7 +8,7 @@ the workload it serves:
 
   malloc       embed: ESM2 forward (a 12-layer, 480-wide ESM2, esm2_t12_35M's shape, random weights; 13 proteins of
                300 residues) in a child process with and without glibc keeping freed buffers
-               (glmkit.memory.keep_freed_memory, which only the glmkit command-line process applies)
+               (glmkit.resources.keep_freed_memory, which only the glmkit command-line process applies)
   arenas       contextualize: peak RSS (and time) of `glmkit contextualize` over bench/scale.py's corpus of 10^5
                proteins (and its tiny gLM), with freed buffers kept in one glibc arena vs one arena per thread
                (keep_freed_memory's one_arena)
@@ -102,7 +102,7 @@ def report(name: str, without: float, with_: float, unit: str = "s") -> None:
 ESM_FORWARD = """
 import sys, time, torch
 from glmkit.models.esm2.model import ESM2, ESM2Config
-from glmkit.memory import keep_freed_memory
+from glmkit.resources import keep_freed_memory
 if "malloc" in sys.argv: keep_freed_memory()
 import glmkit.models.layers as layers
 if "mkl" in sys.argv: layers.onednn_fp32_gemms = lambda: False
@@ -140,7 +140,7 @@ def arenas(repeats: int) -> None:
                         "-q", "--preset", "tiny", "--max-steps", "20", "--threads", "2"], check=True)
 
     def run(one_arena: bool) -> tuple[float, float]:
-        code = ("import sys\nimport glmkit.memory as memory\nkeep = memory.keep_freed_memory\n"
+        code = ("import sys\nimport glmkit.resources as memory\nkeep = memory.keep_freed_memory\n"
                 f"memory.keep_freed_memory = lambda: keep(one_arena={one_arena})\n"
                 f"sys.argv = ['glmkit', 'contextualize', {str(elements)!r}, '-e', {str(embeddings)!r}, '-m', "
                 f"{str(glm)!r}, '-o', {str(folder / 'arenas.zarr')!r}, '--force', '-q', '--threads', '2']\n"
@@ -313,7 +313,7 @@ def _pretrain_step_seconds(precision: str, preamble: str) -> float:
 
 
 def blas_beside_torch(repeats: int) -> None:
-    numpy_threads = "import contextlib\nimport glmkit.parallel as p\np.one_blas_thread = contextlib.nullcontext"
+    numpy_threads = "import contextlib\nimport glmkit.resources as p\np.one_blas_thread = contextlib.nullcontext"
     for precision in ("fp32", "bf16"):
         report(f"blas {precision}", *alternate(lambda: _pretrain_step_seconds(precision, numpy_threads),
                                                lambda: _pretrain_step_seconds(precision, ""), repeats))

@@ -23,28 +23,6 @@ PIPELINE = ("call", "filter", "embed", "pretrain", "import-glm", "export-glm", "
             "validate", "demo")
 
 
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # respects cgroup/cpuset limits on cluster nodes
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def resolve_threads(requested: int) -> int:
-    """0: this process's share of the CPUs it may use (under torchrun, shared among the node's processes); more
-    than the CPUs is capped, with a note (oversubscription only slows)."""
-    cpus = available_cpus()
-    from glmkit.parallel import launcher_int
-
-    local_processes = max(1, launcher_int("LOCAL_WORLD_SIZE", 1))
-    if requested > cpus:
-        import logging
-
-        logging.getLogger("glmkit").info(f"--threads {requested}: this process may use {cpus} CPUs; using {cpus}")
-        return cpus
-    return requested or max(1, cpus // local_processes)
-
-
 class PipelineGroup(click.Group):
     """Lists subcommands in pipeline order and turns GlmkitError into a one-line message."""
 
@@ -142,6 +120,8 @@ def command(name: str, example: str, group=None, **kwargs):
             # under torchrun, rank 0 speaks for the job: the others print nothing but unexpected failures
             log.setup(quiet=quiet or (os.environ.get("RANK", "").strip() or "0") != "0", debug=debug)
             if "threads" in params:
+                from glmkit.resources import resolve_threads
+
                 params["threads"] = resolve_threads(params["threads"])
             return func(*args, **params)
 
@@ -820,7 +800,7 @@ def main() -> None:
 
     stop.install()  # SIGTERM (schedulers) like Ctrl-C: clean up, say how to resume
     if len(sys.argv) > 1 and sys.argv[1] in MODEL_COMMANDS:  # this process is glmkit's own: process-wide settings
-        from glmkit.memory import keep_freed_memory
+        from glmkit.resources import keep_freed_memory
 
         keep_freed_memory()
     try:

@@ -82,7 +82,7 @@ RESUME_MUST_MATCH = ("batch_size", "accumulate", "seed")
 
 def distributed(device_spec: str) -> tuple[int, int, str]:
     """(rank, world size, device) of this process; under torchrun, joins the process group (once)."""
-    from glmkit.parallel import launcher_int
+    from glmkit.resources import launcher_int
 
     world, rank = launcher_int("WORLD_SIZE", 1), launcher_int("RANK", 0)
     if world > 1:

@@ -80,7 +80,7 @@ def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi
 
     import torch
 
-    import glmkit.memory as memory
+    import glmkit.resources as memory
     from glmkit.commands.call import run_call
     from glmkit.commands.embed import EmbedOptions, run_embed
 

@@ -48,7 +48,7 @@ def test_gene_embeddings_come_from_the_most_central_window(trained):
     assert ids == [gene for genes in cds_by_contig for gene in genes]   # every gene once, in contig order
 
     # recompute a few genes independently: the window, the inputs, the model's last hidden state
-    from glmkit.glm_data import Normalization
+    from glmkit.models.glm.normalization import Normalization
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.io.embeddings import EmbeddingStore, sequence_hash
     from glmkit.models.glm.model import GLM, GLMConfig
@@ -93,7 +93,7 @@ def test_masked_query_attention_is_each_genes_row_from_a_pass_with_it_masked(tra
     """--attention-queries masked: row i of every map comes from a forward pass of the window with gene i masked
     (its input row set to -1, as training masks), then the map is symmetrised; computed here one gene at a time.
     Predictions, which share that pass, equal a plain run's."""
-    from glmkit.glm_data import Normalization
+    from glmkit.models.glm.normalization import Normalization
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.io.context import ContextStore
     from glmkit.io.embeddings import EmbeddingStore, sequence_hash

@@ -277,7 +277,7 @@ def test_cluster_representatives_carry_every_gene_through_pretrain_and_contextua
     from conftest import build_store, cds, igs
 
     from glmkit.commands.contextualize import ContextOptions, run_contextualize
-    from glmkit.glm_data import build_corpus
+    from glmkit.models.glm.corpus import build_corpus
     from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
     base = proteins(20, lo=120, hi=200, seed=11)

@@ -10,7 +10,7 @@ from glmkit.data.stream import table_rows
 from glmkit.errors import GlmkitError
 from glmkit.models.glm2.corpus import (AA_IDS, NT_IDS, TokenReader, build_token_corpus, chunk_contig, mask_tokens,
                               training_token_counts, unigram_log_probs)
-from glmkit.glm_data import Split
+from glmkit.data.split import Split
 from glmkit.io.token_corpus import TokenCorpusStore
 from glmkit.models.glm2.tokens import CLS, ID, MASK, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import TEST_DATA, run
 from glmkit.models.glm2.corpus import AA_IDS, NT_IDS, build_token_corpus, training_token_counts
 from glmkit.models.glm2.task import GLM2Task
-from glmkit.glm_data import Split
+from glmkit.data.split import Split
 from glmkit.models.glm2.model import GLM2, glm2_preset
 from glmkit.models.glm2.tokens import MASK, PAD
 

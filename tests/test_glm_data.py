@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import TEST_DATA, run
-from glmkit.glm_data import (Normalization, Split, build_corpus, choose_split, fit_normalization, gene_ranges,
-                             make_batch, training_rows, windows, GeneReader)
+from glmkit.data.split import Split, choose_split
+from glmkit.genome.windows import windows
+from glmkit.models.glm.corpus import GeneReader, build_corpus, make_batch
+from glmkit.genome.windows import gene_ranges
+from glmkit.models.glm.normalization import Normalization, fit_normalization, training_rows
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash
 
@@ -42,12 +45,12 @@ def test_corpus_holds_every_gene_with_its_embedding_in_contig_order(stores):
 
 def test_corpus_build_in_small_blocks_equals_one_block(stores, tmp_path, monkeypatch):
     """The reordering spills to disk past its budget: a budget of a few rows must give the same store."""
-    import glmkit.glm_data as glm_data
+    import glmkit.models.glm.corpus as glm_corpus
     from glmkit.io import store as store_module
 
     d, corpus = stores
     real = store_module.gather_rows
-    monkeypatch.setattr(glm_data, "gather_rows", lambda *a, **k: real(*a[:3], 7, a[4], budget=500))
+    monkeypatch.setattr(glm_corpus, "gather_rows", lambda *a, **k: real(*a[:3], 7, a[4], budget=500))
     small = build_corpus([str(d / "el.zarr")], str(d / "emb.zarr"), tmp_path / "c.zarr", 10, 4)
     np.testing.assert_array_equal(small.embedding[:], corpus.embedding[:])
     assert not list(tmp_path.glob(".*gather*"))

@@ -193,7 +193,7 @@ def test_export_then_import_gives_identical_outputs(tmp_path, data):
     assert run("export-glm", tmp_path / "glm", "-o", tmp_path / "rel", "-q").exit_code == 0
     assert sorted(p.name for p in (tmp_path / "rel").iterdir()) == ["glm.bin", "glmkit.json", "norm.pkl", "pca.pkl"]
     # the exported pca.pkl is a working scikit-learn PCA: its transform gives glmkit's labels
-    from glmkit.glm_data import Normalization
+    from glmkit.models.glm.normalization import Normalization
     from glmkit.io.checkpoint import load_checkpoint
 
     meta, _, extras, _ = load_checkpoint(tmp_path / "glm", "gLM")

@@ -1,4 +1,4 @@
-"""glmkit.memory: glibc keeps freed buffers for glmkit's own process, and gives a finished phase's back."""
+"""glmkit.resources: glibc keeps freed buffers for glmkit's own process, and gives a finished phase's back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 CHILD = """
 import numpy as np
-from glmkit.memory import keep_freed_memory, release_freed_memory
+from glmkit.resources import keep_freed_memory, release_freed_memory
 
 def rss():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) // 1024

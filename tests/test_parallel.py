@@ -1,9 +1,9 @@
-"""glmkit.parallel: the launcher's environment read tolerantly."""
+"""glmkit.resources: the launcher's environment read tolerantly."""
 
 import pytest
 
 from glmkit.errors import GlmkitUsageError
-from glmkit.parallel import launcher_int
+from glmkit.resources import launcher_int
 
 
 def test_launcher_variables_unset_empty_or_numbers(monkeypatch):

@@ -250,7 +250,7 @@ def test_fp16_trains_with_a_gradient_scaler_saved_and_restored(corpus, tmp_path,
 
 
 def test_each_process_gets_its_share_of_the_cpus(monkeypatch):
-    from glmkit.cli import available_cpus, resolve_threads
+    from glmkit.resources import available_cpus, resolve_threads
 
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert resolve_threads(0) == max(1, available_cpus() // 2)

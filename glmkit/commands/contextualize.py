@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.genome.windows import best_windows
 from glmkit.io.checkpoint import checkpoint_folder
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, require_distinct, store_record
@@ -67,34 +68,6 @@ WINDOWS = ("centred", "reference")
 ATTENTION_QUERIES = ("plain", "masked")
 
 
-def centrality(position: int, length: int) -> int:
-    return min(position, length - 1 - position)
-
-
-def best_windows(n_genes: int, size: int, kind: str = "centred") -> tuple[list[tuple[int, int]], np.ndarray,
-                                                                          np.ndarray]:
-    """A contig's windows, and for each gene the window it is most central in and its position there.
-
-    kind "reference": consecutive windows of ``size`` genes (the last shorter), each gene in the only one that
-    holds it, as the gLM reference batches contigs."""
-    from glmkit.glm_data import windows
-
-    if kind == "reference":
-        genes = np.arange(n_genes)
-        return windows(n_genes, size, 1), genes // size, genes % size
-    spans = windows(n_genes, size, 1, overlap=True)
-    best_score = np.full(n_genes, -1)
-    window_of, position = np.zeros(n_genes, np.int64), np.zeros(n_genes, np.int64)
-    for w, (s, t) in enumerate(spans):
-        p = np.arange(t - s)
-        score = np.minimum(p, t - s - 1 - p)
-        better = score > best_score[s:t]  # strictly: the first window wins ties
-        best_score[s:t][better] = score[better]
-        window_of[s:t][better] = w
-        position[s:t][better] = p[better]
-    return spans, window_of, position
-
-
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
     from glmkit.models.glm2.context import GLM2Job
@@ -116,7 +89,7 @@ def _contextualize(job_class, element_paths, embedding_path, model_path, output,
                    force: bool) -> dict:
     """The driver every model shares: the work folder and its plan, groups of contigs computed and saved one by
     one (the unit of resume), then the output written from them. ``job_class`` is what differs by model."""
-    from glmkit.memory import release_freed_memory
+    from glmkit.resources import release_freed_memory
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
 
     device = resolve_device(options.device)
@@ -228,7 +201,7 @@ def work_corpus(work: Path, schema: str, store_class, build):
 
 
 def _corpus(work: Path, element_paths, embedding_path, window_genes: int):
-    from glmkit.glm_data import build_corpus
+    from glmkit.models.glm.corpus import build_corpus
     from glmkit.io.corpus import SCHEMA, CorpusStore
 
     return work_corpus(work, SCHEMA, CorpusStore,

@@ -43,8 +43,8 @@ from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, Assig
                              check_crc, write_prune_manifest)
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
-from glmkit.memory import release_freed_memory
-from glmkit.parallel import one_blas_thread, ordered_map
+from glmkit.resources import release_freed_memory
+from glmkit.resources import one_blas_thread, ordered_map
 from glmkit.provenance import provenance
 
 log = logging.getLogger("glmkit")

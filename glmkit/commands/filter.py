@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from glmkit.glm_data import windows
+from glmkit.genome.windows import windows
 from glmkit.io.elements import CDS, IGS, TYPE_NAMES, ElementStore, ElementStoreWriter
 from glmkit.io.files import atomic_outputs
 from glmkit.io.store import store_record

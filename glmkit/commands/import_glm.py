@@ -2,7 +2,7 @@
 model checkpoint that `contextualize` (and `operons`) use like one `pretrain` wrote.
 
 The checkpoint carries the weights, the normalisation and label PCA in the
-reference's arithmetic (see glmkit.glm_data.Normalization), the operon
+reference's arithmetic (see glmkit.models.glm.normalization.Normalization), the operon
 classifier when the release has one, the embedding model the release expects
 (stated by the user; the published model's by default), and each file's
 sha256 under "imported_from".

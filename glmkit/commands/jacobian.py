@@ -271,7 +271,7 @@ def run_jacobian(input_path: str, model_spec: str, output: str, options: Jacobia
 def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions, force: bool) -> dict:
     import torch
 
-    from glmkit.memory import release_freed_memory
+    from glmkit.resources import release_freed_memory
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
 
     elements, record = read_elements(input_path, options.region)
@@ -366,7 +366,7 @@ def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: i
     side, each on its own thread."""
     import torch
 
-    from glmkit.parallel import ordered_map
+    from glmkit.resources import ordered_map
 
     subs = scorer.substitutes
     L, A = len(query.positions), len(subs)

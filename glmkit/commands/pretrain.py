@@ -154,7 +154,7 @@ def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, 
         def build(tmp):
             build_token_corpus(element_paths, tmp, options.context)
     else:
-        from glmkit.glm_data import build_corpus, corpus_parameters
+        from glmkit.models.glm.corpus import build_corpus, corpus_parameters
         from glmkit.io.corpus import SCHEMA
         from glmkit.io.corpus import CorpusStore as Store
 
@@ -269,7 +269,7 @@ def _replace(out: Path, run: Path) -> None:
 def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: PretrainOptions, resume: bool,
               force: bool, rank: int, world: int, device_spec: str) -> dict:
     """Train in ``out`` (the output, or its work folder while it replaces ``final``)."""
-    from glmkit.glm_data import choose_split
+    from glmkit.data.split import choose_split
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
     from glmkit.train import Trainer, log_columns, plot_training_curves, read_log
@@ -312,7 +312,7 @@ def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: Pr
 
 def _glm_task(corpus, split, options: PretrainOptions, meta, extras, checkpoint: Path, embedding_path, rank, world):
     """The gLM task: its normalisation fitted on the training proteins (or the checkpoint's)."""
-    from glmkit.glm_data import Normalization, fit_normalization
+    from glmkit.models.glm.normalization import Normalization, fit_normalization
     from glmkit.models.glm.task import GLMRecipe, GLMTask
     from glmkit.models.glm.model import GLMConfig
 
@@ -372,7 +372,7 @@ def check_embedding_model(trained_on: dict, embedding_path: str, where) -> None:
 
 def _check_same_inputs(meta: dict, element_paths, embedding_path, options: PretrainOptions, where: Path) -> None:
     """Before anything is built: a resumed run must read the very corpus its checkpoint was trained on."""
-    from glmkit.glm_data import corpus_parameters
+    from glmkit.models.glm.corpus import corpus_parameters
 
     if options.arch == "glm2":
         from glmkit.models.glm2.corpus import token_corpus_parameters

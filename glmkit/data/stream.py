@@ -232,7 +232,7 @@ class PackedTask:
     """The data half of a training task (glmkit/train.py) whose items are packed into rows: the gLM's
     sub-contigs of genes, gLM2's chunks of tokens.
 
-    A subclass sets, before use: ``split`` (glmkit.glm_data.Split: held-out contigs), ``seed``, ``capacity``
+    A subclass sets, before use: ``split`` (glmkit.data.split.Split: held-out contigs), ``seed``, ``capacity``
     (row length), ``_keys`` (the contigs' split keys), ``_starts``, ``_lengths`` and ``_item_contig`` (per item:
     where it starts in the store, its length and its contig), ``n_items``, ``name`` (for messages); and defines ``reader()`` (what ``_batch`` reads items with)
     and ``_batch(rows, global_rows, step, reader)`` -> a micro-batch dict with "count" and "units".

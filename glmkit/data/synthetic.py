@@ -330,7 +330,8 @@ def masked_gene_accuracy(elements: str | Path, embeddings: str | Path, model_pat
     unmasked gene of the sub-contig (the previous one, else the next)."""
     import torch
 
-    from glmkit.glm_data import Split, build_corpus
+    from glmkit.data.split import Split
+    from glmkit.models.glm.corpus import build_corpus
     from glmkit.models.glm.task import GLMRecipe, GLMTask, pseudo_accuracy_counts
     from glmkit.io.corpus import CorpusStore
     from glmkit.models.glm.weights import load_glm

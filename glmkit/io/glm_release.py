@@ -35,7 +35,7 @@ PUBLISHED_EMBEDDING_MODEL = {"name": "esm2_t33_650M_UR50D", "sha256": None, "emb
 @dataclass
 class Release:
     state: dict[str, torch.Tensor]      # glm.bin, reference key names
-    norm: object                        # glmkit.glm_data.Normalization
+    norm: object                        # glmkit.models.glm.normalization.Normalization
     classifier: dict | None             # {"coef": (1, F) float64, "intercept": (1,) float64, "classes": (2,)}
     files: dict[str, dict]              # name -> {"path", "sha256"} of every file read
     glmkit: dict                        # glmkit.json's content ({} for the authors' own release)
@@ -138,7 +138,7 @@ def read_release(glm_bin: str | Path, norm: str | Path | None = None, pca: str |
                  operon_predictor: str | Path | None = None) -> Release:
     """The release's files; norm.pkl, pca.pkl, operon_predictor.pkl and glmkit.json default to glm.bin's folder
     (operon_predictor.pkl is optional there)."""
-    from glmkit.glm_data import Normalization
+    from glmkit.models.glm.normalization import Normalization
 
     glm_bin, norm, pca, operon_predictor, extra = release_paths(glm_bin, norm, pca, operon_predictor)
     from glmkit.io.files import InputFile

@@ -60,7 +60,7 @@ def torch_threads(n: int):
     caller keeps its own settings. numpy's products (a batch's PCA labels, in the data thread) run beside
     torch's: on their own BLAS threads they took the cores torch's threads wait on (bench/tricks.py
     blas-beside-torch: a gLM training step's forward pass 172 -> 126 ms in bf16)."""
-    from glmkit.parallel import one_blas_thread
+    from glmkit.resources import one_blas_thread
 
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, n))

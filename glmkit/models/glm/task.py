@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from glmkit.data.stream import PackedTask
-from glmkit.glm_data import CLIP, GeneReader, Normalization, Split, make_batch
+from glmkit.data.split import Split
+from glmkit.models.glm.corpus import GeneReader, make_batch
+from glmkit.models.glm.normalization import CLIP, Normalization
 from glmkit.io.corpus import CorpusStore
 from glmkit.models.glm.model import GLM, GLMConfig, flat_positions
 

@@ -15,13 +15,13 @@ from pathlib import Path
 class LoadedGLM:
     model: object          # glmkit.models.glm.model.GLM, eval mode, on CPU
     cfg: object            # GLMConfig
-    norm: object           # glmkit.glm_data.Normalization
+    norm: object           # glmkit.models.glm.normalization.Normalization
     meta: dict             # config.json
     folder: Path           # the checkpoint folder
 
 
 def load_glm(model_path: str | Path) -> LoadedGLM:
-    from glmkit.glm_data import Normalization
+    from glmkit.models.glm.normalization import Normalization
     from glmkit.io.checkpoint import checkpoint_folder, load_checkpoint, load_weights
     from glmkit.models.glm.model import GLM, GLMConfig
 

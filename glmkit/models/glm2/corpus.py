@@ -3,7 +3,7 @@
 Shared by `pretrain --arch glm2` and `contextualize` on gLM2 models. The data
 path is the gLM's (glmkit/data/stream.py): chunks are the items of a PackedStream,
 packed into rows of the context, shuffled by windows, shared out by rank, the
-split drawn by contig (glmkit/glm_data.py's Split). Memory is bounded by a
+split drawn by contig (glmkit/data/split.py). Memory is bounded by a
 batch of contigs while building and by a window and a small read cache while
 training, whatever the corpus size.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from glmkit.data.stream import ChunkCache
 from glmkit.errors import GlmkitError
-from glmkit.glm_data import contig_keys
+from glmkit.data.split import contig_keys
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.store import store_record
 from glmkit.io.token_corpus import TOKEN_CHUNK, VOCAB_SIZE, TokenCorpusStore, TokenCorpusWriter

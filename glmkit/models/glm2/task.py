@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from glmkit.data.stream import PackedTask
 from glmkit.models.glm2.corpus import MODALITIES, TokenReader, mask_tokens, pack_batch, unigram_log_probs
-from glmkit.glm_data import Split
+from glmkit.data.split import Split
 from glmkit.io.token_corpus import TokenCorpusStore
 from glmkit.models.glm2.model import GLM2, GLM2Config
 
