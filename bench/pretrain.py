@@ -202,7 +202,8 @@ def main() -> int:
         args.steps, args.batch = args.steps or 60, args.batch or 32
         return main_gpu(args)
     args.steps, args.batch = args.steps or 40, args.batch or 32
-    from glmkit.models.glm.model import GLM, load_reference_state, preset
+    from glmkit.models.glm.model import GLM, preset
+    from glmkit.models.glm.weights import load_reference_state
 
     subcontigs, embeddings = build(ROOT / "bench" / "out" / "corpus")
     lengths = subcontig_lengths(subcontigs)

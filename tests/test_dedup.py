@@ -240,7 +240,7 @@ def test_ids_with_unicode_line_separators_stay_on_their_rows(tmp_path):
     writer = AssignShareWriter(tmp_path / "a", 1, 2, np.float32)
     writer.add(np.arange(4), np.zeros(4, np.int64), np.ones((4, 2), np.float32), ids)
     writer.close({"shard": [1, 1], "plan": {}})
-    reader = BucketReader([(tmp_path / "a", read_manifest(tmp_path / "a", "glmkit.commands.dedup-assign"))], 0)
+    reader = BucketReader([(tmp_path / "a", read_manifest(tmp_path / "a", "glmkit.dedup-assign"))], 0)
     assert reader.ids().tolist() == ids.tolist() and reader.column("row").tolist() == [0, 1, 2, 3]
 
 
@@ -317,7 +317,7 @@ def test_remaining_curve_counts_the_table(planted, tmp_path):
     r = run("dedup", "assign", planted, "-c", tmp_path / "c.zarr", "-o", tmp_path / "a", "--level", "gene")
     r = run("dedup", "prune", tmp_path / "a", "-c", tmp_path / "c.zarr", "-o", tmp_path / "p")
     assert r.exit_code == 0, r.stderr
-    manifest = read_manifest(tmp_path / "p", "glmkit.commands.dedup-prune")
+    manifest = read_manifest(tmp_path / "p", "glmkit.dedup-prune")
     x, kept = remaining_curve(np.array(manifest["histogram"]), SPEC.n)
     for eps in (1e-5, 1e-3, 1e-2, 1e-1):
         i = int(np.argmin(np.abs(x - eps)))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from glmkit.errors import GlmkitError
-from glmkit.models.esm2.model import ALPHABET, load_esm2, load_fair_esm_file, load_hf_folder, tokenize
+from glmkit.models.esm2.tokens import ALPHABET, tokenize
+from glmkit.models.esm2.weights import load_esm2, load_fair_esm_file, load_hf_folder
 
 AA = "ACDEFGHIKLMNPQRSTVWYXBUZO"
 

@@ -19,7 +19,8 @@ from glmkit.errors import GlmkitError
 from glmkit.io.elements import ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash
 from glmkit.io.safe_pickle import PickledEstimator, load_pickle
-from glmkit.models.glm.model import GLM, GLMConfig, to_reference_state
+from glmkit.models.glm.model import GLM, GLMConfig
+from glmkit.models.glm.weights import to_reference_state
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.decomposition import PCA  # noqa: E402

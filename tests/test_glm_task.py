@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from glmkit.models.glm.task import CE_WEIGHT, GLMRecipe, GLMTask, pseudo_accuracy_counts
+from glmkit.models.glm.task import CE_WEIGHT, GLMRecipe, GLMTask, closest_loss_sum, pseudo_accuracy_counts
 from glmkit.models.glm.model import GLM, preset
 
 
@@ -91,19 +91,20 @@ def test_pseudo_accuracy_equals_its_definition():
     assert pseudo_accuracy_counts(closest, labels, segments, masked) == naive
 
 
-def test_glmkit_loss_is_the_mean_over_masked_genes_of_glm_loss():
-    """The loop divides the sum by the count: the result is the same loss the gLM model module defines."""
-    from glmkit.models.glm.model import glm_loss
-
-    rng = torch.Generator().manual_seed(1)
-    t = task()
-    torch.manual_seed(0)
-    model = GLM(t.cfg).eval()
-    batch = _batch(rng)
-    loss_sum, count = t.loss(model, batch)
-    _, predictions, logits, _ = model(batch["features"], batch["segments"])
-    mean, _ = glm_loss(predictions, logits, batch["labels"], batch["masked"])
-    assert float(loss_sum) / count == pytest.approx(float(mean), rel=1e-5)
+def test_loss_is_mse_of_closest_plus_small_ce():
+    g = torch.Generator().manual_seed(2)
+    preds, logits, labels = torch.randn(1, 3, 4, 5, generator=g), torch.randn(1, 3, 4, generator=g), torch.randn(1, 3, 5, generator=g)
+    masked = torch.tensor([[True, False, True]])
+    loss_sum, closest = closest_loss_sum(preds[masked], logits[masked], labels[masked])
+    loss = loss_sum / int(masked.sum())
+    expected, ce = 0.0, 0.0
+    for j in (0, 2):
+        mse = [((preds[0, j, k] - labels[0, j]) ** 2).mean().item() for k in range(4)]
+        best = min(range(4), key=mse.__getitem__)
+        expected += mse[best] / 2
+        ce += -torch.log_softmax(logits[0, j], -1)[best].item() / 2
+    assert loss.item() == pytest.approx(expected + 1e-4 * ce, rel=1e-6)
+    assert closest.shape == (2, 5)
 
 
 @pytest.mark.parametrize("recipe", ["glmkit", "reference"])

@@ -256,7 +256,8 @@ def test_hugging_face_esm_with_and_without_a_head(tmp_path):
     folder (no LM head) is refused in one line."""
     from transformers import EsmConfig, EsmForMaskedLM
 
-    from glmkit.models.esm2.model import load_esm2, tokenize
+    from glmkit.models.esm2.tokens import tokenize
+    from glmkit.models.esm2.weights import load_esm2
 
     config = EsmConfig(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=128, position_embedding_type="rotary", token_dropout=True, mask_token_id=32,

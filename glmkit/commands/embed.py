@@ -129,7 +129,7 @@ def embed_sequences(model, sequences: Sequence[bytes], options: EmbedOptions, la
     """Mean-pooled embeddings (n, dim) float32 of ``sequences``, batched under the token budget."""
     import torch
 
-    from glmkit.models.esm2.model import tokenize
+    from glmkit.models.esm2.tokens import tokenize
 
     segments = [(i, s, e, w) for i, seq in enumerate(sequences)
                 for s, e, w in _segments(len(seq), options.max_residues, options.long)]
@@ -341,7 +341,7 @@ class _Loaded:
 
 def _load(options: EmbedOptions):
     from glmkit.models.device import resolve_device, resolve_precision
-    from glmkit.models.esm2.model import load_esm2
+    from glmkit.models.esm2.weights import load_esm2
 
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision, device)

@@ -20,7 +20,7 @@ log = logging.getLogger("glmkit")
 def run_export_glm(model_path: str, output: str, force: bool = False) -> dict:
     from glmkit.io.checkpoint import load_checkpoint
     from glmkit.io.glm_release import write_release
-    from glmkit.models.glm.model import to_reference_state
+    from glmkit.models.glm.weights import to_reference_state
     from glmkit.models.glm.weights import load_glm
     from glmkit.commands.pretrain import ARCHITECTURES
 

@@ -27,7 +27,8 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
                    embedding_layer: int | None = None, force: bool = False) -> dict:
     from glmkit.io.checkpoint import save_checkpoint
     from glmkit.io.glm_release import PUBLISHED_EMBEDDING_MODEL, read_release, release_paths
-    from glmkit.models.glm.model import GLM, GLMConfig, load_reference_state, reference_config
+    from glmkit.models.glm.model import GLM, GLMConfig
+    from glmkit.models.glm.weights import load_reference_state, reference_config
     from glmkit.commands.pretrain import ARCHITECTURES
 
     inputs = [str(p) for p in release_paths(glm_bin, norm, pca, operon_predictor) if p]   # defaults found too

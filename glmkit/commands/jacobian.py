@@ -89,7 +89,7 @@ class ESM2Scorer:
     kind, symmetrise_jacobian = "ESM2", True
 
     def __init__(self, loaded, fast: bool):
-        from glmkit.models.esm2.model import ALPHABET, MASK
+        from glmkit.models.esm2.tokens import ALPHABET, MASK
 
         self.model, self.name, self.identity = loaded.model, loaded.name, {"name": loaded.name,
                                                                              "sha256": loaded.sha256}
@@ -103,7 +103,7 @@ class ESM2Scorer:
         self.limit = 1022
 
     def query(self, elements: list[tuple[str, bytes, int, bool]], where: str) -> Query:
-        from glmkit.models.esm2.model import CLS, EOS
+        from glmkit.models.esm2.tokens import CLS, EOS
 
         tokens, element, residue, labels = [CLS], [], [], []
         for k, (name, sequence, _strand, is_protein) in enumerate(elements):
@@ -196,7 +196,7 @@ def load_scorer(model_spec: str, fast: bool):
                           .exists()):
         raise GlmkitError(f"{model_spec}: a gLM checkpoint; the Jacobian needs a model that predicts tokens "
                           f"(an ESM2 or a gLM2)")
-    from glmkit.models.esm2.model import load_esm2
+    from glmkit.models.esm2.weights import load_esm2
 
     return ESM2Scorer(load_esm2(model_spec), fast)
 

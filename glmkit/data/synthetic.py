@@ -306,7 +306,7 @@ def write_corpus(out: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict
     first.sort()
     model = {"name": "synthetic-families", "sha256": hashlib.sha256(repr(asdict(spec)).encode()).hexdigest(),
              "embed_dim": spec.dim, "layer": 1, "max_residues": None, "long": None, "pooling": "mean",
-             "source": "glmkit.data.synthetic"}
+             "source": "glmkit.synthetic"}   # recorded in stores: the name it was written under
     planned = PlannedRows.in_memory(hashes[first], [100] * len(first))
     store = ResumableEmbeddingWriter(out / "embeddings.zarr", {"synthetic": asdict(spec)}, [], planned, spec.dim,
                                      "float16", model, 4096)
@@ -491,7 +491,7 @@ def duplicate_chunks(spec: DuplicateSpec):
 def write_duplicates(path: str | Path, spec: DuplicateSpec = DuplicateSpec()) -> Path:
     from glmkit.io.embeddings import write_embedding_store
 
-    model = {"name": "synthetic", "embed_dim": spec.dim, "layer": 0, "source": "glmkit.data.synthetic.DuplicateSpec",
+    model = {"name": "synthetic", "embed_dim": spec.dim, "layer": 0, "source": "glmkit.synthetic.DuplicateSpec",
              "spec": asdict(spec)}
     write_embedding_store(path, spec.n, spec.dim, duplicate_chunks(spec), model, chunk_rows=spec.chunk_rows)
     return Path(path)

@@ -3,7 +3,7 @@
 - Input: the embeddings to deduplicate, from a context store (one per contig or
   per gene) or an embedding store (one per distinct protein), read chunk by chunk
   (EmbeddingSource).
-- centroids: a Zarr store (schema glmkit.commands.dedup-centroids) with the k x d
+- centroids: a Zarr store (schema glmkit.dedup-centroids) with the k x d
   spherical k-means centroids and the plan every later step must share (number
   of items, buckets, the input's checksum).
 - An assignment share (``assign --shard K/N``): a folder of raw little-endian
@@ -36,9 +36,9 @@ from glmkit.errors import GlmkitError
 from glmkit.io.context import ContextStore
 from glmkit.io.store import create_store, finish_store, new_array, open_store, store_record, store_schema
 
-CENTROIDS_SCHEMA = "glmkit.commands.dedup-centroids"
-ASSIGN_FORMAT = "glmkit.commands.dedup-assign"
-PRUNE_FORMAT = "glmkit.commands.dedup-prune"
+CENTROIDS_SCHEMA = "glmkit.dedup-centroids"
+ASSIGN_FORMAT = "glmkit.dedup-assign"
+PRUNE_FORMAT = "glmkit.dedup-prune"
 FORMAT_VERSION = 2
 ASSIGN_COLUMNS = {"row": "<i8", "cluster": "<i4"}   # + "vector" (input dtype, d per row) and "id" (text lines)
 # 1 - max similarity is counted in these bins (log-spaced, with one bin below 1e-6): the remaining-fraction curve

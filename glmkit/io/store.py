@@ -49,12 +49,12 @@ SCHEMAS = {
     "glmkit.glm-corpus": 1,
     "glmkit.glm2-corpus": 1,
     "glmkit.contacts": 1,
-    "glmkit.commands.dedup-centroids": 1,
+    "glmkit.dedup-centroids": 1,
 }
 # the first version of each schema whose stores always carry the integrity manifest: from it on, a store without
 # one is damaged (its attribute removed: a missing chunk would read back as zeros); older ones are read unverified
 MANIFEST_SINCE = {"glmkit.elements": 2, "glmkit.embeddings": 3, "glmkit.context": 2, "glmkit.glm-corpus": 1,
-                  "glmkit.glm2-corpus": 1, "glmkit.contacts": 1, "glmkit.commands.dedup-centroids": 1}
+                  "glmkit.glm2-corpus": 1, "glmkit.contacts": 1, "glmkit.dedup-centroids": 1}
 # what each schema is, for error messages that say what was expected
 SCHEMA_TITLES = {
     "glmkit.elements": "an element store (from `glmkit call` or `glmkit filter`)",
@@ -63,7 +63,7 @@ SCHEMA_TITLES = {
     "glmkit.glm-corpus": "a gLM corpus store (built by `glmkit pretrain`)",
     "glmkit.glm2-corpus": "a gLM2 token corpus store (built by `glmkit pretrain --arch glm2`)",
     "glmkit.contacts": "a contact map (from `glmkit jacobian`)",
-    "glmkit.commands.dedup-centroids": "dedup centroids (from `glmkit dedup fit`)",
+    "glmkit.dedup-centroids": "dedup centroids (from `glmkit dedup fit`)",
 }
 
 ROW_CHUNK = 1 << 16      # rows per chunk of a column

@@ -1,50 +1,25 @@
-"""ESM2 (Lin et al. 2023) for inference: a compact re-implementation that loads fair-esm and Hugging Face weights.
+"""ESM2 (Lin et al. 2023), the architecture: a compact re-implementation of fair-esm's ESM2 for inference.
 
 Same arithmetic as fair-esm's ESM2 (pre-LayerNorm transformer, rotary
 positions, exact-erf GELU, token-dropout scaling, final LayerNorm), written for
 speed at inference: one fused q/k/v projection, `scaled_dot_product_attention`
 instead of explicit softmax(QK^T)V, no averaged attention weights. The LM head
-(`logits`, for `glmkit jacobian`) is loaded when the checkpoint has one.
-tests/test_esm2.py checks it against fair-esm's own model.
+(`logits`, for `glmkit jacobian`) is set by the loaders (weights.py) when the
+checkpoint has one; tokens.py holds the alphabet. tests/test_esm2.py checks it
+against fair-esm's own model.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from glmkit.errors import GlmkitError
-from glmkit.io.files import file_sha256
-from glmkit.models.layers import Linear
-
-# fair-esm's "ESM-1b" alphabet, which every ESM2 uses: ids 0-32 in this order.
-ALPHABET = ("<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
-            "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>")
-CLS, PAD, EOS, UNK, MASK = 0, 1, 2, 3, 32
-# byte -> token id; amino-acid letters only (the FASTA reader has upper-cased and validated them)
-TOKEN_OF_BYTE = np.full(256, UNK, dtype=np.int64)
-for _i, _tok in enumerate(ALPHABET):
-    if len(_tok) == 1:
-        TOKEN_OF_BYTE[ord(_tok)] = _i
-
-HUB_MODELS = {  # fair-esm names -> (layers, dim, heads)
-    "esm2_t6_8M_UR50D": (6, 320, 20),
-    "esm2_t12_35M_UR50D": (12, 480, 20),
-    "esm2_t30_150M_UR50D": (30, 640, 20),
-    "esm2_t33_650M_UR50D": (33, 1280, 20),
-    "esm2_t36_3B_UR50D": (36, 2560, 40),
-    "esm2_t48_15B_UR50D": (48, 5120, 40),
-}
-HUB_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
-
+from glmkit.models.esm2.tokens import ALPHABET, MASK, PAD
+from glmkit.models.layers import Linear, apply_rope, rope_tables
 
 @dataclass
 class ESM2Config:
@@ -54,11 +29,6 @@ class ESM2Config:
     token_dropout: bool = True
     layer_norm_eps: float = 1e-5
     vocab_size: int = len(ALPHABET)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
 
 
 class Layer(nn.Module):
@@ -74,11 +44,10 @@ class Layer(nn.Module):
         self.fc2 = Linear(4 * d, d)
 
     def forward(self, x, cos, sin, keep):
-        # x: (B, T, D); cos, sin: (T, hd); keep: (B, 1, 1, T) bool, True for real tokens (or None)
+        # x: (B, T, D); cos, sin: (T, hd / 2); keep: (B, 1, 1, T) bool, True for real tokens (or None)
         B, T, D = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q = q * cos + rotate_half(q) * sin        # (B, H, T, hd)
-        k = k * cos + rotate_half(k) * sin
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)   # (B, H, T, hd): rotate-half, as fair-esm
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, hd)
         x = x + self.out(y.transpose(1, 2).reshape(B, T, D))
         return x + self.fc2(F.gelu(self.fc1(self.ffn_norm(x))))  # exact (erf) GELU, as ESM
@@ -105,8 +74,6 @@ class ESM2(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
-        hd = cfg.embed_dim // cfg.attention_heads
-        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd)), persistent=False)
 
     def forward(self, tokens: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Hidden states after ``layer`` (default: the last, after the final LayerNorm): (B, T) -> (B, T, D)."""
@@ -118,10 +85,8 @@ class ESM2(nn.Module):
             observed = (tokens == MASK).sum(-1).to(x.dtype) / (~pad).sum(-1)
             x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
         x = x * (~pad).unsqueeze(-1).to(x.dtype)
-        t = torch.arange(tokens.shape[1], device=tokens.device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(t, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)                        # (T, hd)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        cos, sin = rope_tables(torch.arange(tokens.shape[1], device=tokens.device),
+                               self.cfg.embed_dim // self.cfg.attention_heads)   # (T, hd / 2), base 10,000
         keep = (~pad)[:, None, None, :] if pad.any() else None
         for block in self.layers[:layer]:
             x = block(x, cos, sin, keep)
@@ -132,199 +97,3 @@ class ESM2(nn.Module):
         if self.lm_head is None:
             raise GlmkitError("this ESM2 checkpoint has no language-model head (an embeddings-only model?)")
         return self.lm_head(self.forward(tokens), self.embed_tokens.weight)
-
-
-# -- loading -------------------------------------------------------------------------------------------------
-
-@dataclass
-class LoadedModel:
-    model: ESM2
-    name: str      # hub name, file stem or folder name
-    source: str    # where the weights came from
-    sha256: str    # checksum of the weights file (shards: sha256 of their checksums, in name order)
-
-
-def _assign(cfg: ESM2Config, state: dict[str, torch.Tensor], source: str) -> ESM2:
-    """The ESM2 of ``cfg`` with ``state``'s weights (others, e.g. a contact head, are not used). Shapes are
-    compared on the meta device first: a configuration claiming a huge model is refused, not allocated."""
-    from glmkit.io.checkpoint import require_finite
-
-    def build() -> ESM2:
-        model = ESM2(cfg)
-        if any(k.startswith("lm_head.") for k in state):
-            model.lm_head = LMHead(cfg)
-        return model
-
-    with torch.device("meta"):
-        expected = build().state_dict()
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise GlmkitError(f"{source}: checkpoint lacks {len(missing)} ESM2 weights (e.g. {missing[0]}); not an ESM2?")
-    for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise GlmkitError(f"{source}: tensor {name} has shape {tuple(state[name].shape)}; the checkpoint's "
-                              f"configuration makes it {tuple(tensor.shape)}")
-    require_finite({k: state[k] for k in expected}, source)
-    model = build()
-    model.load_state_dict(state, strict=False)
-    return model.eval()
-
-
-# Parameter names of the two published layouts, as (ours -> theirs): top level, per layer, and the separate
-# q/k/v projections that we concatenate into one qkv weight.
-FAIR_ESM_NAMES = {
-    "top": {"embed_tokens": "embed_tokens", "final_norm": "emb_layer_norm_after"},
-    "layer": "layers.{i}.",
-    "per_layer": {"attn_norm": "self_attn_layer_norm", "out": "self_attn.out_proj", "fc1": "fc1", "fc2": "fc2",
-                  "ffn_norm": "final_layer_norm"},
-    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    "strip": r"^(encoder\.sentence_encoder\.|encoder\.)",
-    "lm_head": {"dense.weight": "dense.weight", "dense.bias": "dense.bias", "layer_norm.weight": "layer_norm.weight",
-                "layer_norm.bias": "layer_norm.bias", "bias": "bias"},
-}
-HF_NAMES = {
-    "top": {"embed_tokens": "embeddings.word_embeddings", "final_norm": "encoder.emb_layer_norm_after"},
-    "layer": "encoder.layer.{i}.",
-    "per_layer": {"attn_norm": "attention.LayerNorm", "out": "attention.output.dense", "fc1": "intermediate.dense",
-                  "fc2": "output.dense", "ffn_norm": "LayerNorm"},
-    "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "strip": r"^esm\.",
-    "lm_head": {"dense.weight": "dense.weight", "dense.bias": "dense.bias", "layer_norm.weight": "layer_norm.weight",
-                "layer_norm.bias": "layer_norm.bias", "bias": "bias"},
-}
-
-
-def remap_state(cfg: ESM2Config, theirs: dict[str, torch.Tensor], names: dict) -> dict[str, torch.Tensor]:
-    """A published state dict (fair-esm or Hugging Face names) -> ours."""
-    theirs = {re.sub(names["strip"], "", k): v for k, v in theirs.items()}
-    state = {}
-    for ours, name in names["top"].items():
-        for kind in (("weight",) if ours == "embed_tokens" else ("weight", "bias")):
-            state[f"{ours}.{kind}"] = theirs[f"{name}.{kind}"]
-    for i in range(cfg.num_layers):
-        p, q = f"layers.{i}.", names["layer"].format(i=i)
-        for kind in ("weight", "bias"):
-            for ours, name in names["per_layer"].items():
-                state[f"{p}{ours}.{kind}"] = theirs[f"{q}{name}.{kind}"]
-            state[f"{p}qkv.{kind}"] = torch.cat([theirs[f"{q}{name}.{kind}"] for name in names["qkv"]])
-    head = {f"lm_head.{ours}": theirs.get(f"lm_head.{name}") for ours, name in names["lm_head"].items()}
-    if all(v is not None for v in head.values()):  # embeddings-only checkpoints have none
-        state.update(head)
-    return state
-
-
-def _check_config(cfg: ESM2Config, where) -> None:
-    values = (cfg.num_layers, cfg.embed_dim, cfg.attention_heads)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values) or \
-            cfg.embed_dim % cfg.attention_heads:
-        raise GlmkitError(f"{where}: {cfg.num_layers} layers, dim {cfg.embed_dim}, {cfg.attention_heads} heads: not "
-                          f"an ESM2's shape (positive, dim a multiple of heads)")
-
-
-def load_fair_esm_file(path: Path, name: str | None = None) -> LoadedModel:
-    """A fair-esm checkpoint ``{"cfg": {"model": Namespace}, "model": state_dict}``, loaded with weights_only.
-
-    torch >= 2.6 refuses the argparse.Namespace in these files under its safe
-    default; we allow-list exactly that class instead of turning safety off.
-    """
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            try:  # memory-mapped: the file's pages, not a second in-memory copy beside the model's (2.6 GB for t33)
-                data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as e:
-                if "mmap" not in str(e):   # a file in torch's legacy (pre-1.6, not zip) format cannot be mapped
-                    raise
-                data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise GlmkitError(f"{path}: not a readable fair-esm checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-    try:
-        args = data["cfg"]["model"]
-        cfg = ESM2Config(num_layers=args.encoder_layers, embed_dim=args.encoder_embed_dim,
-                         attention_heads=args.encoder_attention_heads, token_dropout=args.token_dropout)
-        state = remap_state(cfg, data["model"], FAIR_ESM_NAMES)
-    except (KeyError, AttributeError, TypeError) as e:
-        raise GlmkitError(f"{path}: not an ESM2 checkpoint in fair-esm's layout (missing {e})") from e
-    except RuntimeError as e:   # q, k and v projections that cannot be joined
-        raise GlmkitError(f"{path}: tensors of impossible shapes ({str(e).splitlines()[0]})") from None
-    _check_config(cfg, path)
-    model = _assign(cfg, state, str(path))
-    return LoadedModel(model, name or path.stem, str(path.resolve()), file_sha256(path))
-
-
-def _hf_name(key: str) -> str:
-    """Parameter names as transformers 4 writes them: transformers 5 saves LayerNorms as gamma/beta."""
-    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
-
-
-def load_hf_folder(path: Path) -> LoadedModel:
-    """A Hugging Face EsmModel / EsmForMaskedLM folder as transformers 4.x or 5.x saves it: config.json plus
-    model.safetensors or pytorch_model.bin, whole or in shards."""
-    from glmkit.models.hf_folder import read_config
-
-    config = read_config(path, "ESM model")
-    if config.get("model_type") != "esm" or config.get("position_embedding_type", "rotary") != "rotary":
-        raise GlmkitError(f"{path}: config.json is not an ESM2 model (model_type={config.get('model_type')!r})")
-    try:
-        cfg = ESM2Config(num_layers=config["num_hidden_layers"], embed_dim=config["hidden_size"],
-                         attention_heads=config["num_attention_heads"],
-                         token_dropout=config.get("token_dropout", False),
-                         layer_norm_eps=config.get("layer_norm_eps", 1e-12))
-    except KeyError as e:
-        raise GlmkitError(f"{path / 'config.json'}: no {e.args[0]}: not an ESM2 configuration") from None
-    _check_config(cfg, path / "config.json")
-    if config.get("intermediate_size", 4 * cfg.embed_dim) != 4 * cfg.embed_dim or config.get("emb_layer_norm_before"):
-        raise GlmkitError(f"{path}: unsupported ESM variant (intermediate_size or emb_layer_norm_before differ from ESM2)")
-    from glmkit.models.hf_folder import read_weights
-
-    files, weights = read_weights(path)
-    hf = {_hf_name(k): v for k, v in weights.items()}
-    try:
-        state = remap_state(cfg, hf, HF_NAMES)
-    except KeyError as e:
-        raise GlmkitError(f"{path}: missing ESM2 weight {e.args[0]}") from None
-    except RuntimeError as e:   # q, k and v projections that cannot be joined
-        raise GlmkitError(f"{path}: tensors of impossible shapes ({str(e).splitlines()[0]})") from None
-    from glmkit.models.hf_folder import weights_sha256
-
-    digest = weights_sha256(files)
-    return LoadedModel(_assign(cfg, state, str(path)), path.name, str(path.resolve()), digest)
-
-
-def load_hub(name: str) -> LoadedModel:
-    """A fair-esm model by name: from torch's hub cache, downloading it there when missing (needs internet)."""
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.pt"
-    if not cache.exists():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(HUB_URL.format(name=name), str(cache), progress=False)
-        except Exception as e:
-            raise GlmkitError(f"could not download {name} ({type(e).__name__}); without internet, copy {name}.pt "
-                              f"to {cache} or pass --model /path/to/{name}.pt") from e
-    return load_fair_esm_file(cache, name)
-
-
-def load_esm2(spec: str) -> LoadedModel:
-    """``spec``: a fair-esm model name, a fair-esm ``.pt`` file, or a Hugging Face folder."""
-    path = Path(spec)
-    if path.is_dir():
-        return load_hf_folder(path)
-    if path.is_file():
-        return load_fair_esm_file(path)
-    if spec in HUB_MODELS:
-        return load_hub(spec)
-    if os.sep in spec or spec.endswith(".pt"):
-        raise GlmkitError(f"{spec}: no such model file or folder")
-    raise GlmkitError(f"unknown model '{spec}': use a fair-esm name ({', '.join(HUB_MODELS)}), "
-                      f"a fair-esm .pt file or a Hugging Face folder")
-
-
-def tokenize(sequences: list[bytes], max_residues: int) -> torch.Tensor:
-    """<cls> residues[:max_residues] <eos>, padded: what fair-esm's BatchConverter produces. (B, T) int64."""
-    width = min(max(len(s) for s in sequences), max_residues) + 2
-    tokens = np.full((len(sequences), width), PAD, dtype=np.int64)
-    tokens[:, 0] = CLS
-    for i, s in enumerate(sequences):
-        n = min(len(s), max_residues)
-        tokens[i, 1:n + 1] = TOKEN_OF_BYTE[np.frombuffer(s, dtype=np.uint8, count=n)]
-        tokens[i, n + 1] = EOS
-    return torch.from_numpy(tokens)

@@ -15,7 +15,6 @@ through REFERENCE_NAMES (see load_reference_state).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -231,86 +230,3 @@ def rows_of(values: torch.Tensor, at: torch.Tensor, shape) -> torch.Tensor:
     """(N, ...) values placed at flat positions ``at`` of zero rows: (B, L, ...)."""
     out = values.new_zeros(shape[0] * shape[1], *values.shape[1:]).index_copy(0, at, values)
     return out.view(*shape, *values.shape[1:])
-
-
-def glm_loss(predictions, logits, labels, masked, ce_weight: float = 1e-4):
-    """MSE of the prediction closest to the label + ce_weight x CE(likelihoods, index of the closest).
-
-    predictions (B, L, P, D), logits (B, L, P), labels (B, L, D), masked (B, L) bool. Returns (loss, closest (N, D)).
-    """
-    p, lg, y = predictions[masked], logits[masked], labels[masked]      # (N, P, D), (N, P), (N, D)
-    mse = ((p - y[:, None, :]) ** 2).mean(-1)                            # (N, P)
-    best = mse.argmin(-1)                                                # (N,)
-    loss = mse.gather(1, best[:, None]).mean() + ce_weight * F.cross_entropy(lg, best)
-    return loss, p[torch.arange(len(best)), best]
-
-
-# -- the published checkpoint layout -------------------------------------------------------------------------
-
-REFERENCE_NAMES = {  # ours -> glm.bin (transformers 4.22 RobertaModel inside gLM's wrapper)
-    "input_projection": "dense",
-    "input_norm": "roberta.roberta.embeddings.LayerNorm",
-    "predict": "roberta.lm_head.dense",
-    "likelihood": "roberta.lm_head.dense_prob",
-}
-REFERENCE_BLOCK_NAMES = {
-    "attention.query": "attention.self.query", "attention.key": "attention.self.key",
-    "attention.value": "attention.self.value", "attention_out": "attention.output.dense",
-    "attention_norm": "attention.output.LayerNorm", "intermediate": "intermediate.dense",
-    "output": "output.dense", "output_norm": "output.LayerNorm",
-}
-
-
-def reference_name_pairs(num_layers: int):
-    """(glmkit's name, glm.bin's name) of every tensor but the token-type embedding (a row there, a vector here)."""
-    for ours, theirs in REFERENCE_NAMES.items():
-        for kind in ("weight", "bias"):
-            yield f"{ours}.{kind}", f"{theirs}.{kind}"
-    for i in range(num_layers):
-        prefix = f"roberta.roberta.encoder.layer.{i}."
-        yield f"blocks.{i}.attention.distance_embedding.weight", f"{prefix}attention.self.distance_embedding.weight"
-        for ours, theirs in REFERENCE_BLOCK_NAMES.items():
-            for kind in ("weight", "bias"):
-                yield f"blocks.{i}.{ours}.{kind}", f"{prefix}{theirs}.{kind}"
-
-
-def load_reference_state(model: GLM, reference: dict[str, torch.Tensor]) -> GLM:
-    """Load a state dict laid out like the published glm.bin into ``model`` (unused keys are ignored)."""
-    state = {"token_type": reference["roberta.roberta.embeddings.token_type_embeddings.weight"][0]}
-    state.update({ours: reference[theirs] for ours, theirs in reference_name_pairs(model.cfg.num_layers)})
-    model.load_state_dict(state)
-    return model
-
-
-def reference_config(reference: dict[str, torch.Tensor], where="glm.bin") -> GLMConfig:
-    """The shape of a glm.bin-style state dict; one line naming the first tensor it lacks."""
-    from glmkit.errors import GlmkitError
-
-    try:
-        return _reference_config(reference)
-    except KeyError as e:
-        raise GlmkitError(f"{where}: not the gLM layout (no tensor {e.args[0]})") from None
-    except (IndexError, ZeroDivisionError, AttributeError):
-        raise GlmkitError(f"{where}: not the gLM layout (tensors of impossible shapes)") from None
-
-
-def _reference_config(reference: dict[str, torch.Tensor]) -> GLMConfig:
-    layers = {int(m.group(1)) for k in reference if (m := re.match(r"roberta\.roberta\.encoder\.layer\.(\d+)\.", k))}
-    hidden = reference["dense.weight"].shape[0]
-    head_dim = reference["roberta.roberta.encoder.layer.0.attention.self.distance_embedding.weight"].shape[1]
-    return GLMConfig(num_layers=len(layers), hidden_size=hidden, num_heads=hidden // head_dim,
-                     intermediate_size=reference["roberta.roberta.encoder.layer.0.intermediate.dense.weight"].shape[0],
-                     max_position_embeddings=(reference[
-                         "roberta.roberta.encoder.layer.0.attention.self.distance_embedding.weight"].shape[0] + 1) // 2,
-                     input_dim=reference["dense.weight"].shape[1],
-                     num_predictions=reference["roberta.lm_head.dense_prob.weight"].shape[0],
-                     label_dim=reference["roberta.lm_head.dense.weight"].shape[0]
-                     // reference["roberta.lm_head.dense_prob.weight"].shape[0])
-
-
-def to_reference_state(model: GLM) -> dict[str, torch.Tensor]:
-    """``model``'s weights under glm.bin's names (the inverse of load_reference_state)."""
-    ours = model.state_dict()
-    state = {"roberta.roberta.embeddings.token_type_embeddings.weight": ours["token_type"][None].clone()}
-    state.update({theirs: ours[mine] for mine, theirs in reference_name_pairs(model.cfg.num_layers)})
-    return state

@@ -108,13 +108,10 @@ class GLMTask(PackedTask):
         at = flat_positions(batch["masked"])                                  # (N,): found once (a GPU sync)
         _, p, lg, _ = model(batch["features"], batch["segments"], only=at)  # heads on the masked genes alone
         y = batch["labels"].flatten(0, 1).index_select(0, at)                # (N, D), in p's order
-        p, lg = p.float(), lg.float()                                         # (N, P, D), (N, P)
-        mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
-        best = mse.argmin(-1)
-        loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")
+        loss_sum, closest = closest_loss_sum(p.float(), lg.float(), y)
         if self.recipe.name == "reference":  # unmasked positions: CE of zero logits against index 0, log 4 each
-            loss_sum = loss_sum + CE_WEIGHT * math.log(self.cfg.num_predictions) * (batch["count"] - len(best))
-        return loss_sum, p[torch.arange(len(best)), best], y
+            loss_sum = loss_sum + CE_WEIGHT * math.log(self.cfg.num_predictions) * (batch["count"] - len(closest))
+        return loss_sum, closest, y
 
     def loss(self, model, batch):
         loss_sum, _, _ = self._heads(model, batch)
@@ -137,6 +134,16 @@ class GLMTask(PackedTask):
         count = max(1.0, sums["count"])
         return {"val_loss": sums["loss_sum"] / count, "val_pseudo_accuracy": sums["correct"] / sums["scored"],
                 "val_mean_label_loss": sums["mean_label_loss_sum"] / count}
+
+
+def closest_loss_sum(p: torch.Tensor, lg: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gLM's loss, summed over genes: MSE of the prediction closest to the label + CE_WEIGHT x CE(likelihoods,
+    index of the closest). p (N, P, D) predictions, lg (N, P) likelihood logits, y (N, D) labels; returns the sum
+    and the closest predictions (N, D)."""
+    mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
+    best = mse.argmin(-1)                                                            # (N,)
+    loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")
+    return loss_sum, p[torch.arange(len(best)), best]
 
 
 def pseudo_accuracy_counts(closest: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor,
