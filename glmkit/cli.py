@@ -16,6 +16,11 @@ import click
 
 from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
+from glmkit.models.registry import FAMILIES
+from glmkit.options import (ATTENTION_QUERIES, KEEP_ORDERS, KINDS, LEVELS, LONG_MODES, MODES, PRECISIONS,
+                            PROTEIN_PRESETS, RECIPES, STORED_DTYPES, WINDOWS, CallOptions, ContextOptions, DemoOptions,
+                            EmbedOptions, FilterOptions, JacobianOptions, OperonOptions, ParalogOptions,
+                            PretrainOptions, ProteinOptions, SemanticOptions)
 from glmkit.provenance import set_command_line
 
 MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "jacobian", "demo")  # models run: the malloc setting pays
@@ -158,16 +163,16 @@ def cli():
 @click.option("--gff", help="Also write the CDS as GFF3 ('-' for stdout).")
 @click.option("--proteins", "-a", help="Also write the proteins as FASTA, like prodigal -a.")
 @click.option("--genes", "-d", help="Also write the gene nucleotide sequences as FASTA, like prodigal -d.")
-@click.option("--mode", "-p", type=click.Choice(["meta", "single"]), default="meta", show_default=True,
+@click.option("--mode", "-p", type=click.Choice(MODES), default=CallOptions.mode, show_default=True,
               help="meta: Prodigal's pre-trained metagenomic models; single: train on each input file (one genome per file).")
 @click.option("--translation-table", "-g", type=click.IntRange(1, 33),
               help="single: genetic code to train with [11]; meta: use only the models of this code (11 or 4).")
 @click.option("--closed", "-c", is_flag=True, help="Closed ends: no genes running off contig edges.")
 @click.option("--mask", is_flag=True, help="Do not build genes across runs of N (prodigal -m; in glmkit -m is --model).")
-@click.option("--min-gene", type=click.IntRange(min=1), default=90, show_default=True, help="Minimum gene length (bp).")
-@click.option("--min-edge-gene", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--min-gene", type=click.IntRange(min=1), default=CallOptions.min_gene, show_default=True, help="Minimum gene length (bp).")
+@click.option("--min-edge-gene", type=click.IntRange(min=1), default=CallOptions.min_edge_gene, show_default=True,
               help="Minimum length of a gene running off an edge (bp).")
-@click.option("--max-overlap", type=click.IntRange(min=0), default=60, show_default=True,
+@click.option("--max-overlap", type=click.IntRange(min=0), default=CallOptions.max_overlap, show_default=True,
               help="Maximum overlap of two genes on the same strand (bp).")
 @threads_option
 @force_option
@@ -190,26 +195,26 @@ def call_command(inputs, output, gff, proteins, genes, mode, translation_table, 
 @click.argument("input", metavar="ELEMENTS")
 @click.option("--output", "-o", required=True, help="Filtered element store to write.")
 @click.option("--report", "-r", help="TSV of every removed or split element and the rule that did it ('-' for stdout).")
-@click.option("--min-contig-length", type=click.IntRange(min=0), default=2000, show_default=True,
+@click.option("--min-contig-length", type=click.IntRange(min=0), default=FilterOptions.min_contig_length, show_default=True,
               help="Drop contigs shorter than this (bp).")
-@click.option("--min-elements", type=click.IntRange(min=0), default=7, show_default=True,
+@click.option("--min-elements", type=click.IntRange(min=0), default=FilterOptions.min_elements, show_default=True,
               help="Drop (sub-)contigs with fewer elements.")
-@click.option("--min-cds", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--min-cds", type=click.IntRange(min=0), default=FilterOptions.min_cds, show_default=True,
               help="Drop (sub-)contigs with fewer CDS.")
-@click.option("--max-invalid-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--max-invalid-fraction", type=click.FloatRange(0, 1), default=FilterOptions.max_invalid_fraction, show_default=True,
               help="Split at elements with more invalid characters (X in proteins, non-ACGT in IGS).")
-@click.option("--max-cds-aa", type=click.IntRange(min=1), default=15000, show_default=True,
+@click.option("--max-cds-aa", type=click.IntRange(min=1), default=FilterOptions.max_cds_aa, show_default=True,
               help="Split at CDS longer than this (amino acids).")
-@click.option("--max-igs-bp", type=click.IntRange(min=1), default=4000, show_default=True,
+@click.option("--max-igs-bp", type=click.IntRange(min=1), default=FilterOptions.max_igs_bp, show_default=True,
               help="Split at IGS longer than this (bp).")
-@click.option("--max-elements", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--max-elements", type=click.IntRange(min=1), default=FilterOptions.max_elements, show_default=True,
               help="Chunk contigs with more elements into pieces of at most this many.")
 @click.option("--keep-edges", is_flag=True, help="Do not drop the edge elements of each contig.")
 @click.option("--glm-subcontigs", is_flag=True,
               help="Then cut each contig into gLM sub-contigs of consecutive genes (see the two options below).")
-@click.option("--subcontig-genes", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--subcontig-genes", type=click.IntRange(min=1), default=FilterOptions.subcontig_genes, show_default=True,
               help="Genes per gLM sub-contig (non-overlapping chunks).")
-@click.option("--min-subcontig-genes", type=click.IntRange(min=1), default=15, show_default=True,
+@click.option("--min-subcontig-genes", type=click.IntRange(min=1), default=FilterOptions.min_subcontig_genes, show_default=True,
               help="Drop gLM sub-contigs with fewer genes.")
 @click.option("--keep", help="A `glmkit dedup semantic` table (dedup.tsv): drop the contigs it marks 0.")
 @click.option("--keep-column", help="With --keep: the column to apply, e.g. keep_0.002 [default: the only one].")
@@ -244,7 +249,7 @@ def _parse_shard(ctx, param, value):
 
 
 def device_options(func):
-    func = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+    func = click.option("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0],
                         show_default=True, help="auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 runs on CPU too, "
                                                 "1.4-2.3x fp32's speed where the CPU has bf16 instructions "
                                                 "(AVX512-BF16, AMX), far slower where not (fp16 needs a GPU).")(func)
@@ -258,23 +263,23 @@ def device_options(func):
 @click.option("--map", "map_path", help="TSV: element/protein id -> protein hash -> hash of the embedded sequence.")
 @click.option("--model", "-m", help="fair-esm name (e.g. esm2_t33_650M_UR50D), fair-esm .pt file, or Hugging Face folder.")
 @click.option("--layer", type=click.IntRange(min=0), help="Layer to pool [default: the last].")
-@click.option("--max-residues", type=click.IntRange(min=1), default=1022, show_default=True,
+@click.option("--max-residues", type=click.IntRange(min=1), default=EmbedOptions.max_residues, show_default=True,
               help="Longest stretch of a protein the model sees (fair-esm's extract.py uses 1022).")
-@click.option("--long", "long_mode", type=click.Choice(["truncate", "window"]), default="truncate", show_default=True,
+@click.option("--long", "long_mode", type=click.Choice(LONG_MODES), default=EmbedOptions.long, show_default=True,
               help="Longer proteins: keep the first --max-residues, or average windows overlapping by half.")
-@click.option("--max-tokens", type=click.IntRange(min=16), default=4096, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(min=16), default=EmbedOptions.max_tokens, show_default=True,
               help="Token budget per batch (padding included).")
 @device_options
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+@click.option("--dtype", type=click.Choice(STORED_DTYPES), default=EmbedOptions.dtype, show_default=True,
               help="Stored precision (float16 halves the store).")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=EmbedOptions.chunk_rows, show_default=True,
               help="Proteins per stored chunk: the unit of resume.")
 @click.option("--shard", callback=_parse_shard, metavar="K/N", help="Embed the K-th of N slices (array jobs); "
               "merge with `glmkit embed SHARD.zarr... -o all.zarr`.")
 @click.option("--cluster-id", type=click.FloatRange(0, 1), help="Cluster with MMseqs2 linclust at this identity and "
               "embed representatives only (gLM corpus: 0.9).")
-@click.option("--coverage", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="MMseqs2 coverage (-c).")
-@click.option("--no-nucleotide-check", "nucleotide_check", flag_value=False, default=True,
+@click.option("--coverage", type=click.FloatRange(0, 1), default=EmbedOptions.coverage, show_default=True, help="MMseqs2 coverage (-c).")
+@click.option("--no-nucleotide-check", "nucleotide_check", flag_value=False, default=EmbedOptions.nucleotide_check,
               help="Accept FASTA records of only A, C, G, T, U, N (refused by default: a nucleotide file by mistake).")
 @click.option("--import-embeddings", help="Take the embeddings from here instead of computing them: a folder of "
               "fair-esm extract.py .pt files, a .pkl of (id, array) pairs (the gLM's plm_embed.py), or a .npy matrix "
@@ -300,27 +305,27 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 
 @command("pretrain", "glmkit pretrain corpus.zarr -e embeddings.zarr -o glm/ --preset small --max-steps 20000")
 @click.argument("elements", nargs=-1, required=True, metavar="ELEMENTS...")
-@click.option("--arch", type=click.Choice(["glm", "glm2"]), default="glm", show_default=True,
+@click.option("--arch", type=click.Choice([spec.key for spec in FAMILIES]), default=PretrainOptions.arch, show_default=True,
               help="glm: the gLM over ESM2 gene embeddings; glm2: gLM2 over amino-acid and nucleotide tokens.")
 @click.option("--embeddings", "-e", help="Embedding store covering the genes of ELEMENTS (the gLM only).")
 @click.option("--output", "-o", required=True, help="Folder: checkpoint/, log.tsv, curves.png.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny", "150M", "650M"]), default="small",
+@click.option("--preset", type=click.Choice(list(dict.fromkeys(p for spec in FAMILIES for p in spec.presets))), default=PretrainOptions.preset,
               show_default=True, help="gLM: paper (19 layers, hidden 1280, 10 heads), small, tiny; gLM2: 650M (33 "
                                       "layers, dim 1280, 20 heads), 150M (30, 640, 10), small, tiny.")
-@click.option("--context", type=click.IntRange(min=3), default=4096, show_default=True,
+@click.option("--context", type=click.IntRange(min=3), default=PretrainOptions.context, show_default=True,
               help="gLM2: tokens per chunk (contigs are cut at element boundaries) and per packed row.")
 @click.option("--num-layers", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--hidden-size", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--num-heads", type=click.IntRange(min=1), help="Override the preset.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Override the preset (paper, small: 0.1).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=10_000, show_default=True,
+@click.option("--max-steps", type=click.IntRange(min=1), default=PretrainOptions.max_steps, show_default=True,
               help="Optimiser steps to train for (the schedule decays to 0 here).")
 @click.option("--max-minutes", type=click.FloatRange(min=0), help="Stop (and checkpoint) after this long; at least one step is taken.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=PretrainOptions.batch_size, show_default=True,
               help="Rows of packed sub-contigs per step, over all processes.")
-@click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--accumulate", type=click.IntRange(min=1), default=PretrainOptions.accumulate, show_default=True,
               help="Split each step's rows into this many forward/backward passes (gradients synchronised once).")
-@click.option("--recipe", type=click.Choice(["glmkit", "reference"]), default="glmkit", show_default=True,
+@click.option("--recipe", type=click.Choice(RECIPES), default=PretrainOptions.recipe, show_default=True,
               help="reference: the gLM train.py's recipe (Bernoulli masks, loss over all positions, constant lr, "
                    "no decay or clipping); see docs/commands/pretrain.md.")
 @click.option("--corpus", help="Corpus store to build or reuse [default: OUTPUT/corpus.zarr]; share one between "
@@ -334,15 +339,15 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True),
               help="gLM: share of each sub-contig's genes masked per step (at least one) [default: 0.15]; gLM2: "
                    "chance of each residue token to be masked [default: 0.30].")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=PretrainOptions.val_fraction, show_default=True,
               help="Share of contigs held out for validation.")
-@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True,
+@click.option("--val-every", type=click.IntRange(min=1), default=PretrainOptions.val_every, show_default=True,
               help="Steps between validations (loss and pseudo-accuracy on the held-out contigs).")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1_000, show_default=True,
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=PretrainOptions.checkpoint_every, show_default=True,
               help="Steps between checkpoints (the point --resume continues from).")
-@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--log-every", type=click.IntRange(min=1), default=PretrainOptions.log_every, show_default=True,
               help="Steps between rows of log.tsv.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=PretrainOptions.seed, show_default=True,
               help="Seeds initial weights, data order, masks and dropout: same seed, same run.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint exactly where it stopped.")
 @click.option("--compile", "compile_model", is_flag=True,
@@ -375,22 +380,22 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
 @click.option("--output", "-o", required=True, help="Context store to write.")
 @click.option("--layer", type=click.IntRange(min=0), help="Layer of the gene embeddings [default: the last].")
 @click.option("--attention", is_flag=True, help="Also store symmetrised attention, all layers and heads, per window.")
-@click.option("--attention-queries", type=click.Choice(["plain", "masked"]), default="plain", show_default=True,
+@click.option("--attention-queries", type=click.Choice(ATTENTION_QUERIES), default=ContextOptions.attention_queries, show_default=True,
               help="With --attention: plain: one pass over each window, as the gLM paper; masked: each gene's row of "
                    "the maps from a pass with that gene masked, the attention training shapes (a pass per gene; "
                    "operons from it fit better, docs/benchmarks.md).")
 @click.option("--predictions", is_flag=True, help="Also mask each gene in turn and store predictions, likelihoods, labels.")
-@click.option("--window-genes", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--window-genes", type=click.IntRange(min=1), default=ContextOptions.window_genes, show_default=True,
               help="Genes per window.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Windows per batch.")
-@click.option("--windows", type=click.Choice(["centred", "reference"]), default="centred", show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=ContextOptions.batch_size, show_default=True, help="Windows per batch.")
+@click.option("--windows", type=click.Choice(WINDOWS), default=ContextOptions.windows, show_default=True,
               help="centred: windows overlapping by half, each gene from the one it is most central in; reference: "
                    "consecutive --window-genes sub-contigs, as the gLM's batch_data.py cuts them.")
 @click.option("--inputs", is_flag=True, help="Also store each gene's input features and labels (genes/input, "
                                              "genes/label), to check them against other tools.")
-@click.option("--context", type=click.IntRange(min=3), default=4096, show_default=True,
+@click.option("--context", type=click.IntRange(min=3), default=ContextOptions.context, show_default=True,
               help="gLM2: tokens per chunk (contigs are cut at element boundaries) and per row.")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(STORED_DTYPES), default=ContextOptions.dtype, show_default=True)
 @device_options
 @threads_option
 @force_option
@@ -457,13 +462,13 @@ def export_glm_command(model_path, output, force):
 @click.option("--fast", is_flag=True, help="Substitute <mask> at each position instead of every token.")
 @click.option("--tsv", help="Top contacts [default: OUTPUT with .tsv].")
 @click.option("--png", help="Picture of the map [default: OUTPUT with .png].")
-@click.option("--top", type=click.IntRange(min=1), default=100, show_default=True, help="Rows of the TSV.")
-@click.option("--min-separation", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--top", type=click.IntRange(min=1), default=JacobianOptions.top, show_default=True, help="Rows of the TSV.")
+@click.option("--min-separation", type=click.IntRange(min=1), default=JacobianOptions.min_separation, show_default=True,
               help="Within one element, leave pairs closer than this out of the TSV.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Mutant sequences per forward pass [default: 64 on GPU; on CPU 1, with --threads passes side by "
                    "side, one thread each; 3 with one thread].")
-@click.option("--block", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--block", type=click.IntRange(min=1), default=JacobianOptions.block, show_default=True,
               help="Positions per saved block (a rerun after a crash resumes from finished blocks).")
 @device_options
 @threads_option
@@ -502,7 +507,7 @@ def validate_command(stores):
                                            "for the models to clear their baselines).")
 @click.option("--plm", help="A real ESM2 instead of the random one built here: fair-esm name "
                             "(esm2_t33_650M_UR50D), .pt file or Hugging Face folder.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=DemoOptions.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @force_option
 def demo_command(outdir, quick, plm, device, threads, force):
@@ -550,7 +555,7 @@ def _known_options(func):
 @click.option("--output", "-o", required=True, help="Classifier file to write (.safetensors).")
 @click.option("--log-attention", is_flag=True, help="Attention features: each head's attention and its log (a "
                                                     "logistic regression on both; the classifier records it).")
-@click.option("--features", type=click.Choice(["attention", "distance-strand", "combined"]), default="attention",
+@click.option("--features", type=click.Choice(KINDS), default=OperonOptions.features,
               show_default=True, help="attention: the paper's; distance-strand: the classic baseline; combined: both.")
 @force_option
 def operons_fit_command(context, elements, known, annotation, output, features, log_attention, force):
@@ -568,7 +573,7 @@ def operons_fit_command(context, elements, known, annotation, output, features, 
                                                         "holding an imported one (import-glm --operon-predictor).")
 @click.option("--output", "-o", required=True, help="TSV, one row per neighbouring pair ('-' for stdout).")
 @click.option("--gff", help="Also write operons (runs of linked genes) as GFF3.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--threshold", type=click.FloatRange(0, 1), default=OperonOptions.threshold, show_default=True,
               help="Probability from which a pair is called same-operon.")
 @force_option
 def operons_predict_command(context, elements, classifier, output, gff, threshold, force):
@@ -584,7 +589,7 @@ def operons_predict_command(context, elements, classifier, output, gff, threshol
 @_known_options
 @click.option("--output", "-o", required=True, help="Folder: report.tsv, summary.json, pr.png, heads.png, "
                                                     "head_correlation.tsv.")
-@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+@click.option("--folds", type=click.IntRange(min=2), default=OperonOptions.folds, show_default=True,
               help="Cross-validation folds, grouped by contig (or blocks of consecutive pairs).")
 @click.option("--log-attention", is_flag=True, help="Attention features: each head's attention and its log.")
 @force_option
@@ -603,14 +608,14 @@ def operons_eval_command(context, elements, known, annotation, output, folds, lo
 @click.option("--embeddings", "-e", required=True, help="Embedding store holding the queries and candidates.")
 @click.option("--model", "-m", "model_path", required=True, help="A gLM (pretrain output or import-glm folder).")
 @click.option("--output", "-o", required=True, help="TSV of the top candidates per query ('-' for stdout).")
-@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Candidates kept per query.")
+@click.option("--top-k", type=click.IntRange(min=1), default=ParalogOptions.top_k, show_default=True, help="Candidates kept per query.")
 @click.option("--truth", help="TSV with query, partner columns: score exact- and cluster-correct matches.")
 @click.option("--report", help="With --truth: write the scores and the random baseline as JSON here.")
-@click.option("--cluster-id", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--cluster-id", type=click.FloatRange(0, 1), default=ParalogOptions.cluster_id, show_default=True,
               help="MMseqs2 identity of the candidate clusters for cluster-correct (0: skip, no MMseqs2 needed).")
-@click.option("--draws", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--draws", type=click.IntRange(min=1), default=ParalogOptions.draws, show_default=True,
               help="Random-prediction draws of the baseline.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=ParalogOptions.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @force_option
 def paralog_match_command(queries, candidates, embeddings, model_path, output, truth, report, force, **params):
@@ -640,7 +645,7 @@ def dedup_group():
 
 
 def _semantic_options(func):
-    func = click.option("--level", type=click.Choice(["contig", "gene"]), default="contig", show_default=True,
+    func = click.option("--level", type=click.Choice(LEVELS), default=SemanticOptions.level, show_default=True,
                         help="Rows of a context store to deduplicate (an embedding store: gene, i.e. proteins).")(func)
     return func
 
@@ -648,9 +653,9 @@ def _semantic_options(func):
 def _fit_options(func):
     func = click.option("--clusters", "-k", type=click.IntRange(min=1),
                         help="k-means clusters [default: one per 1,000 items].")(func)
-    func = click.option("--sample", type=click.IntRange(min=1), default=256, show_default=True,
+    func = click.option("--sample", type=click.IntRange(min=1), default=SemanticOptions.sample, show_default=True,
                         help="Items per centroid the k-means is fitted on (a random sample of the input).")(func)
-    func = click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True,
+    func = click.option("--iterations", type=click.IntRange(min=1), default=SemanticOptions.iterations, show_default=True,
                         help="k-means iterations.")(func)
     func = click.option("--coarse", type=click.IntRange(min=0), help="Two-level k-means: this many coarse cells, "
                         "each with its own share of the clusters; 0: one level [default: one level below 4,096 "
@@ -664,16 +669,16 @@ def _prune_options(func):
     func = click.option("--eps", "eps", type=click.FloatRange(0, 1, min_open=True), multiple=True,
                         help="Threshold: an item is pruned when its similarity to an item before it in the keep order exceeds "
                              "1 - eps; repeatable [default: 2e-3, the OMG paper's].")(func)
-    func = click.option("--keep-order", type=click.Choice(["hard", "easy", "random"]), default="hard",
+    func = click.option("--keep-order", type=click.Choice(KEEP_ORDERS), default=SemanticOptions.keep_order,
                         show_default=True, help="Which item of a near-duplicate group survives: hard = farthest from "
                                                 "its centroid (SemDeDup's default), easy = nearest, random.")(func)
-    func = click.option("--block", type=click.IntRange(min=16), default=1024, show_default=True,
+    func = click.option("--block", type=click.IntRange(min=16), default=SemanticOptions.block, show_default=True,
                         help="Items per block of the similarity computation (memory: block^2 floats).")(func)
     return func
 
 
 def _seed_option(func):
-    return click.option("--seed", type=int, default=0, show_default=True,
+    return click.option("--seed", type=int, default=SemanticOptions.seed, show_default=True,
                         help="Seed of the sample, the k-means and the random keep order.")(func)
 
 
@@ -771,14 +776,14 @@ def dedup_merge_command(prune_folders, output, force):
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--output", "-o", required=True, help="Folder: clusters.tsv (representative, member), "
                                                     "representatives.faa.")
-@click.option("--preset", type=click.Choice(["representatives", "prot50"]),
+@click.option("--preset", type=click.Choice(list(PROTEIN_PRESETS)),
               help="representatives: 90 % identity, 90 % coverage (the gLM's); prot50: fragments out at 90/90 "
                    "(cov-mode 1), then 50 % identity, 90 % coverage, singletons dropped (OMG_prot50) "
                    "[default: representatives].")
 @click.option("--min-seq-id", type=click.FloatRange(0, 1), help="One linclust at this identity instead of a preset.")
-@click.option("--coverage", "-c", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+@click.option("--coverage", "-c", type=click.FloatRange(0, 1), default=ProteinOptions.coverage, show_default=True,
               help="With --min-seq-id: MMseqs2 -c.")
-@click.option("--cov-mode", type=click.IntRange(0, 5), default=0, show_default=True,
+@click.option("--cov-mode", type=click.IntRange(0, 5), default=ProteinOptions.cov_mode, show_default=True,
               help="With --min-seq-id: MMseqs2 --cov-mode (0 both, 1 target, 2 query...).")
 @click.option("--drop-singletons", is_flag=True, help="Leave out clusters of one protein.")
 @click.option("--tmpdir", help="MMseqs2's temporary folder (fast local disk) [default: beside OUTPUT].")

@@ -74,10 +74,6 @@ class LoopOptions:
     compile_model: bool = False      # torch.compile the training forward (validation and checkpoints: the model)
 
 
-# options that, changed on --resume, would no longer continue the same run
-RESUME_MUST_MATCH = ("batch_size", "accumulate", "seed")
-
-
 # -- processes --------------------------------------------------------------------------------------------------
 
 def distributed(device_spec: str) -> tuple[int, int, str]:
@@ -121,6 +117,17 @@ def _gather(value, rank: int, world: int) -> list:
     out = [None] * world if rank == 0 else None
     dist.gather_object(value, out, dst=0)
     return out
+
+
+def shared(compute, rank: int, world: int):
+    """``compute()`` on rank 0, handed to every process (one read of a store, not one per process)."""
+    if world == 1:
+        return compute()
+    import torch.distributed as dist
+
+    box = [compute() if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _rng_state(device: torch.device) -> dict:

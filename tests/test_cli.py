@@ -119,3 +119,53 @@ def test_process_wide_settings_do_not_leak_into_a_library_caller(tmp_path, multi
         torch.set_num_threads(threads)
     assert during and all(d == (2, {1}) for d in during)  # while glmkit computed: its threads, one BLAS thread
     assert calls == [] and kept
+
+
+def test_every_option_default_and_choice_is_the_one_glmkit_options_declares():
+    """Defaults and choices are declared once, in glmkit/options.py (and the families' in the registry): the CLI
+    reads them from there, and this fails the day a literal comes back into cli.py and drifts."""
+    import dataclasses
+
+    import click
+
+    import glmkit.options as O
+    from glmkit.cli import cli
+    from glmkit.models.registry import FAMILIES
+
+    commands = {("call",): O.CallOptions, ("filter",): O.FilterOptions, ("embed",): O.EmbedOptions,
+                ("pretrain",): O.PretrainOptions, ("contextualize",): O.ContextOptions,
+                ("operons", "fit"): O.OperonOptions, ("operons", "predict"): O.OperonOptions,
+                ("operons", "eval"): O.OperonOptions, ("paralog-match",): O.ParalogOptions,
+                ("jacobian",): O.JacobianOptions, ("dedup", "semantic"): O.SemanticOptions,
+                ("dedup", "fit"): O.SemanticOptions, ("dedup", "assign"): O.SemanticOptions,
+                ("dedup", "prune"): O.SemanticOptions, ("dedup", "proteins"): O.ProteinOptions,
+                ("demo",): O.DemoOptions}
+    choices = {"mode": O.MODES, "precision": O.PRECISIONS, "long_mode": O.LONG_MODES, "dtype": O.STORED_DTYPES,
+               "arch": tuple(s.key for s in FAMILIES), "recipe": O.RECIPES, "attention_queries": O.ATTENTION_QUERIES,
+               "windows": O.WINDOWS, "features": O.KINDS, "level": O.LEVELS, "keep_order": O.KEEP_ORDERS,
+               "preset": None}
+    checked = 0
+    for path, options in commands.items():
+        command = cli
+        for name in path:
+            command = command.commands[name]
+        fields = {f.name: f for f in dataclasses.fields(options)}
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            field = fields.get({"long_mode": "long"}.get(param.name, param.name))
+            if field is not None and param.name != "threads":   # --threads 0: every CPU; the library's 1
+                default = None if param.default in (None, False, ()) or "UNSET" in repr(param.default) \
+                    else param.default
+                expected = None if field.default in (None, False, ()) else field.default
+                if param.multiple and expected is not None:   # --eps: the dataclass's tuple when none is given
+                    default = expected if default is None else tuple(default)
+                assert default == expected, (path, param.name, param.default, field.default)
+                checked += 1
+            if isinstance(param.type, click.Choice):
+                want = choices.get(param.name)
+                if param.name == "preset":
+                    want = (tuple(dict.fromkeys(p for s in FAMILIES for p in s.presets)) if path == ("pretrain",)
+                            else tuple(O.PROTEIN_PRESETS))
+                assert tuple(param.type.choices) == tuple(want), (path, param.name)
+    assert checked > 80

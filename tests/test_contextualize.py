@@ -173,16 +173,16 @@ def test_refuses_embeddings_from_another_model(trained, tmp_path):
 def test_a_model_that_gives_nan_is_refused_and_nothing_published(trained, tmp_path, monkeypatch):
     """Weights that pass the load check can still overflow (a 16-bit precision, extreme inputs): a group of
     non-finite embeddings is refused, never published."""
-    import glmkit.commands.contextualize as contextualize
+    import glmkit.models.glm.context as glm_context
 
-    real = contextualize.GLMJob.group
+    real = glm_context.Job.group
 
     def overflowing(self, corpus, group):
         result = real(self, corpus, group)
         result["gene_embedding"][0, 0] = np.inf
         return result
 
-    monkeypatch.setattr(contextualize.GLMJob, "group", overflowing)
+    monkeypatch.setattr(glm_context.Job, "group", overflowing)
     d = trained
     assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o",
                               tmp_path / "c.zarr", "-q"), "c.zarr", "NaN or infinite gene embeddings")
@@ -191,13 +191,14 @@ def test_a_model_that_gives_nan_is_refused_and_nothing_published(trained, tmp_pa
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
     import glmkit.commands.contextualize as ctx
+    import glmkit.models.glm.context as glm_context
 
     d = trained
-    monkeypatch.setattr(ctx, "GROUP_WINDOWS", 4)  # several groups of contigs in this small corpus
+    monkeypatch.setattr(glm_context, "GROUP_WINDOWS", 4)  # several groups of contigs in this small corpus
     options = ctx.ContextOptions(attention=True, predictions=True, batch_size=8, threads=1)
     args = ([str(d / "el.zarr")], str(d / "emb.zarr"), str(d / "glm"))
-    real_group, all_groups = ctx._Runner.group, []
-    monkeypatch.setattr(ctx._Runner, "group", lambda self, *a: all_groups.append(1) or real_group(self, *a))
+    real_group, all_groups = glm_context._Runner.group, []
+    monkeypatch.setattr(glm_context._Runner, "group", lambda self, *a: all_groups.append(1) or real_group(self, *a))
     ctx.run_contextualize(*args, str(tmp_path / "whole.zarr"), options)
     assert len(all_groups) > 3
 
@@ -209,13 +210,13 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, mon
             raise KeyboardInterrupt("killed")
         return real_group(self, *a)
 
-    monkeypatch.setattr(ctx._Runner, "group", crash_on_third_group)
+    monkeypatch.setattr(glm_context._Runner, "group", crash_on_third_group)
     with pytest.raises(KeyboardInterrupt):
         ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     assert not (tmp_path / "resumed.zarr").exists()
     assert len(list((tmp_path / ".resumed.zarr.work").glob("group-*.npz"))) == 2
     computed = []
-    monkeypatch.setattr(ctx._Runner, "group", lambda self, *a: computed.append(1) or real_group(self, *a))
+    monkeypatch.setattr(glm_context._Runner, "group", lambda self, *a: computed.append(1) or real_group(self, *a))
     ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     whole, resumed = zarr.open_group(str(tmp_path / "whole.zarr")), zarr.open_group(str(tmp_path / "resumed.zarr"))
     assert len(computed) == len(all_groups) - 2                     # the two saved groups were not recomputed
@@ -237,7 +238,7 @@ def _naive_absolute_accuracy(predictions, likelihoods, labels):
 
 
 def test_absolute_accuracy_in_blocks_equals_the_definition():
-    from glmkit.commands.contextualize import absolute_accuracy
+    from glmkit.models.glm.context import absolute_accuracy
 
     rng = np.random.default_rng(3)
     n, D = 700, 12
@@ -257,7 +258,7 @@ def test_absolute_accuracy_memory_does_not_grow_with_genes():
     """12,000 genes: the (n, n, 100) array of the first version would be 58 GB; blocks keep it to tens of MB."""
     import tracemalloc
 
-    from glmkit.commands.contextualize import absolute_accuracy
+    from glmkit.models.glm.context import absolute_accuracy
 
     rng = np.random.default_rng(0)
     n = 12_000

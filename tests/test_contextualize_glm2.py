@@ -120,7 +120,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, mon
     args = ([str(trained / "el.zarr")], None, str(trained / "m"))
     options = ctx.ContextOptions(context=512, threads=1)
     ctx.run_contextualize(*args, str(tmp_path / "whole.zarr"), options)
-    real, calls = ctx2.GLM2Job.group, []
+    real, calls = ctx2.Job.group, []
 
     def crash_on_third(self, *a):
         calls.append(1)
@@ -128,12 +128,12 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trained, tmp_path, mon
             raise KeyboardInterrupt("killed")
         return real(self, *a)
 
-    monkeypatch.setattr(ctx2.GLM2Job, "group", crash_on_third)
+    monkeypatch.setattr(ctx2.Job, "group", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     assert len(list((tmp_path / ".resumed.zarr.work").glob("group-*.npz"))) == 2
     computed = []
-    monkeypatch.setattr(ctx2.GLM2Job, "group", lambda self, *a: computed.append(1) or real(self, *a))
+    monkeypatch.setattr(ctx2.Job, "group", lambda self, *a: computed.append(1) or real(self, *a))
     ctx.run_contextualize(*args, str(tmp_path / "resumed.zarr"), options)
     whole, resumed = zarr.open_group(str(tmp_path / "whole.zarr")), zarr.open_group(str(tmp_path / "resumed.zarr"))
     assert len(computed) >= 1

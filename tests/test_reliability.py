@@ -154,7 +154,7 @@ def test_contextualize_stopped_part_way_resumes_to_the_uninterrupted_result(inpu
     d, _ = inputs
     args = ["contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", model, "--attention", "--predictions",
             "--batch-size", "4", "--threads", "1"]
-    groups = "import glmkit.commands.contextualize\nglmkit.commands.contextualize.GROUP_WINDOWS = 4\n"  # several groups of contigs
+    groups = "import glmkit.models.glm.context\nglmkit.models.glm.context.GROUP_WINDOWS = 4\n"  # several groups of contigs
     assert glmkit([*args, "-o", tmp_path / "whole.zarr", "-q"], groups).returncode == 0
     stopped = glmkit([*args, "-o", tmp_path / "out.zarr"], groups + signal_after_chunks("numpy", "savez", 2, sig))
     assert stopped.returncode == (-9 if sig == signal.SIGKILL else 128 + sig), stopped.stderr

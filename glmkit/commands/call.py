@@ -18,7 +18,7 @@ import gc
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -27,6 +27,7 @@ from glmkit.io.fasta import FastaRecord, read_fasta, write_fasta
 from glmkit.io.files import InputFile, atomic_outputs
 from glmkit.io.gff import write_gff3
 from glmkit.log import plural, progress
+from glmkit.options import CallOptions
 
 if TYPE_CHECKING:
     from glmkit.io.elements import ElementBatch
@@ -36,18 +37,6 @@ log = logging.getLogger("glmkit")
 BATCH_BP = 20_000_000     # contigs are gene-called in batches of about this many bp ...
 BATCH_CONTIGS = 20_000    # ... or this many contigs, whichever comes first
 LINKER = b"TTAATTAATTAA"  # what Prodigal puts between the contigs of a genome when training on them
-
-
-@dataclass
-class CallOptions:
-    mode: str = "meta"                   # "meta" or "single"
-    translation_table: int | None = None  # single: table to train with (default 11); meta: restrict the models
-    closed: bool = False
-    mask: bool = False
-    min_gene: int = 90
-    min_edge_gene: int = 60
-    max_overlap: int = 60
-    threads: int = 1
 
 
 def _gene_finder(options: CallOptions, training_info=None):

@@ -1,25 +1,15 @@
-"""`glmkit contextualize`: run a trained gLM over every contig and store what it sees.
+"""`glmkit contextualize`: run a trained model over every contig and store what it sees.
 
-Contigs are read in overlapping windows of up to 30 genes, every 15 genes (the
-last window flush with the contig's end). Genes near a window's edge see less
-context, so each gene keeps the window in which it sits most centrally (the
-largest distance to either edge; the first such window on ties). Per gene:
-the contextualised embedding (hidden state of `--layer`, default the last);
-per contig: the mean of its genes' embeddings. On request, per window: the
-attention of every layer and head between its genes, symmetrised (A + A^T)/2
-(`--attention-queries masked`: row i of each map from a pass with gene i
-masked, the attention that masked-gene training shapes); and per gene, the
-model's 4 predictions and likelihoods with that gene alone masked, with its
-label, for the paper's absolute accuracy.
-
-It streams: the genes are first put in a corpus store (genes with their
-embeddings in contig order, glmkit/io/corpus.py) in the work folder
-`.OUTPUT.work/`; then groups of whole contigs go through the model, each
-group's results saved there as one file; then the output store is written
-from those files in order, and the absolute accuracy computed from it in
-blocks. Memory is bounded by a group of contigs, whatever the corpus size. A
-run killed part-way and restarted with the same command (the plan — inputs,
-model, options — must match) reuses the corpus store and every finished group.
+The driver every model family shares: the work folder `.OUTPUT.work/` and its
+plan (inputs, the model's files, options, the resolved device and
+precision), the family's corpus store built there, groups of whole contigs
+computed and saved one file each as they finish (the unit of resume), then
+the output written from them in order. What a family computes is its context
+job (glmkit/models/<family>/context.py: the gLM's windows, attention and
+predictions; gLM2's per-element embeddings), chosen by the model folder's
+family (glmkit/models/registry.py). Memory is bounded by a group of contigs,
+whatever the corpus size. A run killed part-way and restarted with the same
+command (the plan must match) reuses the corpus store and every finished group.
 """
 
 from __future__ import annotations
@@ -29,56 +19,34 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.genome.windows import best_windows
 from glmkit.io.checkpoint import checkpoint_folder
-from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
-from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, require_distinct, store_record
-from glmkit.log import plural, progress
+from glmkit.io.files import claim_outputs, planned_work_folder, remove
+from glmkit.io.store import require_distinct, store_record
+from glmkit.log import progress
+from glmkit.models.registry import family_of
 from glmkit.stop import with_hint
+from glmkit.options import ATTENTION_QUERIES, ContextOptions
 
 log = logging.getLogger("glmkit")
-GROUP_WINDOWS = 256  # windows per saved group of contigs (the unit of resume)
 TRIM_GROUPS = 8      # groups between two hand-backs of freed memory
 
 
-@dataclass
-class ContextOptions:
-    layer: int | None = None
-    attention: bool = False
-    attention_queries: str = "plain"   # or "masked": each gene's row of the maps from a pass with it masked
-    predictions: bool = False
-    window_genes: int = 30
-    batch_size: int = 64
-    dtype: str = "float32"
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 1
-    windows: str = "centred"    # or "reference": consecutive sub-contigs, as the gLM's batch_data.py cuts them
-    inputs: bool = False        # also store each gene's input features and labels
-    context: int = 4096         # gLM2: tokens per chunk and per row
-
-
-WINDOWS = ("centred", "reference")
-ATTENTION_QUERIES = ("plain", "masked")
 
 
 def run_contextualize(element_paths, embedding_path, model_path, output, options: ContextOptions = ContextOptions(),
                       force: bool = False) -> dict:
-    from glmkit.models.glm2.context import GLM2Job
-    from glmkit.models.glm2.weights import architecture_of
-
     if options.attention_queries not in ATTENTION_QUERIES:
         raise GlmkitUsageError(f"--attention-queries {options.attention_queries}: expected plain or masked")
     if options.attention_queries != "plain" and not options.attention:
         raise GlmkitUsageError("--attention-queries masked: add --attention (it says how the maps are computed)")
     require_distinct(element_paths)
-    job_class = GLM2Job if architecture_of(model_path) == "gLM2" else GLMJob
+    job_class = family_of(model_path).part("context").Job
     job_class.check(options, embedding_path)
     inputs = [*element_paths, *([embedding_path] if embedding_path else []), checkpoint_folder(model_path)]
     with claim_outputs([output], force, inputs):  # held to the end
@@ -97,7 +65,7 @@ def _contextualize(job_class, element_paths, embedding_path, model_path, output,
     job = job_class.load(model_path, embedding_path, options, device, amp)
     records = [store_record(p) for p in (*element_paths, *([embedding_path] if embedding_path else []))]
     # the plan: inputs, the model's files (their checksums), options
-    plan = hashlib.sha256(json.dumps([records, job.meta.get("files"), asdict(options), job.layer, GROUP_WINDOWS,
+    plan = hashlib.sha256(json.dumps([records, job.meta.get("files"), asdict(options), job.layer, job.group_size,
                                       str(device), str(amp)]).encode()).hexdigest()   # "auto" resolved
     work, resumed = planned_work_folder(output, plan)
     if resumed:
@@ -137,187 +105,6 @@ def _contextualize(job_class, element_paths, embedding_path, model_path, output,
     return summary
 
 
-class GLMJob:
-    """What contextualize does for gLM models: windows of genes, gene and contig embeddings, attention, predictions."""
-    unit = "genes"
-
-    def __init__(self, loaded, embedding_path, options: ContextOptions, device, amp):
-        self.meta, self.cfg, self.o, self.embedding_path = loaded.meta, loaded.cfg, options, embedding_path
-        self.layer = self.cfg.num_layers if options.layer is None else options.layer
-        if not 0 <= self.layer <= self.cfg.num_layers:
-            raise GlmkitError(f"--layer {self.layer}: the model has layers 0 to {self.cfg.num_layers}")
-        self.runner = _Runner(loaded.model.to(device), loaded.norm, self.cfg, self.layer, options, device, amp)
-
-    @classmethod
-    def load(cls, model_path, embedding_path, options, device, amp) -> "GLMJob":
-        from glmkit.models.glm.weights import load_glm
-        from glmkit.commands.pretrain import check_embedding_model
-
-        loaded = load_glm(model_path)
-        check_embedding_model(loaded.meta.get("embedding_model", {}), embedding_path, loaded.folder)
-        return cls(loaded, embedding_path, options, device, amp)
-
-    @staticmethod
-    def check(options: ContextOptions, embedding_path) -> None:
-        if not embedding_path:
-            raise GlmkitUsageError("--embeddings is required for gLM models (the ESM2 embeddings of the genes)")
-        if options.context != ContextOptions.context:
-            raise GlmkitUsageError("--context is an option of gLM2 models, not of the gLM")
-
-    def corpus(self, work: Path, element_paths):
-        return _corpus(work, element_paths, self.embedding_path, self.o.window_genes)
-
-    def groups(self, corpus):
-        return _groups(corpus, self.o.window_genes)
-
-    def group(self, corpus, group) -> dict:
-        return self.runner.group(corpus, group[0], group[1])
-
-    def write(self, output, force, corpus, groups, work, records, model_path, saved) -> dict:
-        return _write_output(output, force, corpus, groups, work, records, self.meta, self.o, self.layer, self.cfg,
-                             model_path)
-
-    def describe(self, summary: dict) -> str:
-        return (f"{plural(summary['genes'], 'gene')} in {plural(summary['contigs'], 'contig')}, "
-                f"{plural(summary['windows'], 'window')}"
-                + (f"; absolute accuracy {summary['absolute_accuracy']:.3f}" if self.o.predictions else ""))
-
-
-def work_corpus(work: Path, schema: str, store_class, build):
-    """The corpus store in the work folder: the one an earlier run of the same plan finished, else
-    ``build(temporary path)``, renamed into place once whole. ``store_class(path)`` opens it."""
-    from glmkit.io.store import store_schema
-
-    path = work / "corpus.zarr"
-    if store_schema(path) == schema:
-        with contextlib.suppress(GlmkitError):
-            return store_class(path)
-    remove(path)
-    temp = work / ".corpus.zarr.partial"
-    remove(temp)
-    build(temp)
-    os.replace(temp, path)
-    return store_class(path)
-
-
-def _corpus(work: Path, element_paths, embedding_path, window_genes: int):
-    from glmkit.models.glm.corpus import build_corpus
-    from glmkit.io.corpus import SCHEMA, CorpusStore
-
-    return work_corpus(work, SCHEMA, CorpusStore,
-                       lambda temp: build_corpus(element_paths, embedding_path, temp, window_genes, 1))
-
-
-def _groups(corpus, window_genes: int) -> list[tuple[int, int, int, int]]:
-    """Groups of whole contigs of about GROUP_WINDOWS windows: (first contig, end contig, first gene, end gene)."""
-    offsets = corpus.array("contigs/offsets")[:]
-    n = np.diff(offsets)
-    step = max(1, window_genes // 2)
-    windows = np.where(n <= window_genes, (n > 0).astype(np.int64), -(-(n - window_genes) // step) + 1)
-    groups, c0, count = [], 0, 0
-    for c in range(len(n)):
-        count += int(windows[c])
-        if count >= GROUP_WINDOWS or c == len(n) - 1:
-            groups.append((c0, c + 1, int(offsets[c0]), int(offsets[c + 1])))
-            c0, count = c + 1, 0
-    return groups
-
-
-class _Runner:
-    """One group of contigs through the model: gene, contig and (on request) attention and prediction arrays."""
-
-    def __init__(self, model, norm, cfg, layer, options, device, amp):
-        self.model, self.norm, self.cfg, self.layer = model, norm, cfg, layer
-        self.o, self.device, self.amp = options, device, amp
-
-    def _run(self, method, features, segments, **kwargs):
-        import torch
-
-        t = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
-                                                    enabled=self.amp != torch.float32):
-            return method(t(features), t(segments), **kwargs)
-
-    def group(self, corpus, c0: int, c1: int) -> dict:
-        import torch
-
-        o, cfg = self.o, self.cfg
-        offsets = corpus.array("contigs/offsets")[c0:c1 + 1]
-        g0, g1 = int(offsets[0]), int(offsets[-1])
-        emb, strand = corpus.genes(g0, g1)
-        x, labels = self.norm.transform(emb)                                                 # (n, dim), (n, 99)
-        orientation = np.where(strand > 0, 0.5, -0.5).astype(np.float32)
-        features_all = np.concatenate([x, orientation[:, None]], 1)
-        labels_all = np.concatenate([labels, orientation[:, None]], 1)
-        n = g1 - g0
-        H, W = cfg.hidden_size, o.window_genes
-        gene_emb = np.zeros((n, H), np.float32)
-        out = {"first_gene": [], "n_genes": [], "attention": []}
-        if o.predictions:
-            predictions = np.zeros((n, cfg.num_predictions, cfg.label_dim), np.float32)
-            likelihoods = np.zeros((n, cfg.num_predictions), np.float32)
-        windows = []  # (start gene within group, length, genes settled: positions in window, their gene indices)
-        for c in range(c1 - c0):
-            a, b = int(offsets[c]) - g0, int(offsets[c + 1]) - g0
-            spans, window_of, position = best_windows(b - a, W, o.windows)
-            for w, (s, t) in enumerate(spans):
-                mine = np.flatnonzero(window_of == w)
-                windows.append((a + s, t - s, position[mine], a + mine))
-        for k in range(0, len(windows), o.batch_size):
-            batch = windows[k:k + o.batch_size]
-            width = max(m for _, m, _, _ in batch)   # rows as long as the batch's longest window, not --window-genes
-            features = np.zeros((len(batch), width, features_all.shape[1]), np.float32)
-            segments = np.zeros((len(batch), width), np.int64)
-            for r, (s, m, _, _) in enumerate(batch):
-                features[r, :m], segments[r, :m] = features_all[s:s + m], 1
-            hidden, attn = self._run(self.model.encode, features, segments, need_weights=o.attention,
-                                     layers=None if o.attention else self.layer)
-            if o.attention and self.layer != cfg.num_layers:  # maps cover every layer, whatever --layer is
-                hidden, _ = self._run(self.model.encode, features, segments, layers=self.layer)
-            hidden = hidden.float().cpu().numpy()
-            masked_queries = o.attention and o.attention_queries == "masked"
-            for r, (s, m, pos, genes) in enumerate(batch):
-                gene_emb[genes] = hidden[r, pos]
-                if o.attention:
-                    a = torch.stack([layer_attn[r, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
-                if (o.predictions and len(pos)) or masked_queries:
-                    # each gene masked alone (row k of the pass masks position masked[k]): its predictions, and with
-                    # masked queries its row of every map, as training shapes the attention of a masked gene
-                    masked = np.arange(m) if masked_queries else pos
-                    f = np.repeat(features[r:r + 1], len(masked), 0)
-                    f[np.arange(len(masked)), masked] = -1.0
-                    _, preds, logits, maps = self._run(self.model, f, np.repeat(segments[r:r + 1], len(masked), 0),
-                                                       need_weights=masked_queries)
-                    if masked_queries:
-                        k = torch.arange(m)
-                        a = torch.stack([mp[k, :, k, :m] for mp in maps]).float()  # (layers, m, heads, m)
-                        a = a.transpose(1, 2)                                      # (layers, heads, m, m)
-                    if o.predictions and len(pos):
-                        at = (np.arange(len(pos)) if not masked_queries else pos, pos)
-                        predictions[genes] = preds.float().cpu().numpy()[at]
-                        likelihoods[genes] = torch.softmax(logits.float(), -1).cpu().numpy()[at]
-                if o.attention:
-                    out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
-                    out["first_gene"].append(g0 + s)
-                    out["n_genes"].append(m)
-        contig_of = np.repeat(np.arange(c1 - c0), np.diff(offsets))
-        counts = np.bincount(contig_of, minlength=c1 - c0)
-        sums = np.zeros((c1 - c0, H), np.float64)
-        np.add.at(sums, contig_of, gene_emb)
-        result = {"gene_embedding": gene_emb, "contig_embedding": (sums / np.maximum(counts, 1)[:, None]).astype(
-            np.float32), "contig_has_genes": counts > 0,
-                  "first_gene": np.asarray(out["first_gene"], np.int64), "n_genes": np.asarray(out["n_genes"], np.int32),
-                  "attention": np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16),
-                  "n_windows": np.array(len(windows))}
-        if o.predictions:
-            result.update(predictions=predictions, likelihoods=likelihoods)
-        if o.predictions or o.inputs:
-            result.update(labels=labels_all.astype(np.float32))
-        if o.inputs:
-            result.update(features=features_all.astype(np.float32))
-        return result
-
-
 def _require_finite(result: dict, output, group) -> None:
     """A group's embeddings and maps must be numbers: NaN out of a model is refused, never published."""
     for name, values in result.items():
@@ -336,118 +123,3 @@ def _saved(path: Path) -> dict | None:
     except Exception as e:  # a damaged file costs a recomputation, never wrong data
         log.warning(f"contextualize: recomputing {path.name}: unreadable ({type(e).__name__})")
         return None
-
-
-def _write_output(output, force, corpus, groups, work: Path, records, meta, options: ContextOptions, layer: int,
-                  cfg, model_path: str) -> dict:
-    """The context store, from the saved groups in order (one group in memory at a time)."""
-    H, P, D = cfg.hidden_size, cfg.num_predictions, cfg.label_dim
-    summary = {"genes": corpus.n_genes, "contigs": 0, "windows": 0}
-    with atomic_outputs([output], force) as (tmp,):
-        group = create_store(tmp, "glmkit.context", {**asdict(options), "layer": layer, "model": model_path}, records)
-        group.attrs["model"] = {"config": meta["config"], "step": meta.get("step"),
-                                "embedding_model": meta.get("embedding_model")}
-        if options.attention:
-            group.attrs["attention_queries"] = options.attention_queries
-        w = {
-            "genes/id": ColumnWriter(group, "genes/id", str),
-            "genes/contig": ColumnWriter(group, "genes/contig", np.int32),
-            "genes/embedding": ColumnWriter(group, "genes/embedding", options.dtype, 4096, (H,)),
-            "contigs/name": ColumnWriter(group, "contigs/name", str),
-            "contigs/embedding": ColumnWriter(group, "contigs/embedding", options.dtype, 4096, (H,)),
-        }
-        if options.predictions:
-            w["genes/predictions"] = ColumnWriter(group, "genes/predictions", np.float32, 4096, (P, D))
-            w["genes/likelihoods"] = ColumnWriter(group, "genes/likelihoods", np.float32, 4096, (P,))
-        if options.predictions or options.inputs:
-            w["genes/label"] = ColumnWriter(group, "genes/label", np.float32, 4096, (D,))
-        if options.inputs:
-            w["genes/input"] = ColumnWriter(group, "genes/input", np.float32, 4096, (cfg.input_dim,))
-        if options.attention:
-            w["windows/first_gene"] = ColumnWriter(group, "windows/first_gene", np.int64)
-            w["windows/n_genes"] = ColumnWriter(group, "windows/n_genes", np.int32)
-            w["attention/offsets"] = ColumnWriter(group, "attention/offsets", np.int64)
-            w["attention/data"] = ColumnWriter(group, "attention/data", np.float16, 1 << 22)
-            w["attention/offsets"].extend([0])
-        names, ids = corpus.array("contigs/name"), corpus.array("genes/id")
-        attention_end = 0
-        for k, (c0, c1, g0, g1) in enumerate(groups):
-            saved = _saved(work / f"group-{k:06d}.npz")
-            if saved is None:
-                raise GlmkitError(f"{work}: group {k} became unreadable; rerun the command")
-            keep = saved["contig_has_genes"]
-            contig_index = summary["contigs"] + np.cumsum(keep) - 1  # contigs without genes get no row
-            gene_contig = np.repeat(np.arange(c1 - c0), np.diff(corpus.array("contigs/offsets")[c0:c1 + 1]))
-            w["genes/id"].extend(ids[g0:g1].astype(object))
-            w["genes/contig"].extend(contig_index[gene_contig])
-            w["genes/embedding"].extend(saved["gene_embedding"])
-            w["contigs/name"].extend(names[c0:c1].astype(object)[keep])
-            w["contigs/embedding"].extend(saved["contig_embedding"][keep])
-            summary["contigs"] += int(keep.sum())
-            summary["windows"] += int(saved["n_windows"])
-            if options.predictions:
-                w["genes/predictions"].extend(saved["predictions"])
-                w["genes/likelihoods"].extend(saved["likelihoods"])
-            if options.predictions or options.inputs:
-                w["genes/label"].extend(saved["labels"])
-            if options.inputs:
-                w["genes/input"].extend(saved["features"])
-            if options.attention:
-                sizes = cfg.num_layers * cfg.num_heads * saved["n_genes"].astype(np.int64) ** 2
-                w["windows/first_gene"].extend(saved["first_gene"])
-                w["windows/n_genes"].extend(saved["n_genes"])
-                w["attention/offsets"].extend(attention_end + np.cumsum(sizes))
-                w["attention/data"].extend(saved["attention"])
-                attention_end += int(sizes.sum())
-        close_writers(list(w.values()))
-        if options.predictions:
-            summary["absolute_accuracy"] = absolute_accuracy_of(group)
-        group.attrs["summary"] = summary
-        finish_store(group)
-    return summary
-
-
-def absolute_accuracy_of(group, block: int = 2048) -> float:
-    """absolute_accuracy over a context store's predictions, likelihoods and labels, read block by block."""
-    predictions, likelihoods, labels = group["genes/predictions"], group["genes/likelihoods"], group["genes/label"]
-
-    def top(a: int, b: int) -> np.ndarray:
-        p, likelihood = predictions[a:b], likelihoods[a:b]
-        return p[np.arange(len(p)), likelihood.argmax(1)]
-
-    n = labels.shape[0]
-    return _absolute_accuracy(top, lambda a, b: labels[a:b], n, block) if n else float("nan")
-
-
-def absolute_accuracy(predictions: np.ndarray, likelihoods: np.ndarray, labels: np.ndarray,
-                      block: int = 2048) -> float:
-    """Share of genes whose most likely prediction is at least as near their own label as any other gene's label.
-
-    Distances are taken block by block (``block`` x ``block`` at a time, as ||p||^2 - 2 p.l + ||l||^2), so memory
-    does not grow with the number of genes: an (n, n, D) array would be 160 GB at 20,000 genes.
-    """
-    n = len(labels)
-    if not n:
-        return float("nan")
-    top = predictions[np.arange(n), likelihoods.argmax(1)]
-    return _absolute_accuracy(lambda a, b: top[a:b], lambda a, b: labels[a:b], n, block)
-
-
-def _absolute_accuracy(top_rows, label_rows, n: int, block: int) -> float:
-    correct = 0
-    for r in range(0, n, block):
-        t = np.asarray(top_rows(r, r + block), dtype=np.float64)                       # (b, D)
-        own = ((t - np.asarray(label_rows(r, r + block), dtype=np.float64)) ** 2).sum(1)  # (b,)
-        t_sq = (t ** 2).sum(1)[:, None]
-        nearest_other = np.full(len(t), np.inf)
-        for c in range(0, n, block):
-            lab = np.asarray(label_rows(c, c + block), dtype=np.float64)
-            d = t @ lab.T                                                                # (b, b'), in place below
-            d *= -2
-            d += t_sq
-            d += (lab ** 2).sum(1)[None, :]
-            rows = np.arange(max(r, c), min(r + len(t), c + len(lab)))                   # the diagonal, if here
-            d[rows - r, rows - c] = np.inf
-            np.minimum(nearest_other, d.min(1), out=nearest_other)
-        correct += int((own <= nearest_other).sum())
-    return correct / n

@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -43,13 +43,12 @@ from glmkit.io.dedup import (HISTOGRAM_EDGES, ASSIGN_FORMAT, PRUNE_FORMAT, Assig
                              check_crc, write_prune_manifest)
 from glmkit.io.files import atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import plural, progress
-from glmkit.resources import release_freed_memory
-from glmkit.resources import one_blas_thread, ordered_map
+from glmkit.resources import one_blas_thread, ordered_map, release_freed_memory
 from glmkit.provenance import provenance
+from glmkit.options import ProteinOptions, SemanticOptions
 
 log = logging.getLogger("glmkit")
 
-KEEP_ORDERS = ("hard", "easy", "random")
 ITEMS_PER_CLUSTER = 1000     # default --clusters: one per this many items
 ITEMS_PER_BUCKET = 10_000    # default --buckets: the unit of pruning work and of its memory (~140 MB at 640 dims)
 BUCKET_READ_BYTES = 64 << 20  # a bucket's vectors up to this size are read whole, in one pass, for its pruning
@@ -58,22 +57,6 @@ FLAT_SAMPLE_BYTES = 256 << 20   # a larger sample (float32) makes the default k-
 CELL_SAMPLE_BYTES = 32 << 20    # the most sample a cell's k-means holds (float32); the coarse k-means holds half
 SPREAD_CHUNKS = 256             # a sample of a large store is drawn from at least this many of its chunks
 FAISS_MIN_POINTS = 39           # faiss's own floor of sample points per centroid
-
-
-@dataclass
-class SemanticOptions:
-    level: str = "contig"                 # contig | gene (what the rows of a context store are)
-    clusters: int | None = None           # None: one per ITEMS_PER_CLUSTER items
-    sample: int = 256                     # k-means points per centroid (faiss's own default cap)
-    iterations: int = 20
-    seed: int = 0
-    keep_order: str = "hard"
-    eps: tuple[float, ...] = (2e-3,)
-    buckets: int | None = None
-    coarse: int | None = None             # two-level k-means cells; None: see fit (FLAT_SAMPLE_BYTES); 0: one
-    block: int = 1024                     # items per similarity block: block^2 floats per thread
-    threads: int = 0
-    shard: tuple[int, int] | None = None
 
 
 @contextlib.contextmanager
@@ -575,29 +558,6 @@ def _parameters(options: SemanticOptions) -> dict:
 
 # -- dedup proteins: MMseqs2 linclust ---------------------------------------------------------------------------
 
-# (min-seq-id, coverage, cov-mode) of each clustering step, and whether singletons are dropped at the end
-PROTEIN_PRESETS = {
-    "representatives": ([(0.9, 0.9, 0)], False),            # the gLM: genes mapped to 90 % representatives
-    "prot50": ([(0.9, 0.9, 1), (0.5, 0.9, 0)], True),      # OMG_prot50: fragments out, then 50 %, no singletons
-}
-
-
-@dataclass
-class ProteinOptions:
-    preset: str | None = None           # None: representatives, unless --min-seq-id is given
-    min_seq_id: float | None = None
-    coverage: float = 0.8
-    cov_mode: int = 0
-    drop_singletons: bool = False
-    threads: int = 0
-    tmpdir: str | None = None
-    deterministic: bool = False         # one MMseqs2 thread: the same clusters on every run
-
-    def steps(self) -> tuple[list[tuple[float, float, int]], bool]:
-        if self.min_seq_id is not None:
-            return [(self.min_seq_id, self.coverage, self.cov_mode)], self.drop_singletons
-        steps, drop = PROTEIN_PRESETS[self.preset or "representatives"]
-        return steps, drop or self.drop_singletons
 
 
 def _protein_records(inputs: Sequence[str]):

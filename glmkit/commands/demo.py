@@ -32,6 +32,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from glmkit.errors import GlmkitError
+from glmkit.options import DemoOptions
 
 log = logging.getLogger("glmkit")
 
@@ -47,14 +48,6 @@ LEARNED = {
     "paralog-match (synthetic, held out)": "exact matches above the random predictions' 95 % interval",
     "pretrain gLM2 (synthetic)": "validation perplexity below the unigram's, amino acids and nucleotides",
 }
-
-
-@dataclass
-class DemoOptions:
-    quick: bool = False          # the CI's: every stage, minimal sizes, under a minute on 2 cores
-    plm: str | None = None       # a real ESM2 (fair-esm name, .pt, Hugging Face folder); None: random, built here
-    device: str = "auto"
-    threads: int = 1
 
 
 @dataclass

@@ -26,40 +26,18 @@ import numpy as np
 from glmkit.data.embedding_plan import EmbedPlan, plan_embed
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS, ElementStore
-from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
+from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, model_differences, sequence_hash
 from glmkit.io.fasta import PROTEIN_ALPHABET, read_fasta
 from glmkit.io.files import InputFile, atomic_outputs, claim_outputs
 from glmkit.io.store import store_record, store_schema
 from glmkit.io.tsv import write_tsv
 from glmkit.log import progress
 from glmkit.stop import with_hint
+from glmkit.options import EmbedOptions
 
 log = logging.getLogger("glmkit")
 
 MAP_COLUMNS = ("element_id", "protein_hash", "embedding_hash")
-# what must agree between an embedding store given as input and this run
-MODEL_IDENTITY = ("name", "sha256", "embed_dim", "layer", "max_residues", "long", "pooling")
-
-
-@dataclass
-class EmbedOptions:
-    model: str | None = None          # fair-esm name, .pt file or Hugging Face folder
-    layer: int | None = None          # default: the last
-    max_residues: int = 1022
-    long: str = "truncate"            # or "window"
-    max_tokens: int = 4096            # token budget per batch, padding included
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 1
-    dtype: str = "float32"            # stored embeddings: float32 or float16
-    chunk_rows: int = 1024
-    shard: tuple[int, int] | None = None   # (k, n): embed the k-th of n slices (1-based)
-    cluster_id: float | None = None        # MMseqs2 linclust identity; embed representatives only
-    coverage: float = 0.9
-    nucleotide_check: bool = True          # refuse FASTA records of nucleotide letters alone
-    import_embeddings: str | None = None   # embeddings computed elsewhere (glmkit.io.imported_embeddings)
-    import_ids: str | None = None          # row ids of an imported .npy
-    import_model: str | None = None        # the model that computed them, as the user states it
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -224,9 +202,7 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
         if model_attrs is None:
             raise GlmkitUsageError("nothing to embed and no model given")
     for store in stores:
-        # None: not known (embeddings imported from elsewhere record only what the user stated)
-        differs = [k for k in MODEL_IDENTITY if store.model.get(k) != model_attrs.get(k)
-                   and None not in (store.model.get(k), model_attrs.get(k))]
+        differs = model_differences(store.model, model_attrs)
         if differs:
             what = "; ".join(f"{k} {store.model.get(k)} there, {model_attrs.get(k)} now" for k in differs)
             raise GlmkitError(f"{store.path}: embeddings were made with other settings ({what})")

@@ -22,14 +22,14 @@ def run_export_glm(model_path: str, output: str, force: bool = False) -> dict:
     from glmkit.io.glm_release import write_release
     from glmkit.models.glm.weights import to_reference_state
     from glmkit.models.glm.weights import load_glm
-    from glmkit.commands.pretrain import ARCHITECTURES
+    from glmkit.models.glm import SPEC
 
     loaded = load_glm(model_path)
     folder, cfg, model, norm = loaded.folder, loaded.cfg, loaded.model, loaded.norm
     meta = loaded.meta
     classifier = None
     if (folder / "operon_classifier.safetensors").exists():
-        _, _, more, _ = load_checkpoint(model_path, ARCHITECTURES["glm"], extras=("operon_classifier",))
+        _, _, more, _ = load_checkpoint(model_path, SPEC.architecture, extras=("operon_classifier",))
         classifier = {k: v.numpy() for k, v in more["operon_classifier"].items()}
     glmkit = {"normalization": {"arithmetic": norm.arithmetic}, "config": cfg.to_dict(),
               "embedding_model": meta.get("embedding_model"), "step": meta.get("step"),

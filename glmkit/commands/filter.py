@@ -42,29 +42,13 @@ from glmkit.io.files import atomic_outputs
 from glmkit.io.store import store_record
 from glmkit.io.tsv import write_tsv
 from glmkit.log import plural, progress
+from glmkit.options import FilterOptions
 
 log = logging.getLogger("glmkit")
 
 RULES = ("duplicate", "short-contig", "edge-cds", "edge-igs", "invalid-characters", "long-cds", "long-igs", "chunk",
          "few-elements", "few-cds", "subcontig-boundary", "short-subcontig")
 REPORT_COLUMNS = ("contig", "element_id", "type", "start", "end", "strand", "rule", "action")
-
-
-@dataclass
-class FilterOptions:
-    min_contig_length: int = 2000
-    min_elements: int = 7
-    min_cds: int = 3
-    max_invalid_fraction: float = 0.2
-    max_cds_aa: int = 15000
-    max_igs_bp: int = 4000
-    max_elements: int = 1000
-    keep_edges: bool = False
-    glm_subcontigs: bool = False
-    subcontig_genes: int = 30
-    min_subcontig_genes: int = 15
-    keep: str | None = None             # a `dedup semantic` table: contigs marked 0 are dropped
-    keep_column: str | None = None      # which keep column (the table's only one if not given)
 
 
 @dataclass

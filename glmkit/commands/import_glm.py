@@ -29,7 +29,7 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
     from glmkit.io.glm_release import PUBLISHED_EMBEDDING_MODEL, read_release, release_paths
     from glmkit.models.glm.model import GLM, GLMConfig
     from glmkit.models.glm.weights import load_reference_state, reference_config
-    from glmkit.commands.pretrain import ARCHITECTURES
+    from glmkit.models.glm import SPEC
 
     inputs = [str(p) for p in release_paths(glm_bin, norm, pca, operon_predictor) if p]   # defaults found too
     with claim_outputs([output], force, inputs):
@@ -71,7 +71,7 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
             extras["operon_classifier"] = {k: torch.from_numpy(v) for k, v in release.classifier.items()}
             info["operon_classifier"] = {"features": "attention, layer * heads + head",
                                          "n_features": int(release.classifier["coef"].shape[1])}
-        save_checkpoint(Path(output), ARCHITECTURES["glm"], cfg.to_dict(), model.state_dict(), extras, info)
+        save_checkpoint(Path(output), SPEC.architecture, cfg.to_dict(), model.state_dict(), extras, info)
     log.info(f"import-glm: {output}: gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; "
              f"{release.norm.arithmetic} normalisation; embeddings from {esm['name']} layer {esm['layer']}"
              + ("; operon classifier" if release.classifier is not None else ""))

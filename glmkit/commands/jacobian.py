@@ -42,6 +42,7 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.store import DamagedStoreError
 from glmkit.io.files import InputFile, atomic_outputs, claim_outputs, planned_work_folder, remove
 from glmkit.log import progress
+from glmkit.options import JacobianOptions
 
 log = logging.getLogger("glmkit")
 STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both models' vocabulary order
@@ -51,23 +52,6 @@ STANDARD_AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"  # the 20 substitutes, in both mod
 PASSES_SIDE_BY_SIDE = True
 WORK_FORMAT = 2                                # work arrays with a crc32c per chunk (1: none, never resumed)
 REPORT_OPTIONS = ("top", "min_separation", "tsv", "png")   # read from the finished map only
-
-
-@dataclass
-class JacobianOptions:
-    region: str | None = None       # element store input: CONTIG or CONTIG:FIRST-LAST (elements, 1-based)
-    fast: bool = False              # substitute <mask> only
-    batch_size: int | None = None   # sequences per forward pass; None: 64 on GPUs; on CPU 1, with --threads
-                                    # passes side by side (3 on one thread: as fast as 4 or 8 there, and less
-                                    # memory: the passes' buffers are what memory holds beyond torch)
-    block: int = 16                 # positions per saved block (the unit of resume)
-    top: int = 100                  # rows of the top-contacts TSV
-    min_separation: int = 6         # within one element, contacts closer than this are left out of the TSV
-    tsv: str | None = None          # default: OUTPUT's stem + .tsv
-    png: str | None = None          # default: OUTPUT's stem + .png
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 1
 
 
 @dataclass
@@ -187,11 +171,14 @@ class GLM2Scorer:
 
 
 def load_scorer(model_spec: str, fast: bool):
-    from glmkit.models.glm2.weights import architecture_of, load_glm2
+    """The scorer of a model folder's family (a family that predicts tokens), else ESM2's."""
+    from glmkit.models.registry import family_of
 
     path = Path(model_spec)
-    if path.exists() and architecture_of(path) == "gLM2":
-        return GLM2Scorer(load_glm2(path), fast)
+    scorers = {"gLM2": GLM2Scorer}   # families whose models predict tokens
+    if path.exists() and family_of(path).architecture in scorers:
+        spec = family_of(path)
+        return scorers[spec.architecture](spec.part("weights").load(path), fast)
     if path.is_dir() and ((path / "checkpoint" / "config.json").exists() or (path / "normalization.safetensors")
                           .exists()):
         raise GlmkitError(f"{model_spec}: a gLM checkpoint; the Jacobian needs a model that predicts tokens "

@@ -34,19 +34,10 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.files import atomic_outputs, claim_outputs
+from glmkit.options import KINDS, OperonOptions
 
 log = logging.getLogger("glmkit")
 PAIR_COLUMNS = ("contig", "gene_a", "gene_b", "relation", "distance", "probability", "call")
-KINDS = ("attention", "distance-strand", "combined")
-
-
-@dataclass
-class OperonOptions:
-    features: str = "attention"     # what `fit` uses: attention, distance-strand or combined
-    folds: int = 5
-    threshold: float = 0.5          # `predict`: probability from which a pair is called "same operon"
-    seed: int = 16                  # the reference's random_state
-    log_attention: bool = False     # attention features: each head's attention and its log (fit and eval)
 
 
 LOG_ATTENTION_FLOOR = 1e-3          # log(a + floor): a head that ignores a gene stays finite

@@ -20,28 +20,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from glmkit.errors import GlmkitError
 from glmkit.io.files import atomic_outputs, claim_outputs
+from glmkit.options import ParalogOptions
 
 log = logging.getLogger("glmkit")
 COLUMNS = ("query", "rank", "candidate", "distance", "side", "likelihood")
-
-
-@dataclass
-class ParalogOptions:
-    top_k: int = 10
-    cluster_id: float = 0.5       # 0: no clusters (no mmseqs needed)
-    coverage: float = 0.8
-    draws: int = 1000             # random-prediction baseline
-    seed: int = 0
-    batch_size: int = 512         # queries per forward pass
-    device: str = "auto"
-    threads: int = 1
 
 
 def _proteins(paths: Sequence[str], store, what: str, one: str):
@@ -116,10 +104,10 @@ def _paralog_match(queries, candidates, embedding_path, model_path, output, trut
     from glmkit.io.tsv import write_tsv
     from glmkit.models.device import resolve_device, torch_threads
     from glmkit.models.glm.weights import load_glm
-    from glmkit.commands.pretrain import check_embedding_model
+    from glmkit.io.embeddings import require_same_model
 
     loaded = load_glm(model_path)
-    check_embedding_model(loaded.meta.get("embedding_model", {}), embedding_path, loaded.folder)
+    require_same_model(loaded.meta.get("embedding_model", {}), embedding_path, loaded.folder)
     store = EmbeddingStore(embedding_path)
     q_ids, _, _, q_emb = _proteins(queries, store, "queries", "query")
     c_ids, c_hashes, c_sequences, c_emb = _proteins(candidates, store, "candidates", "candidate")

@@ -1,8 +1,6 @@
-"""Reading the context store that `glmkit contextualize` writes (schema glmkit.context; docs/FORMATS.md).
-
-The writer is in glmkit/commands/contextualize.py (it streams groups of contigs into
-ColumnWriters); this is the reader every later command uses: gene tables
-whole, attention maps window by window.
+"""The context store that `glmkit contextualize` writes (schema glmkit.context; docs/FORMATS.md): its one
+writer, which every model family's context job fills group by group, and the reader every later command uses
+(gene tables whole, attention maps window by window).
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from glmkit.errors import GlmkitError
-from glmkit.io.store import open_store
+from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store, open_store
 
 SCHEMA = "glmkit.context"
 REQUIRED = ("genes/id", "genes/contig", "genes/embedding", "contigs/name", "contigs/embedding")
@@ -71,3 +69,28 @@ class ContextStore:
                 k = int(w) - lo
                 a, b = int(off[k] - off[0]), int(off[k + 1] - off[0])
                 yield int(w), flat[a:b].reshape(layers, heads, int(n[k]), int(n[k]))
+
+
+class ContextStoreWriter:
+    """A context store being written: its provenance and model attributes, named columns appended group by group
+    (ColumnWriter: whole chunks, checksummed), then the summary and the manifest when finished."""
+
+    def __init__(self, path, parameters: dict, inputs, model: dict, attention_queries: str | None = None):
+        self.group = create_store(path, SCHEMA, parameters, inputs)
+        self.group.attrs["model"] = model
+        if attention_queries is not None:
+            self.group.attrs["attention_queries"] = attention_queries
+        self.columns: dict[str, ColumnWriter] = {}
+
+    def add(self, name: str, dtype, chunk: int | None = None, row_shape: tuple = ()) -> None:
+        self.columns[name] = ColumnWriter(self.group, name, dtype, chunk, row_shape)
+
+    def extend(self, name: str, values) -> None:
+        self.columns[name].extend(values)
+
+    def close_columns(self) -> None:
+        close_writers(list(self.columns.values()))
+
+    def finish(self, summary: dict) -> None:
+        self.group.attrs["summary"] = summary
+        finish_store(self.group)

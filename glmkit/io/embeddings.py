@@ -228,6 +228,26 @@ def _write_pieces(arrays: Sequence, pieces: Iterable[tuple], n: int) -> None:
         raise ValueError(f"{at} rows written, {n} planned")
 
 
+# what two embedding models must agree on for their embeddings to be used together
+MODEL_IDENTITY = ("name", "sha256", "embed_dim", "layer", "max_residues", "long", "pooling")
+
+
+def model_differences(a: dict, b: dict) -> list[str]:
+    """The identity keys on which two embedding stores' models differ. A key either side does not know (None or
+    absent: imported models and embeddings record what the user stated) is not compared."""
+    return [k for k in MODEL_IDENTITY if a.get(k) is not None and b.get(k) is not None and a[k] != b[k]]
+
+
+def require_same_model(trained_on: dict, embedding_path: str, where) -> None:
+    """An embedding store must come from the ESM2 a model was trained on."""
+    ours = EmbeddingStore(embedding_path).model
+    differs = model_differences(trained_on, ours)
+    if differs:
+        key = differs[0]
+        raise GlmkitError(f"{embedding_path}: embeddings from {ours.get('name')} ({key} {ours.get(key)}), but "
+                          f"{where} was trained on {trained_on.get('name')} ({key} {trained_on.get(key)})")
+
+
 class ResumableEmbeddingWriter:
     """Writes a planned store chunk by chunk; restarting with the same plan resumes it."""
 

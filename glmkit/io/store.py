@@ -25,6 +25,7 @@ flat uint8 array ``<name>/data`` plus int64 ``<name>/offsets`` (length n + 1).
 from __future__ import annotations
 
 import asyncio
+import logging
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
     import zarr
 
 # schema name -> the version this glmkit writes (and the newest it reads)
+log = logging.getLogger("glmkit")
 SCHEMAS = {
     "glmkit.elements": 2,
     "glmkit.embeddings": 3,
@@ -220,6 +222,32 @@ def built_from(path: str | Path, schema: str, store_class, parameters: dict) -> 
         return store_class(path).attrs.get("parameters") == parameters
     except GlmkitError:
         return False
+
+
+def reuse_or_build(path: Path, schema: str, store_class, parameters: dict, build, force: bool = True,
+                   inputs: Sequence = (), what: str = "store", kind: str = "store", option: str | None = None):
+    """The derived store at ``path`` (a corpus) if it is a ``schema`` store built from these very ``parameters``;
+    else ``build(temporary path)``, published whole over it. Only a store of that schema is ever replaced (a
+    user's folder of that name is refused), and one built from other inputs only with ``force``. Messages name
+    it as ``what`` (e.g. "gLM corpus store") or ``kind`` ("corpus store"), and the ``option`` that chose it."""
+    from glmkit.io.files import atomic_outputs
+
+    path = Path(path)
+    if built_from(path, schema, store_class, parameters):
+        log.info(f"reusing the {kind} {path}")
+        return store_class(path)
+    if path.exists() or path.is_symlink():
+        elsewhere = f": name another {option}" if option else ""
+        if path.is_symlink() or store_schema(path) != schema:
+            raise GlmkitError(f"{path}: exists and is not a {what}; glmkit will not replace it{elsewhere}")
+        if not force:
+            raise GlmkitError(f"{path}: a {kind} built from other inputs; use --force to rebuild it"
+                              + (f", or name another {option}" if option else ""))
+        log.info(f"{path} was built from other inputs: rebuilding it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_outputs([str(path)], force=True, inputs=list(inputs)) as (tmp,):
+        build(tmp)
+    return store_class(path)
 
 
 def _chunk_problem(data) -> str | None:

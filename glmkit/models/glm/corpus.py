@@ -22,6 +22,7 @@ from glmkit.data.stream import ChunkCache
 from glmkit.errors import GlmkitError
 from glmkit.genome.windows import windows
 from glmkit.io.corpus import GENE_CHUNK, CorpusStore, CorpusWriter
+from glmkit.io.corpus import SCHEMA as SCHEMA  # the schema of the store these build (the family's hook)
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.embeddings import EmbeddingStore, sequence_hash
 from glmkit.io.store import gather_rows, store_record
@@ -166,3 +167,26 @@ def make_batch(reader: GeneReader, starts: np.ndarray, lengths: np.ndarray, rows
     target[flat, :ldim - 1], target[flat, ldim - 1] = labels, orientation
     segments[flat] = np.concatenate(segment_of)
     return features.reshape(B, capacity, dim + 1), target.reshape(B, capacity, ldim), segments.reshape(B, capacity)
+
+
+# -- the family's corpus hooks (glmkit/models/spec.py) ------------------------------------------------------------
+
+STORE = CorpusStore   # the store these build and read (SCHEMA: its schema)
+
+
+def parameters(element_paths, embedding_path, options) -> dict:
+    return corpus_parameters(element_paths, embedding_path, options.subcontig_genes, options.min_subcontig_genes)
+
+
+def build(element_paths, embedding_path, out: Path, options) -> None:
+    build_corpus(element_paths, embedding_path, out, options.subcontig_genes, options.min_subcontig_genes)
+
+
+def check_resume_inputs(meta: dict, element_paths, embedding_path, options, where: Path) -> None:
+    """Before anything is built: a resumed run must read the very corpus its checkpoint was trained on."""
+    from glmkit.io.embeddings import require_same_model
+
+    require_same_model(meta.get("embedding_model", {}), embedding_path, where)
+    if meta.get("corpus") and meta["corpus"] != parameters(element_paths, embedding_path, options):
+        raise GlmkitError(f"{where}: the element or embedding stores differ from those this checkpoint was trained "
+                          f"on; resume with the same inputs")

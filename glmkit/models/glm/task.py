@@ -159,3 +159,39 @@ def pseudo_accuracy_counts(closest: torch.Tensor, labels: torch.Tensor, segments
     distance = distance.masked_fill(~same, float("inf"))
     own = distance[torch.arange(len(b)), pos]
     return int((own <= distance.min(-1).values).sum())
+
+
+# -- the family's training hooks (glmkit/models/spec.py) ----------------------------------------------------------
+
+def check_options(options) -> None:
+    """Every pretrain option means something for the gLM."""
+
+
+def model_config(options, **shapes) -> GLMConfig:
+    from glmkit.models.glm.model import preset
+
+    return preset(options.preset, num_layers=options.num_layers, hidden_size=options.hidden_size,
+                  num_heads=options.num_heads, dropout=options.dropout, **shapes)
+
+
+def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world):
+    """The gLM task: its normalisation fitted on the training proteins (or the checkpoint's)."""
+    from dataclasses import asdict
+
+    from glmkit.models.glm.normalization import Normalization, fit_normalization
+    from glmkit.train import shared
+
+    if meta is not None:
+        norm = Normalization.from_checkpoint(meta, extras["normalization"], checkpoint)
+        cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")
+    else:
+        norm = shared(lambda: fit_normalization(corpus, embedding_path, split), rank, world)
+        dim = corpus.embedding.shape[1]
+        cfg = model_config(options, input_dim=dim + 1, label_dim=norm.label_components.shape[1] + 1,
+                           max_position_embeddings=max(512, options.subcontig_genes))
+    info = {"embedding_model": corpus.attrs["embedding_model"], "options": asdict(options),
+            "corpus": corpus.attrs["parameters"]}
+    task = GLMTask(corpus, split, norm, cfg, GLMRecipe(options.recipe, options.mask_fraction), options.seed,
+                   options.subcontig_genes, info)
+    return task, (f"gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; recipe "
+                  f"{options.recipe}")

@@ -39,6 +39,9 @@ def load_glm(model_path: str | Path) -> LoadedGLM:
     return LoadedGLM(model, cfg, norm, meta, folder)
 
 
+load = load_glm   # the family's loader (glmkit/models/spec.py)
+
+
 # -- the published checkpoint layout -------------------------------------------------------------------------
 
 REFERENCE_NAMES = {  # ours -> glm.bin (transformers 4.22 RobertaModel inside gLM's wrapper)

@@ -24,14 +24,16 @@ import numpy as np
 
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.io.elements import CDS
+from glmkit.io.context import ContextStoreWriter
 from glmkit.io.files import atomic_outputs
-from glmkit.io.store import ColumnWriter, close_writers, create_store, finish_store
 
 GROUP_CHUNKS = 256  # chunks per saved group of contigs (the unit of resume)
 
 
-class GLM2Job:
+class Job:
+    """What contextualize does for gLM2 models: per-element and per-contig embeddings."""
     unit = "tokens"
+    group_size = GROUP_CHUNKS
 
     def __init__(self, loaded, options, device, amp):
         self.model, self.cfg, self.meta = loaded.model.to(device), loaded.cfg, loaded.meta
@@ -41,7 +43,7 @@ class GLM2Job:
             raise GlmkitError(f"--layer {self.layer}: the model has layers 0 to {self.cfg.depth}")
 
     @classmethod
-    def load(cls, model_path, embedding_path, options, device, amp) -> "GLM2Job":
+    def load(cls, model_path, embedding_path, options, device, amp) -> "Job":
         from glmkit.models.glm2.weights import load_glm2
 
         return cls(load_glm2(model_path), options, device, amp)
@@ -63,12 +65,15 @@ class GLM2Job:
     # -- what the driver calls ----------------------------------------------------------------------------------
 
     def corpus(self, work: Path, element_paths):
-        from glmkit.commands.contextualize import work_corpus
-        from glmkit.models.glm2.corpus import build_token_corpus
+        """The contigs' tokens in a token corpus store in the work folder, cut into chunks as training cuts them."""
+        from glmkit.io.store import reuse_or_build
         from glmkit.io.token_corpus import SCHEMA, TokenCorpusStore
+        from glmkit.models.glm2.corpus import build_token_corpus, token_corpus_parameters
 
-        return work_corpus(work, SCHEMA, TokenCorpusStore,
-                           lambda temp: build_token_corpus(element_paths, temp, self.o.context))
+        return reuse_or_build(work / "corpus.zarr", SCHEMA, TokenCorpusStore,
+                              token_corpus_parameters(element_paths, self.o.context),
+                              lambda temp: build_token_corpus(element_paths, temp, self.o.context),
+                              what="gLM2 token corpus store", kind="corpus store")
 
     def groups(self, corpus) -> list[tuple[int, int, int, int]]:
         """Groups of whole contigs of about GROUP_CHUNKS chunks: (first contig, end contig, first token, end token)."""
@@ -136,16 +141,15 @@ class GLM2Job:
         o, D = self.o, self.cfg.dim
         summary = {"genes": 0, "intergenic": 0, "contigs": 0, "tokens": corpus.n_tokens}
         with atomic_outputs([output], force) as (tmp,):
-            group = create_store(tmp, "glmkit.context", {**asdict(o), "layer": self.layer, "model": model_path},
-                                 records)
-            group.attrs["model"] = {"architecture": "gLM2", "config": self.meta["config"],
-                                    "step": self.meta.get("step")}
-            w = {f"{part}/{col}": ColumnWriter(group, f"{part}/{col}", dtype, *(
-                (4096, (D,)) if col == "embedding" else ()))
-                for part in ("genes", "intergenic") for col, dtype in (("id", str), ("contig", np.int32),
-                                                                       ("embedding", o.dtype))}
-            w["contigs/name"] = ColumnWriter(group, "contigs/name", str)
-            w["contigs/embedding"] = ColumnWriter(group, "contigs/embedding", o.dtype, 4096, (D,))
+            store = ContextStoreWriter(tmp, {**asdict(o), "layer": self.layer, "model": model_path}, records,
+                                       {"architecture": "gLM2", "config": self.meta["config"],
+                                        "step": self.meta.get("step")})
+            for part in ("genes", "intergenic"):
+                store.add(f"{part}/id", str)
+                store.add(f"{part}/contig", np.int32)
+                store.add(f"{part}/embedding", o.dtype, 4096, (D,))
+            store.add("contigs/name", str)
+            store.add("contigs/embedding", o.dtype, 4096, (D,))
             names, ids = corpus.array("contigs/name"), corpus.array("elements/id")
             types, contigs = corpus.array("elements/type"), corpus.array("elements/contig")
             for k, (c0, c1, _, _) in enumerate(groups):
@@ -157,16 +161,15 @@ class GLM2Job:
                 e0, e1 = int(result["first_element"]), int(result["end_element"])
                 kind, contig = types[e0:e1], row[contigs[e0:e1] - c0]
                 for part, mine in (("genes", kind == CDS), ("intergenic", kind != CDS)):
-                    w[f"{part}/id"].extend(ids[e0:e1].astype(object)[mine])
-                    w[f"{part}/contig"].extend(contig[mine])
-                    w[f"{part}/embedding"].extend(result["element_embedding"][mine])
+                    store.extend(f"{part}/id", ids[e0:e1].astype(object)[mine])
+                    store.extend(f"{part}/contig", contig[mine])
+                    store.extend(f"{part}/embedding", result["element_embedding"][mine])
                     summary[part] += int(mine.sum())
-                w["contigs/name"].extend(names[c0:c1].astype(object)[keep])
-                w["contigs/embedding"].extend(result["contig_embedding"][keep])
+                store.extend("contigs/name", names[c0:c1].astype(object)[keep])
+                store.extend("contigs/embedding", result["contig_embedding"][keep])
                 summary["contigs"] += int(keep.sum())
-            close_writers(list(w.values()))
-            group.attrs["summary"] = summary
-            finish_store(group)
+            store.close_columns()
+            store.finish(summary)
         return summary
 
     @staticmethod

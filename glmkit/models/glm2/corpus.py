@@ -22,6 +22,7 @@ from glmkit.data.split import contig_keys
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.store import store_record
 from glmkit.io.token_corpus import TOKEN_CHUNK, VOCAB_SIZE, TokenCorpusStore, TokenCorpusWriter
+from glmkit.io.token_corpus import SCHEMA as SCHEMA  # the schema of the store these build (the family's hook)
 from glmkit.log import plural, progress
 from glmkit.models.glm2.tokens import AMINO_ACIDS, CLS, MASK, NUCLEOTIDES, element_tokens
 
@@ -207,3 +208,23 @@ def unigram_log_probs(counts: np.ndarray) -> np.ndarray:
         c = counts[ids].astype(np.float64) + 1.0
         out[ids] = np.log(c / c.sum())
     return out
+
+
+# -- the family's corpus hooks (glmkit/models/spec.py) ------------------------------------------------------------
+
+STORE = TokenCorpusStore   # the store these build and read (SCHEMA: its schema)
+
+
+def parameters(element_paths, embedding_path, options) -> dict:
+    return token_corpus_parameters(element_paths, options.context)
+
+
+def build(element_paths, embedding_path, out: Path, options) -> None:
+    build_token_corpus(element_paths, out, options.context)
+
+
+def check_resume_inputs(meta: dict, element_paths, embedding_path, options, where: Path) -> None:
+    """Before anything is built: a resumed run must read the very corpus its checkpoint was trained on."""
+    if meta.get("corpus") != parameters(element_paths, embedding_path, options):
+        raise GlmkitError(f"{where}: the element stores differ from those this checkpoint was trained on; "
+                          f"resume with the same inputs")

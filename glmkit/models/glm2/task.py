@@ -110,3 +110,37 @@ class GLM2Task(PackedTask):
             found[f"val_{name}_perplexity"] = math.exp(sums[f"{name}_nll"] / n) if n else math.nan
             found[f"val_{name}_unigram_perplexity"] = math.exp(sums[f"{name}_unigram_nll"] / n) if n else math.nan
         return found
+
+
+# -- the family's training hooks (glmkit/models/spec.py) ----------------------------------------------------------
+
+def check_options(options) -> None:
+    from glmkit.errors import GlmkitUsageError
+
+    if options.dropout is not None or options.recipe != "glmkit":
+        raise GlmkitUsageError("--dropout and --recipe are options of the gLM (--arch glm); gLM2 has neither")
+
+
+def model_config(options, **shapes) -> GLM2Config:
+    from glmkit.errors import GlmkitUsageError
+    from glmkit.models.glm2.model import glm2_preset
+
+    cfg = glm2_preset(options.preset, depth=options.num_layers, dim=options.hidden_size, heads=options.num_heads)
+    if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
+        raise GlmkitUsageError(f"--hidden-size {cfg.dim} must be a multiple of --num-heads {cfg.heads} with an "
+                               f"even quotient (rotary positions rotate pairs of dimensions)")
+    return cfg
+
+
+def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world):
+    """The gLM2 task, with the training split's token frequencies for the unigram baseline."""
+    from dataclasses import asdict
+
+    from glmkit.models.glm2.corpus import training_token_counts
+
+    cfg = GLM2Config.from_dict(meta.get("config"), checkpoint / "config.json") if meta is not None \
+        else model_config(options)
+    info = {"options": asdict(options), "corpus": corpus.attrs["parameters"]}
+    task = GLM2Task(corpus, split, cfg, options.mask_fraction, options.seed, options.context, info,
+                    training_token_counts(corpus, split))
+    return task, f"gLM2 {cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads, context {options.context}"

@@ -89,16 +89,6 @@ def load_glm2(model_path: str | Path) -> LoadedGLM2:
                                          "files": {"weights": sha}, "published": True}, folder)
 
 
-def architecture_of(model_path: str | Path) -> str:
-    """"gLM2" for a gLM2 checkpoint or published gLM2 folder, else "gLM" (whose loader says what is wrong)."""
-    from glmkit.io.checkpoint import SCHEMA, checkpoint_folder
-
-    config = _config(checkpoint_folder(model_path))
-    if config.get("schema") == SCHEMA:
-        return config.get("architecture", "gLM")
-    return "gLM2" if {"dim", "depth", "heads"} <= set(config) else "gLM"
-
-
 def _config(folder: Path) -> dict:
     import json
 
@@ -107,3 +97,6 @@ def _config(folder: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+load = load_glm2   # the family's loader (glmkit/models/spec.py)
