@@ -67,7 +67,8 @@ def main() -> int:
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the model already in OUT/glm")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "learning")
     args = parser.parse_args()
-    from glmkit.data.synthetic import SyntheticSpec, evaluate, reinitialised, verdict, write_corpus
+    from glmkit.data.synthetic import SyntheticSpec, write_corpus
+    from glmkit.pipeline.learning import evaluate, reinitialised, verdict
 
     spec = SyntheticSpec(seed=args.seed, **({"train_genomes": args.train_genomes} if args.train_genomes else {}))
     corpus = args.out / "corpus"

@@ -38,9 +38,10 @@ PAIR = ROOT.parent / "shared" / "data" / "moda_modc_2onk.fasta"
 
 
 def model(path: Path) -> Path:
-    from glmkit.commands.demo import write_random_esm2
+    from glmkit.models.esm2.weights import write_random_esm2
 
-    return write_random_esm2(path, 6, 320, 20)   # esm2_t6_8M's shape, seed 0
+    write_random_esm2(path, 6, 320, 20)   # esm2_t6_8M's shape, seed 0
+    return path
 
 
 def pair(n: int | None, out: Path) -> Path:

@@ -128,9 +128,11 @@ def training_speed(log: Path, skip: int = 10) -> tuple[float, float]:
 
 
 def tiny_esm(path: Path) -> Path:
-    from glmkit.commands.demo import write_random_esm2
+    from glmkit.models.esm2.weights import write_random_esm2
 
-    return path if path.exists() else write_random_esm2(path, 1, DIM, 20)
+    if not path.exists():
+        write_random_esm2(path, 1, DIM, 20)
+    return path
 
 
 def main() -> int:

@@ -430,7 +430,7 @@ def import_glm_command(glm_bin, output, force, **params):
     label PCA) and operon_predictor.pkl, with a loader that admits plain data
     only. contextualize then runs the model with the reference's arithmetic.
     """
-    from glmkit.commands.import_glm import run_import_glm
+    from glmkit.commands.glm_release import run_import_glm
 
     run_import_glm(glm_bin, output, force=force, **params)
 
@@ -446,7 +446,7 @@ def export_glm_command(model_path, output, force):
     For the reference code and its users; glmkit.json beside the files lets
     import-glm restore exactly this model.
     """
-    from glmkit.commands.export_glm import run_export_glm
+    from glmkit.commands.glm_release import run_export_glm
 
     run_export_glm(model_path, output, force=force)
 

@@ -173,24 +173,11 @@ def multi_contigs() -> Path:
 # -- small random-weight ESM2 checkpoints, built and saved by the tests themselves --------------------------
 
 def make_fair_esm_checkpoint(path: Path, layers: int = 2, dim: int = 64, heads: int = 4, seed: int = 0):
-    """A random-weight fair-esm ESM2 saved the way fair-esm's published .pt files are laid out."""
-    import argparse
+    """A random-weight fair-esm ESM2 saved the way fair-esm's published .pt files are laid out (larger weights than
+    fair-esm's initialisation, so that layers matter); (fair-esm's model, alphabet)."""
+    from glmkit.models.esm2.weights import write_random_esm2
 
-    import esm
-    import torch
-
-    torch.manual_seed(seed)
-    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
-    model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet,
-                                token_dropout=True)
-    with torch.no_grad():
-        for p in model.parameters():  # larger than init so that layers matter
-            p.normal_(0, 0.1 if p.dim() > 1 else 0.05)
-    args = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                              token_dropout=True)
-    torch.save({"cfg": {"model": args},
-                "model": {f"encoder.sentence_encoder.{k}": v for k, v in model.state_dict().items()}}, path)
-    return model.eval(), alphabet
+    return write_random_esm2(path, layers, dim, heads, seed, spread=0.1)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 import pytest
 
 from conftest import assert_one_line_error, run
-from glmkit.commands.demo import LEARNED, PICTURES
+from glmkit.pipeline.demo import LEARNED, PICTURES
+from glmkit.errors import GlmkitError
 from glmkit.io.elements import ElementStore
 
 STAGES = ("call", "filter", "embed", "synthetic corpus", "pretrain gLM (synthetic)",
@@ -49,7 +50,7 @@ def test_demo_quick_runs_every_stage_and_shows_them(tmp_path):
 
 
 def test_demo_force_replaces_only_a_demo_and_keeps_it_until_the_new_one_is_whole(tmp_path, monkeypatch):
-    import glmkit.commands.demo
+    import glmkit.pipeline.demo
 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -62,9 +63,9 @@ def test_demo_force_replaces_only_a_demo_and_keeps_it_until_the_new_one_is_whole
     before = (out / "summary.tsv").read_text()
 
     def broken(self):
-        raise glmkit.commands.demo.GlmkitError("a stage failed")
+        raise GlmkitError("a stage failed")
 
-    monkeypatch.setattr(glmkit.commands.demo._Pipeline, "jacobian", broken)
+    monkeypatch.setattr(glmkit.pipeline.demo.DemoPipeline, "jacobian", broken)
     assert_one_line_error(run("demo", out, "--quick", "--force", "-t", 1, "-q"), "a stage failed")
     assert (out / "summary.tsv").read_text() == before   # the earlier demo, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "theirs"]   # no work folder or lock left

@@ -9,7 +9,8 @@ import pytest
 from conftest import run
 from glmkit.io.elements import ElementStore
 from glmkit.io.embeddings import EmbeddingStore
-from glmkit.data.synthetic import SyntheticSpec, evaluate, reinitialised, write_corpus
+from glmkit.data.synthetic import SyntheticSpec, write_corpus
+from glmkit.pipeline.learning import evaluate, reinitialised
 
 SMALL = SyntheticSpec(train_genomes=30, test_genomes=6, genes_per_genome=200, families=150, operon_templates=25,
                       subfamilies=8, paralog_pairs=6, dim=64, seed=1)

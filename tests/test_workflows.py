@@ -28,11 +28,13 @@ def digest(path: Path) -> str:
 @pytest.mark.skipif(shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists(),
                     reason="snakemake not installed (pip install snakemake)")
 def test_snakemake_runs_every_rule_and_a_second_run_does_nothing(tmp_path):
-    from glmkit.commands.demo import DEMO_GENOMES, write_random_esm2
+    from glmkit.models.esm2.weights import write_random_esm2
+    from glmkit.pipeline.demo import DEMO_GENOMES
 
     data = files("pyrodigal.tests") / "data"
     genomes = {Path(name).name.split(".")[0]: str(data / name) for name in DEMO_GENOMES}
-    plm = write_random_esm2(tmp_path / "esm2.pt", 2, 64, 4)
+    plm = tmp_path / "esm2.pt"
+    write_random_esm2(plm, 2, 64, 4)
     config = tmp_path / "config.yaml"
     config.write_text("outdir: results\ngenomes:\n" + "".join(f"  {k}: {v}\n" for k, v in genomes.items())
                       + f"plm: {plm}\ndevice: cpu\nembed_shards: 2\ndedup_assign_shards: 3\ndedup_prune_shards: 2\n"

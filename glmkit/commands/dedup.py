@@ -562,7 +562,7 @@ def _parameters(options: SemanticOptions) -> dict:
 
 def _protein_records(inputs: Sequence[str]):
     """(id, sequence) of every protein of FASTA files and element stores (their CDS), ids checked unique."""
-    from glmkit.commands.embed import proteins_of_store
+    from glmkit.io.proteins import proteins_of_store
     from glmkit.io.fasta import read_fasta
     from glmkit.io.files import InputFile
     from glmkit.io.store import store_schema

@@ -19,17 +19,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from glmkit.data.embedding_plan import EmbedPlan, plan_embed
 from glmkit.errors import GlmkitError, GlmkitUsageError
-from glmkit.io.elements import CDS, ElementStore
-from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, model_differences, sequence_hash
-from glmkit.io.fasta import PROTEIN_ALPHABET, read_fasta
-from glmkit.io.files import InputFile, atomic_outputs, claim_outputs
-from glmkit.io.store import store_record, store_schema
+from glmkit.io.embeddings import ResumableEmbeddingWriter, model_differences
+from glmkit.io.files import atomic_outputs, claim_outputs
+from glmkit.io.proteins import collect_inputs
 from glmkit.io.tsv import write_tsv
 from glmkit.log import progress
 from glmkit.stop import with_hint
@@ -41,50 +39,6 @@ MAP_COLUMNS = ("element_id", "protein_hash", "embedding_hash")
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
-
-def proteins_of_store(path: str) -> Iterator[tuple[str, bytes]]:
-    store = ElementStore(path)
-    for batch in store.batches(columns=("id", "type", "aa")):
-        cds = np.flatnonzero(batch.elements["type"] == CDS)
-        for i in cds:
-            aa = batch.elements["aa"][i]
-            bad = aa.translate(None, PROTEIN_ALPHABET)
-            if bad:
-                raise GlmkitError(f"{path}: protein {batch.elements['id'][i]} has invalid character '{chr(bad[0])}'")
-            yield batch.elements["id"][i], aa
-
-
-def collect_inputs(inputs: Sequence[str], nucleotide_check: bool = True):
-    """Proteins (id, hash), distinct sequences by hash, embedding stores given as inputs, provenance records."""
-    proteins: list[tuple[str, str]] = []
-    sequences: dict[str, bytes] = {}
-    stores: list[EmbeddingStore] = []
-    records: list = []
-    seen_ids: dict[str, str] = {}
-    for path in inputs:
-        if path != "-" and Path(path).is_dir():
-            schema = store_schema(path)
-            if schema == "glmkit.embeddings":
-                stores.append(EmbeddingStore(path))
-                records.append(store_record(path))
-                continue
-            if schema != "glmkit.elements":
-                raise GlmkitError(f"{path}: not an element store, an embedding store or a protein FASTA file")
-            found, records_entry = proteins_of_store(path), store_record(path)
-        else:
-            source = InputFile(path)
-            alphabet = "protein" if nucleotide_check else "any-protein"
-            found, records_entry = ((r.name, r.sequence) for r in read_fasta(source, alphabet)), source
-        for protein_id, sequence in found:
-            if protein_id in seen_ids:
-                raise GlmkitError(f"{path}: duplicate protein id '{protein_id}' (first seen in {seen_ids[protein_id]})")
-            seen_ids[protein_id] = path
-            h = sequence_hash(sequence)
-            sequences.setdefault(h, sequence)
-            proteins.append((protein_id, h))
-        records.append(records_entry)
-    return proteins, sequences, stores, records
-
 
 # -- computing ---------------------------------------------------------------------------------------------
 

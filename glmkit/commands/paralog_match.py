@@ -34,7 +34,7 @@ COLUMNS = ("query", "rank", "candidate", "distance", "side", "likelihood")
 
 def _proteins(paths: Sequence[str], store, what: str, one: str):
     """(ids, hashes, sequences by hash, embeddings) of the proteins of FASTA files or element stores."""
-    from glmkit.commands.embed import collect_inputs
+    from glmkit.io.proteins import collect_inputs
 
     proteins, sequences, stores, _ = collect_inputs(paths)
     if stores:

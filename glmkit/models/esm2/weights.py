@@ -206,3 +206,24 @@ def load_esm2(spec: str) -> LoadedModel:
         raise GlmkitError(f"{spec}: no such model file or folder")
     raise GlmkitError(f"unknown model '{spec}': use a fair-esm name ({', '.join(HUB_MODELS)}), "
                       f"a fair-esm .pt file or a Hugging Face folder")
+
+
+def write_random_esm2(path: Path, layers: int, dim: int, heads: int, seed: int = 0, spread: float | None = None):
+    """A random-weight ESM2 made by fair-esm's own ESM2 class and saved in the layout of fair-esm's .pt files (the
+    demo's, and the tests'); ``spread``: weights drawn N(0, spread) (vectors N(0, spread / 2)) instead of fair-esm's
+    initialisation, so that every layer matters. Returns fair-esm's model (eval mode) and alphabet."""
+    import esm
+
+    torch.manual_seed(seed)
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet,
+                                token_dropout=True)
+    if spread is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, spread if p.dim() > 1 else spread / 2)
+    args = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                              token_dropout=True)
+    torch.save({"cfg": {"model": args},
+                "model": {f"encoder.sentence_encoder.{k}": v for k, v in model.state_dict().items()}}, path)
+    return model.eval(), alphabet

@@ -1,11 +1,20 @@
-"""`glmkit import-glm`: the gLM authors' release (glm.bin, norm.pkl, pca.pkl, operon_predictor.pkl) as a glmkit
-model checkpoint that `contextualize` (and `operons`) use like one `pretrain` wrote.
+"""`glmkit import-glm` and `export-glm`: the gLM authors' release (glm.bin, norm.pkl, pca.pkl,
+operon_predictor.pkl) in and out.
 
-The checkpoint carries the weights, the normalisation and label PCA in the
+import-glm makes a glmkit model checkpoint that `contextualize` (and
+`operons`) use like one `pretrain` wrote. The checkpoint carries the weights, the normalisation and label PCA in the
 reference's arithmetic (see glmkit.models.glm.normalization.Normalization), the operon
 classifier when the release has one, the embedding model the release expects
 (stated by the user; the published model's by default), and each file's
 sha256 under "imported_from".
+
+export-glm writes a glmkit gLM checkpoint in the release layout
+(operon_predictor.pkl when the checkpoint has a classifier), for the reference
+code and its users, plus glmkit.json, from which `import-glm` restores exactly
+this model (its normalisation arithmetic included). The reference's
+batch_data.py does not clip standardised embeddings; a model trained by glmkit
+saw them clipped to +-10, so outside that range the reference pipeline feeds it
+slightly other inputs than glmkit does (rare: docs/commands/import-glm.md).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import numpy as np
 import torch
 
 from glmkit.errors import GlmkitError
-from glmkit.io.files import claim_outputs
+from glmkit.io.files import atomic_outputs, claim_outputs
 
 log = logging.getLogger("glmkit")
 
@@ -76,3 +85,28 @@ def run_import_glm(glm_bin: str, output: str, norm: str | None = None, pca: str 
              f"{release.norm.arithmetic} normalisation; embeddings from {esm['name']} layer {esm['layer']}"
              + ("; operon classifier" if release.classifier is not None else ""))
     return {"config": cfg.to_dict(), "files": release.files, "classifier": release.classifier is not None}
+
+
+def run_export_glm(model_path: str, output: str, force: bool = False) -> dict:
+    from glmkit.io.checkpoint import load_checkpoint
+    from glmkit.io.glm_release import write_release
+    from glmkit.models.glm.weights import to_reference_state
+    from glmkit.models.glm.weights import load_glm
+    from glmkit.models.glm import SPEC
+
+    loaded = load_glm(model_path)
+    folder, cfg, model, norm = loaded.folder, loaded.cfg, loaded.model, loaded.norm
+    meta = loaded.meta
+    classifier = None
+    if (folder / "operon_classifier.safetensors").exists():
+        _, _, more, _ = load_checkpoint(model_path, SPEC.architecture, extras=("operon_classifier",))
+        classifier = {k: v.numpy() for k, v in more["operon_classifier"].items()}
+    glmkit = {"normalization": {"arithmetic": norm.arithmetic}, "config": cfg.to_dict(),
+              "embedding_model": meta.get("embedding_model"), "step": meta.get("step"),
+              "exported_from": str(folder.resolve())}
+    with atomic_outputs([output], force, [str(folder)]) as (tmp,):
+        tmp.mkdir(parents=True)
+        write_release(tmp, to_reference_state(model), norm, classifier, glmkit)
+    log.info(f"export-glm: {output}: glm.bin, norm.pkl, pca.pkl"
+             + (", operon_predictor.pkl" if classifier is not None else "") + ", glmkit.json")
+    return {"files": sorted(p.name for p in Path(output).iterdir())}
