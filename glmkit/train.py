@@ -252,6 +252,39 @@ class Trainer:
         flags = _all_reduce(flags, "max").tolist()
         return bool(flags[0]), bool(flags[1]), bool(flags[2])
 
+    def _optimizer_step(self, micro: list[dict], loss_sum: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+        """One optimiser step over a step's micro-batches (no gradient sync but on the last); the step's loss sums
+        added to ``loss_sum`` and its non-finite ones flagged in ``bad``, both in place, with no host sync.
+        Returns the step's global count (the loss's denominator)."""
+        count = _all_reduce(torch.tensor(float(sum(b["count"] for b in micro)), dtype=torch.float64,
+                                         device=self.device))
+        for k, batch in enumerate(micro):
+            inner = k < len(micro) - 1 and self.world > 1
+            with (self.ddp.no_sync() if inner else contextlib.nullcontext()):
+                with self._autocast():
+                    part, _ = self.task.loss(self.ddp, self._tensors(batch))
+                part = part.double()
+                loss = (part * self.world / count.clamp(min=1)).float()
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += part.detach()
+            bad |= ~torch.isfinite(part.detach())
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.o.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.o.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return count
+
+    def _diverged(self, last_good: int) -> GlmkitError:
+        return GlmkitError(f"loss became NaN or infinite before step {self.step}; the last good checkpoint (step "
+                           f"{last_good}) is in {self.out / 'checkpoint'}; lower --lr or check the inputs")
+
     # -- the loop ---------------------------------------------------------------------------------------------
 
     def train(self) -> dict:
@@ -288,9 +321,7 @@ class Trainer:
                         signalled, time_up, not_finite = self._flags(bad, started)
                         time_up = time_up and self.step > first_step   # one step at least: a checkpoint to keep
                         if not_finite:
-                            raise GlmkitError(f"loss became NaN or infinite before step {self.step}; the last good "
-                                              f"checkpoint (step {last_good}) is in {self.out / 'checkpoint'}; "
-                                              f"lower --lr or check the inputs")
+                            raise self._diverged(last_good)
                         if time_up and self.step:  # the run ends here: its last row validated and logged
                             if validated_at != self.step:
                                 self.last_val, validated_at = self.validate(), self.step
@@ -308,30 +339,7 @@ class Trainer:
                                                f"add --resume to the same command to continue" if self.step else
                                                "stopped before the first step; nothing was kept")
                     micro, state_after, fraction, step_units = prefetch.get()
-                    count = _all_reduce(torch.tensor(float(sum(b["count"] for b in micro)), dtype=torch.float64,
-                                                     device=self.device))
-                    for k, batch in enumerate(micro):
-                        inner = k < len(micro) - 1 and self.world > 1
-                        with (self.ddp.no_sync() if inner else contextlib.nullcontext()):
-                            with self._autocast():
-                                part, _ = task.loss(self.ddp, self._tensors(batch))
-                            part = part.double()
-                            loss = (part * self.world / count.clamp(min=1)).float()
-                            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-                        loss_sum += part.detach()
-                        bad |= ~torch.isfinite(part.detach())
-                    loss_count += count  # already the global count
-                    if self.scaler is not None:
-                        self.scaler.unscale_(self.optimizer)
-                    if o.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
-                    if self.scaler is not None:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    loss_count += self._optimizer_step(micro, loss_sum, bad)  # the global count
                     self.step += 1
                     units += step_units
                     bar.update(1)
@@ -342,9 +350,7 @@ class Trainer:
                         log_window()
                     if self.step % o.checkpoint_every == 0 or last:
                         if self._flags(bad, started)[2]:
-                            raise GlmkitError(f"loss became NaN or infinite before step {self.step}; the last good "
-                                              f"checkpoint (step {last_good}) is in {self.out / 'checkpoint'}; "
-                                              f"lower --lr or check the inputs")
+                            raise self._diverged(last_good)
                         self.save(state_after)
                         last_good = self.step
             if last_good != self.step:

@@ -16,7 +16,7 @@ import zarr
 
 from conftest import (PYRODIGAL_DATA, SHARED_DATA, TEST_DATA, assert_one_line_error, no_leftovers, prodigal_faa,
                       pyrodigal_fasta, run)
-from glmkit.commands.call import contig_elements
+from glmkit.genome.genes import contig_elements
 from glmkit.io.elements import CDS, IGS, ElementStore
 
 

@@ -122,8 +122,6 @@ class _Runner:
             return method(t(features), t(segments), **kwargs)
 
     def group(self, corpus, c0: int, c1: int) -> dict:
-        import torch
-
         o, cfg = self.o, self.cfg
         offsets = corpus.array("contigs/offsets")[c0:c1 + 1]
         g0, g1 = int(offsets[0]), int(offsets[-1])
@@ -132,73 +130,92 @@ class _Runner:
         orientation = np.where(strand > 0, 0.5, -0.5).astype(np.float32)
         features_all = np.concatenate([x, orientation[:, None]], 1)
         labels_all = np.concatenate([labels, orientation[:, None]], 1)
-        n = g1 - g0
-        H, W = cfg.hidden_size, o.window_genes
-        gene_emb = np.zeros((n, H), np.float32)
-        out = {"first_gene": [], "n_genes": [], "attention": []}
+        n, H = g1 - g0, cfg.hidden_size
+        out = {"gene_embedding": np.zeros((n, H), np.float32), "first_gene": [], "n_genes": [], "attention": []}
         if o.predictions:
-            predictions = np.zeros((n, cfg.num_predictions, cfg.label_dim), np.float32)
-            likelihoods = np.zeros((n, cfg.num_predictions), np.float32)
-        windows = []  # (start gene within group, length, genes settled: positions in window, their gene indices)
-        for c in range(c1 - c0):
-            a, b = int(offsets[c]) - g0, int(offsets[c + 1]) - g0
-            spans, window_of, position = best_windows(b - a, W, o.windows)
-            for w, (s, t) in enumerate(spans):
-                mine = np.flatnonzero(window_of == w)
-                windows.append((a + s, t - s, position[mine], a + mine))
+            out["predictions"] = np.zeros((n, cfg.num_predictions, cfg.label_dim), np.float32)
+            out["likelihoods"] = np.zeros((n, cfg.num_predictions), np.float32)
+        windows = self._windows(offsets)
         for k in range(0, len(windows), o.batch_size):
-            batch = windows[k:k + o.batch_size]
-            width = max(m for _, m, _, _ in batch)   # rows as long as the batch's longest window, not --window-genes
-            features = np.zeros((len(batch), width, features_all.shape[1]), np.float32)
-            segments = np.zeros((len(batch), width), np.int64)
-            for r, (s, m, _, _) in enumerate(batch):
-                features[r, :m], segments[r, :m] = features_all[s:s + m], 1
-            hidden, attn = self._run(self.model.encode, features, segments, need_weights=o.attention,
-                                     layers=None if o.attention else self.layer)
-            if o.attention and self.layer != cfg.num_layers:  # maps cover every layer, whatever --layer is
-                hidden, _ = self._run(self.model.encode, features, segments, layers=self.layer)
-            hidden = hidden.float().cpu().numpy()
-            masked_queries = o.attention and o.attention_queries == "masked"
-            for r, (s, m, pos, genes) in enumerate(batch):
-                gene_emb[genes] = hidden[r, pos]
-                if o.attention:
-                    a = torch.stack([layer_attn[r, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
-                if (o.predictions and len(pos)) or masked_queries:
-                    # each gene masked alone (row k of the pass masks position masked[k]): its predictions, and with
-                    # masked queries its row of every map, as training shapes the attention of a masked gene
-                    masked = np.arange(m) if masked_queries else pos
-                    f = np.repeat(features[r:r + 1], len(masked), 0)
-                    f[np.arange(len(masked)), masked] = -1.0
-                    _, preds, logits, maps = self._run(self.model, f, np.repeat(segments[r:r + 1], len(masked), 0),
-                                                       need_weights=masked_queries)
-                    if masked_queries:
-                        k = torch.arange(m)
-                        a = torch.stack([mp[k, :, k, :m] for mp in maps]).float()  # (layers, m, heads, m)
-                        a = a.transpose(1, 2)                                      # (layers, heads, m, m)
-                    if o.predictions and len(pos):
-                        at = (np.arange(len(pos)) if not masked_queries else pos, pos)
-                        predictions[genes] = preds.float().cpu().numpy()[at]
-                        likelihoods[genes] = torch.softmax(logits.float(), -1).cpu().numpy()[at]
-                if o.attention:
-                    out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
-                    out["first_gene"].append(g0 + s)
-                    out["n_genes"].append(m)
+            self._batch(windows[k:k + o.batch_size], features_all, g0, out)
         contig_of = np.repeat(np.arange(c1 - c0), np.diff(offsets))
         counts = np.bincount(contig_of, minlength=c1 - c0)
         sums = np.zeros((c1 - c0, H), np.float64)
-        np.add.at(sums, contig_of, gene_emb)
-        result = {"gene_embedding": gene_emb, "contig_embedding": (sums / np.maximum(counts, 1)[:, None]).astype(
-            np.float32), "contig_has_genes": counts > 0,
-                  "first_gene": np.asarray(out["first_gene"], np.int64), "n_genes": np.asarray(out["n_genes"], np.int32),
+        np.add.at(sums, contig_of, out["gene_embedding"])
+        result = {"gene_embedding": out["gene_embedding"],
+                  "contig_embedding": (sums / np.maximum(counts, 1)[:, None]).astype(np.float32),
+                  "contig_has_genes": counts > 0, "first_gene": np.asarray(out["first_gene"], np.int64),
+                  "n_genes": np.asarray(out["n_genes"], np.int32),
                   "attention": np.concatenate(out["attention"]) if out["attention"] else np.zeros(0, np.float16),
                   "n_windows": np.array(len(windows))}
         if o.predictions:
-            result.update(predictions=predictions, likelihoods=likelihoods)
+            result.update(predictions=out["predictions"], likelihoods=out["likelihoods"])
         if o.predictions or o.inputs:
             result.update(labels=labels_all.astype(np.float32))
         if o.inputs:
             result.update(features=features_all.astype(np.float32))
         return result
+
+    def _windows(self, offsets: np.ndarray) -> list[tuple]:
+        """The group's windows: (first gene within the group, length, positions in the window of the genes it
+        settles, those genes' indices in the group)."""
+        g0, windows = int(offsets[0]), []
+        for c in range(len(offsets) - 1):
+            a, b = int(offsets[c]) - g0, int(offsets[c + 1]) - g0
+            spans, window_of, position = best_windows(b - a, self.o.window_genes, self.o.windows)
+            for w, (s, t) in enumerate(spans):
+                mine = np.flatnonzero(window_of == w)
+                windows.append((a + s, t - s, position[mine], a + mine))
+        return windows
+
+    def _batch(self, batch: list[tuple], features_all: np.ndarray, g0: int, out: dict) -> None:
+        """One batch of windows through the model: its genes' embeddings (and attention, predictions) into ``out``."""
+        import torch
+
+        o, cfg = self.o, self.cfg
+        width = max(m for _, m, _, _ in batch)   # rows as long as the batch's longest window, not --window-genes
+        features = np.zeros((len(batch), width, features_all.shape[1]), np.float32)
+        segments = np.zeros((len(batch), width), np.int64)
+        for r, (s, m, _, _) in enumerate(batch):
+            features[r, :m], segments[r, :m] = features_all[s:s + m], 1
+        hidden, attn = self._run(self.model.encode, features, segments, need_weights=o.attention,
+                                 layers=None if o.attention else self.layer)
+        if o.attention and self.layer != cfg.num_layers:  # maps cover every layer, whatever --layer is
+            hidden, _ = self._run(self.model.encode, features, segments, layers=self.layer)
+        hidden = hidden.float().cpu().numpy()
+        masked_queries = o.attention and o.attention_queries == "masked"
+        for r, (s, m, pos, genes) in enumerate(batch):
+            out["gene_embedding"][genes] = hidden[r, pos]
+            if o.attention:
+                a = torch.stack([layer_attn[r, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
+            if (o.predictions and len(pos)) or masked_queries:
+                masked_maps = self._masked(features[r:r + 1], segments[r:r + 1], m, pos, genes, masked_queries, out)
+                a = masked_maps if masked_queries else a
+            if o.attention:
+                out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
+                out["first_gene"].append(g0 + s)
+                out["n_genes"].append(m)
+
+    def _masked(self, features, segments, m: int, pos, genes, masked_queries: bool, out: dict):
+        """Each gene of one window masked alone (row k of the pass masks position masked[k]): its predictions into
+        ``out``, and with masked queries its row of every map (returned: (layers, heads, m, m)), as training shapes
+        the attention of a masked gene."""
+        import torch
+
+        masked = np.arange(m) if masked_queries else pos
+        f = np.repeat(features, len(masked), 0)
+        f[np.arange(len(masked)), masked] = -1.0
+        _, preds, logits, maps = self._run(self.model, f, np.repeat(segments, len(masked), 0),
+                                           need_weights=masked_queries)
+        if self.o.predictions and len(pos):
+            at = (np.arange(len(pos)) if not masked_queries else pos, pos)
+            out["predictions"][genes] = preds.float().cpu().numpy()[at]
+            out["likelihoods"][genes] = torch.softmax(logits.float(), -1).cpu().numpy()[at]
+        if not masked_queries:
+            return None
+        k = torch.arange(m)
+        a = torch.stack([mp[k, :, k, :m] for mp in maps]).float()  # (layers, m, heads, m)
+        return a.transpose(1, 2)                                    # (layers, heads, m, m)
 
 
 def _write_output(output, force, corpus, groups, work: Path, records, meta, options, layer: int, cfg,
