@@ -181,6 +181,31 @@ def make_fair_esm_checkpoint(path: Path, layers: int = 2, dim: int = 64, heads: 
 
 
 @pytest.fixture(scope="session")
+def called_store(tmp_path_factory) -> Path:
+    """The element store (and proteins.faa beside it) of test_data/multi_contigs.fna, called once for the whole
+    session: the input most module fixtures start from (they read it, never change it)."""
+    d = tmp_path_factory.mktemp("called")
+    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-a", d / "proteins.faa",
+               "-q").exit_code == 0
+    return d / "el.zarr"
+
+
+@pytest.fixture(scope="session")
+def embedded_store(called_store, esm_checkpoint) -> Path:
+    """The embedding store of called_store by the session's random ESM2 (embed's defaults), made once."""
+    out = called_store.with_name("emb.zarr")
+    assert run("embed", called_store, "-o", out, "-m", esm_checkpoint[0], "-q").exit_code == 0
+    return out
+
+
+def link_inputs(folder: Path, elements: Path, embeddings: Path | None = None) -> None:
+    """The session's shared stores in a fixture's own folder, as el.zarr (and emb.zarr)."""
+    (folder / "el.zarr").symlink_to(elements)
+    if embeddings is not None:
+        (folder / "emb.zarr").symlink_to(embeddings)
+
+
+@pytest.fixture(scope="session")
 def esm_checkpoint(tmp_path_factory):
     """(path to .pt, fair-esm model object, alphabet) of a 2-layer random ESM2."""
     path = tmp_path_factory.mktemp("esm") / "esm2_t2_test.pt"

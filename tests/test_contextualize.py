@@ -7,16 +7,15 @@ import pytest
 import torch
 import zarr
 
-from conftest import TEST_DATA, assert_one_line_error, make_fair_esm_checkpoint, run
+from conftest import assert_one_line_error, link_inputs, make_fair_esm_checkpoint, run
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, esm_checkpoint):
+def trained(tmp_path_factory, called_store, embedded_store):
     d = tmp_path_factory.mktemp("ctx")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
-    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    link_inputs(d, called_store, embedded_store)
     run_pretrain([str(d / "el.zarr")], str(d / "emb.zarr"), str(d / "glm"),
                  PretrainOptions(preset="tiny", max_steps=4, batch_size=4, warmup_steps=1, val_every=2,
                                  checkpoint_every=2, log_every=2, threads=1))

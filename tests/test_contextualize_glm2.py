@@ -8,16 +8,16 @@ import pytest
 import torch
 import zarr
 
-from conftest import TEST_DATA, assert_one_line_error, published_glm2_folder, run
+from conftest import assert_one_line_error, link_inputs, published_glm2_folder, run
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.models.glm2.model import GLM2Config
 from glmkit.models.glm2.tokens import element_tokens
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, called_store):
     d = tmp_path_factory.mktemp("ctx2")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    link_inputs(d, called_store)
     result = run("pretrain", d / "el.zarr", "--arch", "glm2", "-o", d / "m", "--preset", "tiny", "--context", "512",
                  "--max-steps", "2", "--batch-size", "4", "--val-fraction", "0.2", "-q")
     assert result.exit_code == 0, result.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TEST_DATA, run
+from conftest import link_inputs
 from glmkit.models.glm2.corpus import AA_IDS, NT_IDS, build_token_corpus, training_token_counts
 from glmkit.models.glm2.task import GLM2Task
 from glmkit.data.split import Split
@@ -19,9 +19,9 @@ from glmkit.models.glm2.tokens import MASK, PAD
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):
+def task(tmp_path_factory, called_store):
     d = tmp_path_factory.mktemp("glm2task")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    link_inputs(d, called_store)
     corpus = build_token_corpus([str(d / "el.zarr")], d / "t.zarr", context=256)
     split = Split(0, 0.2)
     return GLM2Task(corpus, split, glm2_preset("tiny"), 0.3, 7, 256, {}, training_token_counts(corpus, split))

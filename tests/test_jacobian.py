@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, TEST_DATA, assert_one_line_error, build_store, cds, igs, make_fair_esm_checkpoint, run
+from conftest import SHARED_DATA, TEST_DATA, assert_one_line_error, build_store, cds, igs, link_inputs, make_fair_esm_checkpoint, run
 from glmkit.io.contacts import read_contacts
 
 AMINO = "LAGVSERTIDPKQNFYMHWC"
@@ -86,9 +86,9 @@ def test_esm2_equals_the_direct_algorithm_on_fair_esm(esm, tmp_path, fast, threa
 
 
 @pytest.fixture(scope="module")
-def glm2(tmp_path_factory):
+def glm2(tmp_path_factory, called_store):
     d = tmp_path_factory.mktemp("jac_glm2")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    link_inputs(d, called_store)
     result = run("pretrain", d / "el.zarr", "--arch", "glm2", "-o", d / "m", "--preset", "tiny", "--context", "512",
                  "--max-steps", "3", "--batch-size", "4", "--val-fraction", "0.2", "--lr", "3e-2", "-q")
     assert result.exit_code == 0, result.stderr

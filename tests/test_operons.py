@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import SHARED_DATA, TEST_DATA, assert_one_line_error, run
+from conftest import SHARED_DATA, assert_one_line_error, link_inputs, run
 from glmkit.io.context import ContextStore
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.io.operon_model import read_classifier, write_classifier
@@ -20,10 +20,9 @@ pytest.importorskip("sklearn")
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory, esm_checkpoint):
+def ctx(tmp_path_factory, called_store, embedded_store):
     d = tmp_path_factory.mktemp("operons")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
-    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    link_inputs(d, called_store, embedded_store)
     assert run("pretrain", d / "el.zarr", "-e", d / "emb.zarr", "-o", d / "glm", "--preset", "tiny", "--max-steps",
                3, "--batch-size", 4, "-q", "-t", 1).exit_code == 0
     assert run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", d / "ctx.zarr",

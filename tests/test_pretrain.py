@@ -11,19 +11,17 @@ import pytest
 import torch
 import zarr
 
-from conftest import assert_one_line_error, die_after_checkpoint, run
+from conftest import assert_one_line_error, die_after_checkpoint, link_inputs, run
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.commands.pretrain import PretrainOptions, loop_options, run_pretrain, warmup_steps
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, esm_checkpoint):
+def corpus(tmp_path_factory, called_store, embedded_store):
     """Genes of the 12 test contigs, and their embeddings from the random test ESM2."""
-    from conftest import TEST_DATA
 
     d = tmp_path_factory.mktemp("corpus")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
-    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    link_inputs(d, called_store, embedded_store)
     return d / "el.zarr", d / "emb.zarr"
 
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, assert_one_line_error, build_store, cds, die_after_checkpoint, run
+from conftest import assert_one_line_error, build_store, cds, die_after_checkpoint, link_inputs, run
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.commands.pretrain import PretrainOptions, loop_options, resolved, run_pretrain
 
 
 @pytest.fixture(scope="module")
-def elements(tmp_path_factory):
+def elements(tmp_path_factory, called_store):
     d = tmp_path_factory.mktemp("glm2")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
+    link_inputs(d, called_store)
     return d / "el.zarr"
 
 

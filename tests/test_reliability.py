@@ -19,16 +19,15 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import TEST_DATA, assert_one_line_error, run
+from conftest import TEST_DATA, assert_one_line_error, link_inputs, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, esm_checkpoint):
+def inputs(tmp_path_factory, esm_checkpoint, called_store, embedded_store):
     d = tmp_path_factory.mktemp("reliability")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
-    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    link_inputs(d, called_store, embedded_store)
     return d, Path(esm_checkpoint[0])
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, checkpoint_weights, run
+from conftest import checkpoint_weights, link_inputs, run
 from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -22,10 +22,9 @@ needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not 
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, esm_checkpoint):
+def corpus(tmp_path_factory, called_store, embedded_store):
     d = tmp_path_factory.mktemp("train")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
-    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    link_inputs(d, called_store, embedded_store)
     return d / "el.zarr", d / "emb.zarr"
 
 

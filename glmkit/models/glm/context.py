@@ -190,7 +190,8 @@ class _Runner:
                 a = torch.stack([layer_attn[r, :, :m, :m] for layer_attn in attn]).float()  # (layers, heads, m, m)
             if (o.predictions and len(pos)) or masked_queries:
                 masked_maps = self._masked(features[r:r + 1], segments[r:r + 1], m, pos, genes, masked_queries, out)
-                a = masked_maps if masked_queries else a
+                if masked_queries:
+                    a = masked_maps
             if o.attention:
                 out["attention"].append(((a + a.transpose(-1, -2)) / 2).cpu().numpy().astype(np.float16).ravel())
                 out["first_gene"].append(g0 + s)

@@ -1,11 +1,12 @@
-"""glmkit.glm_data: the corpus store, the split by contig, the streaming normalisation fit, batches."""
+"""glmkit.models.glm.corpus and .normalization, glmkit.data.split: the corpus store, the split by contig, the
+streaming normalisation fit, batches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import TEST_DATA, run
+from conftest import link_inputs
 from glmkit.data.split import Split, choose_split
 from glmkit.genome.windows import windows
 from glmkit.models.glm.corpus import GeneReader, build_corpus, make_batch
@@ -16,10 +17,9 @@ from glmkit.io.embeddings import EmbeddingStore, sequence_hash
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory, esm_checkpoint):
+def stores(tmp_path_factory, called_store, embedded_store):
     d = tmp_path_factory.mktemp("glm_data")
-    assert run("call", TEST_DATA / "multi_contigs.fna", "-o", d / "el.zarr", "-q").exit_code == 0
-    assert run("embed", d / "el.zarr", "-o", d / "emb.zarr", "-m", esm_checkpoint[0], "-q").exit_code == 0
+    link_inputs(d, called_store, embedded_store)
     corpus = build_corpus([str(d / "el.zarr")], str(d / "emb.zarr"), d / "corpus.zarr", 10, 4)
     return d, corpus
 

@@ -1,4 +1,4 @@
-"""gLM2 data: tokens of element stores, chunks at element boundaries, the token corpus store, masks."""
+"""glmkit.models.glm2.corpus: tokens of element stores, chunks at element boundaries, the token corpus store, masks."""
 
 from __future__ import annotations
 
