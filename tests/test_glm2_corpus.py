@@ -12,40 +12,35 @@ from glmkit.models.glm2.corpus import (AA_IDS, NT_IDS, TokenReader, build_token_
                               training_token_counts, unigram_log_probs)
 from glmkit.data.split import Split
 from glmkit.io.token_corpus import TokenCorpusStore
-from glmkit.models.glm2.tokens import CLS, ID, MASK, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
+from glmkit.models.glm2.tokens import CLS, ID, LEGACY, MASK, MINUS, PLUS, PUBLISHED, UNK, decode, element_tokens
 
 
-def naive_chunks(elements: list[str], context: int) -> list[str]:
-    """The rule, written out on strings: '<cls>' then whole elements while they fit; an element that cannot fit
-    even alone is cut into pieces of context - 2 residues, each '<cls>' + its strand token + the piece."""
-    out, current, used = [], "<cls>", 1
+def naive_chunks(elements: list[str], context: int, cls: bool) -> list[str]:
+    """The rule, written out on strings: ('<cls>', with ``cls``, then) whole elements while they fit; an element
+    that cannot fit even alone is cut into pieces, each ('<cls>' +) its strand token + the piece."""
+    opening = "<cls>" if cls else ""
+    room = context - cls - 1
+    out, current, used = [], opening, int(cls)
     for text in elements:
         strand, body = text[:3], text[3:]
         n = 1 + len(body)
-        if 1 + n > context:
-            if used > 1:
+        if cls + n > context:
+            if used > cls:
                 out.append(current)
-            current, used = "<cls>", 1
-            out += ["<cls>" + strand + body[s:s + context - 2] for s in range(0, len(body), context - 2)]
+            current, used = opening, int(cls)
+            out += [opening + strand + body[s:s + room] for s in range(0, len(body), room)]
             continue
         if used + n > context:
             out.append(current)
-            current, used = "<cls>", 1
+            current, used = opening, int(cls)
         current += text
         used += n
-    return out + ([current] if used > 1 else [])
+    return out + ([current] if used > cls else [])
 
 
-def test_element_tokens_follow_the_published_vocabulary():
-    assert decode(element_tokens(b"MKV", 1, True)) == "<+>MKV"
-    assert decode(element_tokens(b"ACGTN", 0, False)) == "<+>acgt<unk>"    # IGS: forward strand, lower case
-    assert decode(element_tokens(b"MJ*", -1, True)) == "<->MXX"             # letters outside ESM's alphabet: X
-    assert element_tokens(b"acgt", 0, False).tolist() == [PLUS, ID["a"], ID["c"], ID["g"], ID["t"]]
-    assert (VOCAB.index("<cls>"), VOCAB.index("<mask>"), VOCAB.index("<->"), len(VOCAB)) == (0, 35, 34, 37)
-
-
+@pytest.mark.parametrize("tokens", [PUBLISHED, LEGACY])
 @pytest.mark.parametrize("context", [3, 8, 16, 40, 4096])
-def test_chunks_are_cut_at_element_boundaries_as_the_rule_says(context):
+def test_chunks_are_cut_at_element_boundaries_as_the_rule_says(context, tokens):
     rng = np.random.default_rng(context)
     letters = "LAGVSERTIDPKQNFYMHWC"
     texts, arrays = [], []
@@ -54,11 +49,12 @@ def test_chunks_are_cut_at_element_boundaries_as_the_rule_says(context):
         n = int(rng.integers(0, 45))
         body = "".join(rng.choice(list(letters if cds_ else "acgt"), n))
         strand = 1 if rng.random() < 0.5 or not cds_ else -1
-        arrays.append(element_tokens(body.encode() if cds_ else body.upper().encode(), strand, cds_))
+        arrays.append(element_tokens(body.encode() if cds_ else body.upper().encode(), strand, cds_, tokens))
         texts.append(("<+>" if strand > 0 else "<->") + body)
-    chunks, pieces = chunk_contig(arrays, context)
-    assert [decode(c) for c in chunks] == naive_chunks(texts, context)
-    assert max(len(c) for c in chunks) <= context and all(c[0] == CLS for c in chunks)
+    chunks, pieces = chunk_contig(arrays, context, tokens.cls)
+    assert [decode(c) for c in chunks] == naive_chunks(texts, context, tokens.cls)
+    assert max(len(c) for c in chunks) <= context
+    assert all((c[0] == CLS) == tokens.cls for c in chunks) and all(CLS not in c[1:] for c in chunks)
     # each element's pieces point at its residues, in order
     for text, mine in zip(texts, pieces):
         residues = "".join(decode(chunks[c][s:s + n]) for c, s, n in mine)
@@ -71,13 +67,17 @@ def test_token_corpus_store(tmp_path):
         ("c1", 900, [cds(aa=b"MKV"), igs(nt=b"ACGTN"), cds(aa=b"MAAAAAAAAAAAA", strand=-1), cds(aa=b"MW")]),
         ("c2", 100, [igs(nt=b"AC")]),
     ])
-    corpus = build_token_corpus([str(store)], tmp_path / "t.zarr", context=12)
+    corpus = build_token_corpus([str(store)], tmp_path / "t.zarr", context=11)
     assert TokenCorpusStore(tmp_path / "t.zarr").n_chunks == corpus.n_chunks
     starts, lengths = corpus.array("chunks/start")[:], corpus.array("chunks/length")[:]
     tokens = corpus.tokens(0, corpus.n_tokens)
     chunks = [decode(tokens[s:s + n]) for s, n in zip(starts, lengths)]
-    # the 13-residue protein cannot fit a chunk of 12: two pieces, each a chunk of its own
-    assert chunks == ["<cls><+>MKV<+>acgt<unk>", "<cls><->MAAAAAAAAA", "<cls><->AAA", "<cls><+>MW", "<cls><+>ac"]
+    # the 13-residue protein cannot fit a chunk of 11: two pieces, each a chunk of its own
+    assert chunks == ["<+>MKV<+>acgt<unk>", "<->MAAAAAAAAA", "<->AAA", "<+>MW", "<+>ac"]
+    assert corpus.attrs["parameters"]["tokens"] == PUBLISHED.record()
+    legacy = build_token_corpus([str(store)], tmp_path / "legacy.zarr", context=12, tokenisation=LEGACY)
+    assert "tokens" not in legacy.attrs["parameters"]   # as stores from before the record: still reused
+    assert decode(legacy.tokens(0, 11)) == "<cls><+>MKV<+>acgt<unk>"
     assert corpus.array("contigs/offsets")[:].tolist() == [0, 4, 5]
     assert corpus.array("chunks/contig")[:].tolist() == [0, 0, 0, 0, 1]
     assert corpus.array("contigs/elements")[:].tolist() == [0, 4, 5]

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from conftest import published_glm2_folder
 
 from glmkit.models.glm2.model import GLM2, GLM2Config, chunk_positions
-from glmkit.models.glm2.tokens import CLS, ID, MINUS, PLUS, UNK, VOCAB, decode, element_tokens
 from glmkit.models.layers import swiglu_hidden
 
 CFG = GLM2Config(dim=24, depth=2, heads=3, swiglu_multiple_of=8)
@@ -103,15 +101,6 @@ def test_chunk_positions_restart_per_chunk():
 
 def test_feed_forward_width_is_the_published_rounding():
     assert swiglu_hidden(640, 256) == 1792 and swiglu_hidden(1280, 256) == 3584
-
-
-def test_tokens():
-    assert len(VOCAB) == 37 and VOCAB[0] == "<cls>" and VOCAB[36] == "<sep>" and ID["<+>"] == 33
-    assert decode(element_tokens(b"MKV*", 1, True)) == "<+>MKVX"  # '*' is not a residue: X
-    assert decode(element_tokens(b"ACGTN", 0, False)) == "<+>acgt<unk>"
-    assert element_tokens(b"MA", -1, True)[0] == MINUS and element_tokens(b"", 1, False).tolist() == [PLUS]
-    assert CLS == 0 and UNK == 3
-    assert np.all(element_tokens(b"acgt", 1, False)[1:] == [ID["a"], ID["c"], ID["g"], ID["t"]])
 
 
 def test_published_folders_load_by_name_whole_or_sharded(tmp_path):

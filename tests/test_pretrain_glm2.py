@@ -72,6 +72,29 @@ def test_resume_continues_exactly(tmp_path, elements, monkeypatch):
     assert logs[0] == logs[1] and len(logs[0]) == 7
 
 
+def test_checkpoints_record_their_tokenisation_and_old_ones_resume_with_theirs(tmp_path, elements):
+    """A new training tokenises as the published tokenizer (no <cls>) and records it; a checkpoint from before the
+    record (no "tokens" in config.json) resumes on a corpus rebuilt with the <cls> and X it was trained with."""
+    from glmkit.io.token_corpus import TokenCorpusStore
+    from glmkit.models.glm2.tokens import CLS, LEGACY, PLUS, MINUS, PUBLISHED
+
+    out = tmp_path / "m"
+    run_pretrain([str(elements)], None, str(out), options(max_steps=3))
+    meta_path = out / "checkpoint" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["tokens"] == PUBLISHED.record() == meta["corpus"]["tokens"]
+    corpus = TokenCorpusStore(out / "corpus.zarr")
+    assert corpus.tokens(0, 1)[0] in (PLUS, MINUS) and CLS not in corpus.tokens(0, corpus.n_tokens)
+    del meta["tokens"], meta["corpus"]["tokens"]   # as glmkit wrote checkpoints before the record
+    meta_path.write_text(json.dumps(meta))
+    result = run_pretrain([str(elements)], None, str(out), options(max_steps=6), resume=True)
+    assert result["step"] == 6
+    corpus = TokenCorpusStore(out / "corpus.zarr")
+    starts = corpus.array("chunks/start")[:]
+    assert (corpus.tokens(0, corpus.n_tokens)[starts] == CLS).all()
+    assert json.loads(meta_path.read_text())["tokens"] == LEGACY.record()
+
+
 def test_resume_refuses_another_context_or_architecture(tmp_path, elements, esm_checkpoint):
     run_pretrain([str(elements)], None, str(tmp_path / "m"), options(max_steps=3))
     with pytest.raises(GlmkitUsageError, match="--context 128 differs from the 256 of the checkpoint"):

@@ -79,21 +79,21 @@ def check_resumable(meta: dict, options: PretrainOptions, world: int, where: Pat
 
 
 def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, rank: int, world: int,
-            force: bool = False, final: Path | None = None):
+            force: bool = False, final: Path | None = None, meta: dict | None = None):
     """The family's corpus store, built (rank 0, under its lock) unless one built from these very inputs is there
-    (or, for a run replacing ``final``, in the old output)."""
+    (or, for a run replacing ``final``, in the old output). ``meta``: the checkpoint a resumed run continues."""
     from glmkit.io.store import built_from, reuse_or_build
 
     spec = family(options.arch)
     corpus = spec.part("corpus")
-    parameters = corpus.parameters(element_paths, embedding_path, options)
+    parameters = corpus.parameters(element_paths, embedding_path, options, meta)
     path = Path(options.corpus) if options.corpus else out / "corpus.zarr"
     if not options.corpus and final is not None and final != out and not path.exists() and \
             built_from(final / "corpus.zarr", corpus.SCHEMA, corpus.STORE, parameters):
         path = final / "corpus.zarr"   # read where it is; _replace moves it into the new output
     if rank == 0:   # the default location belongs to the output: rebuilt as the output's --force allows
         reuse_or_build(path, corpus.SCHEMA, corpus.STORE, parameters,
-                       lambda tmp: corpus.build(element_paths, embedding_path, tmp, options),
+                       lambda tmp: corpus.build(element_paths, embedding_path, tmp, options, meta),
                        force=force or not options.corpus, inputs=_inputs(element_paths, embedding_path),
                        what=f"{spec.architecture} corpus store", kind="corpus store", option="--corpus")
     _barrier(world)
@@ -202,7 +202,7 @@ def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: Pr
                                                            extras=spec.checkpoint_extras)
             check_resumable(meta, options, world, checkpoint)
             spec.part("corpus").check_resume_inputs(meta, element_paths, embedding_path, options, checkpoint)
-        corpus = _corpus(element_paths, embedding_path, out, options, rank, world, force, final)
+        corpus = _corpus(element_paths, embedding_path, out, options, rank, world, force, final, meta)
         split, n_train, n_val = choose_split(corpus, options.val_fraction, options.seed, spec.items)
         if not n_train:
             raise GlmkitError(f"no training {items} left after holding out the validation contigs")

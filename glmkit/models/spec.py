@@ -5,8 +5,9 @@ A family's folder (glmkit/models/<family>/) holds, by these names:
 
     model.py     the architecture only, shapes in comments
     weights.py   load(path) -> a loaded model: glmkit checkpoints (and the family's published layouts)
-    corpus.py    SCHEMA, STORE, parameters(elements, embeddings, options), build(elements, embeddings, out,
-                 options), check_resume_inputs(meta, elements, embeddings, options, where)
+    corpus.py    SCHEMA, STORE, parameters(elements, embeddings, options, meta), build(elements, embeddings,
+                 out, options, meta), check_resume_inputs(meta, elements, embeddings, options, where)
+                 (meta: the checkpoint a resumed training continues, else None)
     task.py      check_options(options), model_config(options, **shapes), make_task(corpus, split, options,
                  meta, extras, checkpoint, embeddings, rank, world) -> (task for glmkit.train, description)
     context.py   Job: what `contextualize` computes with it

@@ -174,11 +174,11 @@ def make_batch(reader: GeneReader, starts: np.ndarray, lengths: np.ndarray, rows
 STORE = CorpusStore   # the store these build and read (SCHEMA: its schema)
 
 
-def parameters(element_paths, embedding_path, options) -> dict:
+def parameters(element_paths, embedding_path, options, meta=None) -> dict:
     return corpus_parameters(element_paths, embedding_path, options.subcontig_genes, options.min_subcontig_genes)
 
 
-def build(element_paths, embedding_path, out: Path, options) -> None:
+def build(element_paths, embedding_path, out: Path, options, meta=None) -> None:
     build_corpus(element_paths, embedding_path, out, options.subcontig_genes, options.min_subcontig_genes)
 
 

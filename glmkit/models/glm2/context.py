@@ -1,11 +1,14 @@
 """`glmkit contextualize` on gLM2 models: per-element and per-contig embeddings.
 
 Each contig's tokens are cut into chunks as training cuts them (the token
-corpus store, glmkit/models/glm2/corpus.py, built in the work folder); chunks are
-packed into rows of `--context` tokens, each attending within itself, and run
-through the model without masking. Per element: the mean hidden state (of
-`--layer`, default the last block's output) over its residue tokens, the
-strand token excluded; an element cut into pieces averages over all of them.
+corpus store, glmkit/models/glm2/corpus.py, built in the work folder) and with
+the model's own tokenisation (a published folder's: the published
+tokenizer's ids, no `<cls>`); chunks are packed into rows of `--context`
+tokens, each attending within itself, and run through the model without
+masking. Per element: the mean hidden state (of `--layer`, default the last
+block's output, the published model's `last_hidden_state`) over its residue
+tokens, the strand token excluded; an element cut into pieces averages over
+all of them.
 Per contig: the mean of its elements' embeddings. CDS go to genes/ (the same
 meaning as the gLM's gene embeddings, so later commands read them alike),
 intergenic regions to intergenic/; contigs/ holds every contig with elements.
@@ -37,6 +40,7 @@ class Job:
 
     def __init__(self, loaded, options, device, amp):
         self.model, self.cfg, self.meta = loaded.model.to(device), loaded.cfg, loaded.meta
+        self.tokens = loaded.tokens   # chunks tokenised as the model was trained (a published folder: as published)
         self.o, self.device, self.amp = options, device, amp
         self.layer = self.cfg.depth if options.layer is None else options.layer
         if not 0 <= self.layer <= self.cfg.depth:
@@ -71,8 +75,8 @@ class Job:
         from glmkit.models.glm2.corpus import build_token_corpus, token_corpus_parameters
 
         return reuse_or_build(work / "corpus.zarr", SCHEMA, TokenCorpusStore,
-                              token_corpus_parameters(element_paths, self.o.context),
-                              lambda temp: build_token_corpus(element_paths, temp, self.o.context),
+                              token_corpus_parameters(element_paths, self.o.context, self.tokens),
+                              lambda temp: build_token_corpus(element_paths, temp, self.o.context, self.tokens),
                               what="gLM2 token corpus store", kind="corpus store")
 
     def groups(self, corpus) -> list[tuple[int, int, int, int]]:
@@ -143,7 +147,7 @@ class Job:
         with atomic_outputs([output], force) as (tmp,):
             store = ContextStoreWriter(tmp, {**asdict(o), "layer": self.layer, "model": model_path}, records,
                                        {"architecture": "gLM2", "config": self.meta["config"],
-                                        "step": self.meta.get("step")})
+                                        "step": self.meta.get("step"), "tokens": self.tokens.record()})
             for part in ("genes", "intergenic"):
                 store.add(f"{part}/id", str)
                 store.add(f"{part}/contig", np.int32)

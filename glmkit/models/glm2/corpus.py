@@ -24,7 +24,8 @@ from glmkit.io.store import store_record
 from glmkit.io.token_corpus import TOKEN_CHUNK, VOCAB_SIZE, TokenCorpusStore, TokenCorpusWriter
 from glmkit.io.token_corpus import SCHEMA as SCHEMA  # the schema of the store these build (the family's hook)
 from glmkit.log import plural, progress
-from glmkit.models.glm2.tokens import AMINO_ACIDS, CLS, MASK, NUCLEOTIDES, element_tokens
+from glmkit.models.glm2.tokens import (AMINO_ACIDS, CLS, LEGACY, MASK, NUCLEOTIDES, PUBLISHED, Tokenisation,
+                                      element_tokens, tokenisation_of)
 
 log = logging.getLogger("glmkit")
 AA_IDS = np.zeros(VOCAB_SIZE, dtype=bool)
@@ -36,40 +37,48 @@ MODALITIES = {"aa": AA_IDS, "nt": NT_IDS}
 
 # -- building the token corpus ------------------------------------------------------------------------------------
 
-def token_corpus_parameters(element_paths: Sequence[str], context: int) -> dict:
-    """What a token corpus is built from: its element stores' checksums and the context."""
-    return {"elements": [store_record(p)["sha256"] for p in element_paths], "context": context}
+def token_corpus_parameters(element_paths: Sequence[str], context: int, tokenisation: Tokenisation) -> dict:
+    """What a token corpus is built from: its element stores' checksums, the context and the tokenisation (left out
+    for LEGACY's, so that stores and checkpoints from before the record keep their parameters)."""
+    found = {"elements": [store_record(p)["sha256"] for p in element_paths], "context": context}
+    return found if tokenisation == LEGACY else {**found, "tokens": tokenisation.record()}
 
 
-def chunk_contig(elements: list[np.ndarray], context: int):
+def corpus_tokenisation(parameters: dict, where) -> Tokenisation:
+    """The tokenisation a token corpus store was built with (its parameters' record)."""
+    return tokenisation_of(parameters.get("tokens"), where)
+
+
+def chunk_contig(elements: list[np.ndarray], context: int, cls: bool = False):
     """One contig's elements (each its strand token then residues) cut into chunks of at most ``context`` tokens.
 
     Returns (chunks: list of token arrays, pieces: per element a list of (chunk, offset of its first residue in
-    the chunk, residues)). Whole elements fill a chunk after its `<cls>` until the next would not fit; an element
-    longer than a chunk can hold (context - 2 residues) is cut into pieces, each a chunk of its own that starts
-    `<cls>`, strand token.
+    the chunk, residues)). Whole elements fill a chunk (after its `<cls>`, with ``cls``) until the next would not
+    fit; an element longer than a chunk can hold is cut into pieces, each a chunk of its own that starts (`<cls>`,)
+    its strand token: the ids the published tokenizer gives the text of each piece as an element of its own.
     """
+    opening = np.array([CLS] if cls else [], np.int64)
     chunks: list[np.ndarray] = []
     pieces: list[list[tuple[int, int, int]]] = []
-    current: list[np.ndarray] = [np.array([CLS])]
-    used = 1
+    current: list[np.ndarray] = [opening]
+    used = len(opening)
 
     def close():
         nonlocal current, used
-        if used > 1:
+        if used > len(opening):
             chunks.append(np.concatenate(current))
-        current, used = [np.array([CLS])], 1
+        current, used = [opening], len(opening)
 
     for tokens in elements:
         n = len(tokens)
-        if 1 + n > context:  # too long for any chunk: its own chunks, piece by piece
+        if len(opening) + n > context:  # too long for any chunk: its own chunks, piece by piece
             close()
-            room = context - 2
+            room = context - len(opening) - 1
             mine = []
             for s in range(0, n - 1, room):
                 body = tokens[1 + s:1 + s + room]
-                mine.append((len(chunks), 2, len(body)))
-                chunks.append(np.concatenate([[CLS, tokens[0]], body]))
+                mine.append((len(chunks), len(opening) + 1, len(body)))
+                chunks.append(np.concatenate([opening, tokens[:1], body]))
             pieces.append(mine)
             continue
         if used + n > context:
@@ -81,19 +90,21 @@ def chunk_contig(elements: list[np.ndarray], context: int):
     return chunks, pieces
 
 
-def build_token_corpus(element_paths: Sequence[str], out: Path, context: int) -> TokenCorpusStore:
+def build_token_corpus(element_paths: Sequence[str], out: Path, context: int,
+                       tokenisation: Tokenisation = PUBLISHED) -> TokenCorpusStore:
     """The token corpus store of ``element_paths`` at ``out`` (the caller publishes it). One pass, batch by
     batch of contigs."""
-    if context < 3:
-        raise GlmkitError(f"--context {context}: a chunk needs room for <cls>, a strand token and a residue")
-    parameters = token_corpus_parameters(element_paths, context)
+    if context < 2 + tokenisation.cls:
+        raise GlmkitError(f"--context {context}: a chunk needs room for {'<cls>, ' if tokenisation.cls else ''}a "
+                          f"strand token and a residue")
+    parameters = token_corpus_parameters(element_paths, context, tokenisation)
     writer = TokenCorpusWriter(out, parameters, [store_record(p) for p in element_paths])
     cut = 0
     for path in element_paths:
         store = ElementStore(path)
         with progress(total=store.n_contigs, desc=f"tokens {Path(path).name}", unit="contigs") as bar:
             for batch in store.batches():
-                cut += _add_batch(writer, batch, context)
+                cut += _add_batch(writer, batch, context, tokenisation)
                 bar.update(batch.n_contigs)
     if not writer.n_chunks:
         raise GlmkitError(f"no elements to tokenise in {', '.join(map(str, element_paths))}")
@@ -105,7 +116,7 @@ def build_token_corpus(element_paths: Sequence[str], out: Path, context: int) ->
     return TokenCorpusStore(out)
 
 
-def _add_batch(writer: TokenCorpusWriter, batch, context: int) -> int:
+def _add_batch(writer: TokenCorpusWriter, batch, context: int, tokenisation: Tokenisation) -> int:
     e, offsets = batch.elements, batch.offsets
     is_cds = e["type"] == CDS
     all_tokens, counts, chunk_counts, chunk_lengths, chunk_contigs = [], [], [], [], []
@@ -113,9 +124,9 @@ def _add_batch(writer: TokenCorpusWriter, batch, context: int) -> int:
     base, cut = 0, 0  # tokens of the batch so far
     for c in range(batch.n_contigs):
         rows = range(int(offsets[c]), int(offsets[c + 1]))
-        elements = [element_tokens(e["aa"][i] if is_cds[i] else e["nt"][i], int(e["strand"][i]), bool(is_cds[i]))
-                    for i in rows]
-        chunks, pieces = chunk_contig(elements, context)
+        elements = [element_tokens(e["aa"][i] if is_cds[i] else e["nt"][i], int(e["strand"][i]), bool(is_cds[i]),
+                                   tokenisation) for i in rows]
+        chunks, pieces = chunk_contig(elements, context, tokenisation.cls)
         starts = base + np.cumsum([0] + [len(t) for t in chunks[:-1]]) if chunks else []
         for mine in pieces:
             piece_counts.append(len(mine))
@@ -215,16 +226,22 @@ def unigram_log_probs(counts: np.ndarray) -> np.ndarray:
 STORE = TokenCorpusStore   # the store these build and read (SCHEMA: its schema)
 
 
-def parameters(element_paths, embedding_path, options) -> dict:
-    return token_corpus_parameters(element_paths, options.context)
+def training_tokenisation(meta: dict | None) -> Tokenisation:
+    """How a training tokenises: as the checkpoint it continues was trained (``meta``, its config.json), a new one as
+    the published tokenizer does (docs/commands/pretrain.md)."""
+    return PUBLISHED if meta is None else tokenisation_of(meta.get("tokens"), "the checkpoint")
 
 
-def build(element_paths, embedding_path, out: Path, options) -> None:
-    build_token_corpus(element_paths, out, options.context)
+def parameters(element_paths, embedding_path, options, meta=None) -> dict:
+    return token_corpus_parameters(element_paths, options.context, training_tokenisation(meta))
+
+
+def build(element_paths, embedding_path, out: Path, options, meta=None) -> None:
+    build_token_corpus(element_paths, out, options.context, training_tokenisation(meta))
 
 
 def check_resume_inputs(meta: dict, element_paths, embedding_path, options, where: Path) -> None:
     """Before anything is built: a resumed run must read the very corpus its checkpoint was trained on."""
-    if meta.get("corpus") != parameters(element_paths, embedding_path, options):
+    if meta.get("corpus") != parameters(element_paths, embedding_path, options, meta):
         raise GlmkitError(f"{where}: the element stores differ from those this checkpoint was trained on; "
                           f"resume with the same inputs")

@@ -136,11 +136,13 @@ def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, 
     """The gLM2 task, with the training split's token frequencies for the unigram baseline."""
     from dataclasses import asdict
 
-    from glmkit.models.glm2.corpus import training_token_counts
+    from glmkit.models.glm2.corpus import corpus_tokenisation, training_token_counts
 
     cfg = GLM2Config.from_dict(meta.get("config"), checkpoint / "config.json") if meta is not None \
         else model_config(options)
-    info = {"options": asdict(options), "corpus": corpus.attrs["parameters"]}
+    # how its chunks were tokenised, so that every later command runs the model the same way
+    tokens = corpus_tokenisation(corpus.attrs["parameters"], corpus.path)
+    info = {"options": asdict(options), "corpus": corpus.attrs["parameters"], "tokens": tokens.record()}
     task = GLM2Task(corpus, split, cfg, options.mask_fraction, options.seed, options.context, info,
                     training_token_counts(corpus, split))
     return task, f"gLM2 {cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads, context {options.context}"

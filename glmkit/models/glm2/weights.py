@@ -15,6 +15,7 @@ from pathlib import Path
 
 from glmkit.errors import GlmkitError
 from glmkit.models.glm2.model import GLM2, GLM2Config
+from glmkit.models.glm2.tokens import PUBLISHED, Tokenisation, tokenisation_of
 
 # published name -> glmkit's (regular expressions over the whole key)
 PUBLISHED_NAMES = (
@@ -72,6 +73,7 @@ class LoadedGLM2:
     cfg: GLM2Config
     meta: dict             # a glmkit checkpoint's config.json; for a published folder: architecture, config, files
     folder: Path
+    tokens: Tokenisation   # how its chunks are tokenised: as it was trained (glmkit/models/glm2/tokens.py)
 
 
 def load_glm2(model_path: str | Path) -> LoadedGLM2:
@@ -83,10 +85,11 @@ def load_glm2(model_path: str | Path) -> LoadedGLM2:
         meta, weights, _, _ = load_checkpoint(folder, "gLM2", extras=())
         cfg = GLM2Config.from_dict(meta.get("config"), folder / "config.json")
         model = load_weights(lambda: GLM2(cfg), weights, folder / "model.safetensors").eval()
-        return LoadedGLM2(model, cfg, meta, folder)
+        return LoadedGLM2(model, cfg, meta, folder, tokenisation_of(meta.get("tokens"), folder / "config.json"))
     model, sha = load_glm2_folder(folder)
     return LoadedGLM2(model, model.cfg, {"architecture": "gLM2", "config": model.cfg.to_dict(),
-                                         "files": {"weights": sha}, "published": True}, folder)
+                                         "files": {"weights": sha}, "published": True,
+                                         "tokens": PUBLISHED.record()}, folder, PUBLISHED)
 
 
 def _config(folder: Path) -> dict:
