@@ -17,7 +17,7 @@ import click
 from glmkit import __version__
 from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.models.registry import FAMILIES
-from glmkit.options import (ATTENTION_QUERIES, KEEP_ORDERS, KINDS, LEVELS, LONG_MODES, MODES, PRECISIONS,
+from glmkit.options import (ATTENTION_QUERIES, FAST_MODES, KEEP_ORDERS, KINDS, LEVELS, LONG_MODES, MODES, PRECISIONS,
                             PROTEIN_PRESETS, RECIPES, STORED_DTYPES, WINDOWS, CallOptions, ContextOptions, DemoOptions,
                             EmbedOptions, FilterOptions, JacobianOptions, OperonOptions, ParalogOptions,
                             PretrainOptions, ProteinOptions, SemanticOptions)
@@ -360,9 +360,9 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
     """Train the gLM (masked gene modelling) or gLM2 (masked token modelling).
 
     gLM: sub-contigs of 15-30 genes are cut from each contig of ELEMENTS, with
-    their ESM2 embeddings (--embeddings). gLM2 (--arch glm2): each contig becomes
-    <cls> then, per element, its strand token and its amino acids (CDS) or
-    nucleotides (IGS), cut into chunks of --context tokens. Validation contigs
+    their ESM2 embeddings (--embeddings). gLM2 (--arch glm2): each contig becomes,
+    per element, its strand token and its amino acids (CDS) or nucleotides (IGS),
+    as the published tokenizer reads them, cut into chunks of --context tokens. Validation contigs
     are held out whole. Multi-GPU or multi-node: launch the same command with
     torchrun.
     """
@@ -460,6 +460,9 @@ def export_glm_command(model_path, output, force):
 @click.option("--region", help="With an element store as INPUT: CONTIG or CONTIG:FIRST-LAST (element numbers, "
                                 "1-based).")
 @click.option("--fast", is_flag=True, help="Substitute <mask> at each position instead of every token.")
+@click.option("--fast-mode", type=click.Choice(FAST_MODES), default=JacobianOptions.fast_mode, show_default=True,
+              help="With --fast on a gLM2: glmkit's map, or the gLM2 notebook's (its <mask> row copied to every "
+                   "substitute of the position's modality: for one modality the same map times 1.826).")
 @click.option("--tsv", help="Top contacts [default: OUTPUT with .tsv].")
 @click.option("--png", help="Picture of the map [default: OUTPUT with .png].")
 @click.option("--top", type=click.IntRange(min=1), default=JacobianOptions.top, show_default=True, help="Rows of the TSV.")

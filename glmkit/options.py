@@ -164,10 +164,14 @@ class ParalogOptions:
 
 # -- jacobian ---------------------------------------------------------------------------------------------------------
 
+FAST_MODES = ("glmkit", "notebook")
+
+
 @dataclass
 class JacobianOptions:
     region: str | None = None       # element store input: CONTIG or CONTIG:FIRST-LAST (elements, 1-based)
     fast: bool = False              # substitute <mask> only
+    fast_mode: str = "glmkit"       # notebook: as the gLM2 notebook spreads its <mask> row (docs/commands/jacobian.md)
     batch_size: int | None = None   # sequences per forward pass; None: 64 on GPUs; on CPU 1, with --threads
                                     # passes side by side (3 on one thread: as fast as 4 or 8 there, and less
                                     # memory: the passes' buffers are what memory holds beyond torch)

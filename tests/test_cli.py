@@ -143,7 +143,7 @@ def test_every_option_default_and_choice_is_the_one_glmkit_options_declares():
     choices = {"mode": O.MODES, "precision": O.PRECISIONS, "long_mode": O.LONG_MODES, "dtype": O.STORED_DTYPES,
                "arch": tuple(s.key for s in FAMILIES), "recipe": O.RECIPES, "attention_queries": O.ATTENTION_QUERIES,
                "windows": O.WINDOWS, "features": O.KINDS, "level": O.LEVELS, "keep_order": O.KEEP_ORDERS,
-               "preset": None}
+               "fast_mode": O.FAST_MODES, "preset": None}
     checked = 0
     for path, options in commands.items():
         command = cli

@@ -104,33 +104,150 @@ def _glm2_logits(model):
 
 @pytest.mark.parametrize("fast,threads", [(False, 2), (True, 1)])
 def test_glm2_equals_the_direct_algorithm_with_both_modalities(glm2, tmp_path, fast, threads):
-    from glmkit.models.glm2.corpus import AA_IDS, NT_IDS
     from glmkit.models.glm2.weights import load_glm2
-    from glmkit.models.glm2.tokens import CLS, ID, MASK, PLUS
+    from glmkit.models.glm2.tokens import ID, MASK, PLUS
 
     (tmp_path / "mixed.fasta").write_text(">gene\nMKVLAW\n>igs\nACGTTGCAAT\n")
     out = tmp_path / "c.zarr"
     result = run("jacobian", tmp_path / "mixed.fasta", "-m", glm2 / "m", "-o", out, "--block", "4", "--batch-size",
                  "9", "--threads", threads, "-q", *(["--fast"] if fast else []))
     assert result.exit_code == 0, result.stderr
-    tokens = torch.tensor([CLS, PLUS] + [ID[c] for c in "MKVLAW"] + [PLUS] + [ID[c] for c in "acgttgcaat"])
+    tokens = torch.tensor([PLUS] + [ID[c] for c in "MKVLAW"] + [PLUS] + [ID[c] for c in "acgttgcaat"])
     outputs = np.array([ID[c] for c in "atcg"] + [ID[c] for c in AMINO])
     t = tokens.numpy()
+    is_nt, is_aa = np.isin(t, outputs[:4]), np.isin(t, outputs[4:])
     if fast:
-        substitutes, valid = np.array([MASK]), (AA_IDS[t] | NT_IDS[t])[:, None]
+        substitutes, valid = np.array([MASK]), (is_aa | is_nt)[:, None]
     else:  # as the gLM2 notebook: a position's own modality only; special and strand tokens never
         substitutes = outputs
-        valid = (NT_IDS[t][:, None] & NT_IDS[outputs][None]) | (AA_IDS[t][:, None] & AA_IDS[outputs][None])
+        valid = (is_nt[:, None] & np.isin(outputs, outputs[:4])[None]) | \
+            (is_aa[:, None] & np.isin(outputs, outputs[4:])[None])
     expected = naive_contacts(_glm2_logits(load_glm2(glm2 / "m").model), tokens, np.arange(len(t)), substitutes,
                               outputs, valid, False)
     np.testing.assert_allclose(read_contacts(out), expected, atol=1e-5, rtol=0)
     import zarr
 
     g = zarr.open_group(str(out))
-    assert g["positions/element"][:].tolist() == [-1, -1] + [0] * 6 + [-1] + [1] * 10
-    assert g["positions/token"][:3].tolist() == ["<cls>", "<+>", "M"] and g["elements/name"][:].tolist() == ["gene",
-                                                                                                            "igs"]
+    assert g["positions/element"][:].tolist() == [-1] + [0] * 6 + [-1] + [1] * 10
+    assert g["positions/token"][:2].tolist() == ["<+>", "M"] and g["elements/name"][:].tolist() == ["gene", "igs"]
     assert run("validate", out, "-q").exit_code == 0
+
+
+NUC_TOKENS, AA_TOKENS, MASK_TOKEN_ID = tuple(range(29, 33)), tuple(range(4, 24)), 35   # as the notebook names them
+
+
+def notebook_contacts(logits, input_ids: list[int], fast: bool) -> np.ndarray:
+    """The gLM2 notebook's get_categorical_jacobian and jac_to_contact (TattaBio/gLM2,
+    categorical_jacobian_gLM2.ipynb), written out here: logits over NUC_TOKENS + AA_TOKENS; each position set to
+    every one of those tokens (or, fast, to <mask>: one row, broadcast over the substitutes by the masking);
+    J zeroed where neither the position nor the substitute is a nucleotide, or both amino acids; every axis of
+    more than one value centred; the norm over the token axes; symmetrised (the token axes are not 20 x 20); the
+    diagonal removed, APC, the diagonal removed."""
+    all_tokens = list(NUC_TOKENS + AA_TOKENS)
+    ids = torch.tensor(input_ids)
+    L, A = len(input_ids), len(all_tokens)
+    fx = logits(ids)[:, all_tokens]
+    fx_h = np.zeros((L, 1 if fast else A, L, A))
+    for n in range(L):
+        for k, token in enumerate([MASK_TOKEN_ID] if fast else all_tokens):
+            x = ids.clone()
+            x[n] = token
+            fx_h[n, k] = logits(x)[:, all_tokens]
+    jac = fx_h - fx
+    is_nuc_pos = np.isin(input_ids, NUC_TOKENS)[:, None, None, None]
+    is_aa_pos = np.isin(input_ids, AA_TOKENS)[:, None, None, None]
+    is_nuc_token = np.isin(all_tokens, NUC_TOKENS)[None, :, None, None]
+    is_aa_token = np.isin(all_tokens, AA_TOKENS)[None, :, None, None]
+    X = np.where((is_nuc_pos & is_nuc_token) | (is_aa_pos & is_aa_token), jac, 0.0)   # (L, A, L, A): broadcast
+    for axis in range(4):
+        if X.shape[axis] > 1:
+            X = X - X.mean(axis, keepdims=True)
+    C = np.sqrt(np.square(X).sum((1, 3)))
+    C = (C + C.T) / 2
+    np.fill_diagonal(C, 0)
+    C = C - C.sum(0, keepdims=True) * C.sum(1, keepdims=True) / C.sum()
+    np.fill_diagonal(C, 0)
+    return C
+
+
+@pytest.fixture(scope="module")
+def published_glm2(tmp_path_factory):
+    from conftest import published_glm2_folder
+    from glmkit.models.glm2.model import GLM2Config
+
+    folder = tmp_path_factory.mktemp("jac_published") / "gLM2"
+    published_glm2_folder(folder, GLM2Config(dim=32, depth=2, heads=4, swiglu_multiple_of=16))
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["full", "notebook-fast"])
+def test_a_published_folder_gives_the_notebooks_map(published_glm2, tmp_path, mode):
+    """The notebook's input is the published tokenizer's ids of "<+>PROTEIN<+>dna..." (no <cls>; J and N as
+    <unk>, whose rows, like X's and the strand tokens', are zero): glmkit's map on the same FASTA equals it, full
+    and with --fast --fast-mode notebook."""
+    from conftest import published_tokenizer_ids
+    from glmkit.models.glm2.weights import load_glm2
+
+    (tmp_path / "in.fasta").write_text(">a\nMKVLJAWX\n>b\nMSTNPK\n>igs\nACGTTGCNAT\n")
+    fast = ["--fast", "--fast-mode", "notebook"] if mode != "full" else []
+    out = tmp_path / "c.zarr"
+    result = run("jacobian", tmp_path / "in.fasta", "-m", published_glm2, "-o", out, "--block", "5",
+                 "--threads", "1", *fast)
+    assert result.exit_code == 0, result.stderr
+    assert "'a' residue 5 is 'J'" in result.stderr and "'igs' base 8 is 'N'" in result.stderr   # warned, read as <unk>
+    ids = published_tokenizer_ids("<+>MKVLJAWX<+>MSTNPK<+>acgttgcnat")
+    import zarr
+
+    assert zarr.open_group(str(out))["positions/token"][:].tolist()[:6] == ["<+>", "M", "K", "V", "L", "<unk>"]
+    expected = notebook_contacts(_glm2_logits(load_glm2(published_glm2).model), ids, fast=bool(fast))
+    np.testing.assert_allclose(read_contacts(out), expected, atol=2e-5, rtol=0)
+
+
+def test_glmkits_fast_map_is_the_notebooks_over_sqrt_10_3_for_one_modality(published_glm2, tmp_path):
+    """glmkit's --fast takes the <mask> row as it is; the notebook copies it to each substitute of the position's
+    modality (zeros at the other's) before centring: for one modality its map is sqrt(10/3) times glmkit's; with
+    both, its nucleotide rows are negated before the centring over positions, and the maps differ."""
+    from conftest import published_tokenizer_ids
+    from glmkit.models.glm2.weights import load_glm2
+
+    logits = _glm2_logits(load_glm2(published_glm2).model)
+    (tmp_path / "p.faa").write_text(">a\nMKVLAW\n>b\nMSTNPKQ\n")
+    (tmp_path / "m.fasta").write_text(">a\nMKVLAW\n>igs\nACGTTGCAAT\n")
+    for name, text in (("p.faa", "<+>MKVLAW<+>MSTNPKQ"), ("m.fasta", "<+>MKVLAW<+>acgttgcaat")):
+        out = tmp_path / f"{name}.npy"
+        assert run("jacobian", tmp_path / name, "-m", published_glm2, "-o", out, "--fast", "-q",
+                   "--threads", "1").exit_code == 0
+        notebook = notebook_contacts(logits, published_tokenizer_ids(text), fast=True)
+        if name == "p.faa":
+            np.testing.assert_allclose(notebook, np.sqrt(10 / 3) * read_contacts(out), atol=2e-5, rtol=0)
+        else:
+            assert np.abs(notebook - np.sqrt(10 / 3) * read_contacts(out)).max() > 1e-2
+
+
+def test_an_old_checkpoint_keeps_its_leading_cls(glm2, tmp_path):
+    """A glmkit gLM2 checkpoint from before the tokens record was trained with <cls> before each chunk: its map
+    has that row, and unknown protein letters are X."""
+    import json
+    import shutil
+
+    from glmkit.models.glm2.weights import load_glm2
+    from glmkit.models.glm2.tokens import CLS, ID, MASK, PLUS
+
+    old = tmp_path / "old"
+    shutil.copytree(glm2 / "m" / "checkpoint", old)
+    meta = json.loads((old / "config.json").read_text())
+    del meta["tokens"], meta["corpus"]["tokens"]
+    (old / "config.json").write_text(json.dumps(meta))
+    (tmp_path / "p.faa").write_text(">a\nMKJVLAW\n")
+    out = tmp_path / "c.npy"
+    assert run("jacobian", tmp_path / "p.faa", "-m", old, "-o", out, "--fast", "-q", "--threads", "1").exit_code == 0
+    tokens = torch.tensor([CLS, PLUS] + [ID[c] for c in "MKXVLAW"])
+    t = tokens.numpy()
+    valid = np.isin(t, [ID[c] for c in AMINO])[:, None]
+    outputs = np.array([ID[c] for c in "atcg"] + [ID[c] for c in AMINO])
+    expected = naive_contacts(_glm2_logits(load_glm2(old).model), tokens, np.arange(len(t)), np.array([MASK]),
+                              outputs, valid, False)
+    np.testing.assert_allclose(read_contacts(out), expected, atol=1e-5, rtol=0)
 
 
 def test_element_store_regions(glm2, tmp_path):
@@ -142,7 +259,7 @@ def test_element_store_regions(glm2, tmp_path):
     import zarr
 
     g = zarr.open_group(str(out))
-    assert g["positions/token"][:].tolist() == ["<cls>", "<+>", "a", "c", "g", "t", "a", "<->", "M", "W", "W"]
+    assert g["positions/token"][:].tolist() == ["<+>", "a", "c", "g", "t", "a", "<->", "M", "W", "W"]
     assert g["elements/name"][:].tolist() == ["c1_igs1", "c1_2"]
 
 
@@ -280,9 +397,6 @@ def test_bad_inputs(esm, glm2, tmp_path, esm_checkpoint):
     (tmp_path / "j.faa").write_text(">odd\nMKJV\n")
     assert_one_line_error(run("jacobian", tmp_path / "j.faa", "-m", d / "esm.pt", "-o", tmp_path / "a.npy"),
                           "j.faa", "'odd' residue 3 is 'J'", "no token for")
-    (tmp_path / "n.fasta").write_text(">igs\nACGTNNACGTAC\n")
-    assert_one_line_error(run("jacobian", tmp_path / "n.fasta", "-m", glm2 / "m", "-o", tmp_path / "a.npy"),
-                          "'igs' base 5 is 'N'", "gLM2 has no token for")
     (tmp_path / "empty.faa").write_text(">e\n\n>p\nMKV\n")
     assert_one_line_error(run("jacobian", tmp_path / "empty.faa", "-m", d / "esm.pt", "-o", tmp_path / "a.npy"),
                           "empty.faa", "'e' has no sequence")
@@ -307,4 +421,4 @@ def test_the_papers_inputs_run(glm2, tmp_path):
     result = run("jacobian", SHARED_DATA / "ecoli_aspV_region.fasta", "-m", glm2 / "m", "-o", tmp_path / "t.npy",
                  "--fast", "-q")
     assert result.exit_code == 0, result.stderr
-    assert read_contacts(tmp_path / "t.npy").shape == (224, 224)  # <cls>, <+>, 222 nucleotides
+    assert read_contacts(tmp_path / "t.npy").shape == (223, 223)  # <+>, 222 nucleotides (no <cls>)

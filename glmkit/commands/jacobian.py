@@ -9,8 +9,10 @@ diagonal zeroed again. For ESM2 (20 amino acids in and out) J itself is
 symmetrised before the norm, J ↔ J.transpose(j, b, i, a), as the ESM notebook
 does; for gLM2 the map is symmetrised after it, and a substitution of the
 other modality (a nucleotide at an amino-acid position, or the reverse) or of
-a special or strand position counts as zero, as the gLM2 notebook does — glmkit
-simply does not run those mutants. `--fast` substitutes `<mask>` only.
+a strand, `<unk>` or X/B/U/Z/O position counts as zero, as the gLM2 notebook
+does — glmkit simply does not run those mutants. `--fast` substitutes `<mask>`
+only; `--fast-mode notebook` gives the gLM2 notebook's fast map from the same
+mutants (GLM2Scorer.row_weights).
 
 How it stays bounded: positions are taken in blocks (`--block`); each block's
 mutants run in batches (`--batch-size` sequences per forward pass, inference
@@ -110,44 +112,49 @@ class ESM2Scorer:
     def valid(self, query: Query) -> np.ndarray:
         return np.ones((len(query.positions), len(self.substitutes)), dtype=bool)
 
+    def row_weights(self, query: Query) -> None:   # --fast-mode notebook: the ESM notebook's --fast is glmkit's
+        return None
+
     def logits(self, tokens):
         return self.model.logits(tokens)
 
 
 class GLM2Scorer:
     """gLM2: positions are every token (as the gLM2 notebook's map), 4 nucleotides and 20 amino acids in and out;
-    only substitutions of a position's own modality run; the map is symmetrised after the norm."""
+    only substitutions of a position's own modality run; the map is symmetrised after the norm. The input is
+    tokenised as the model was trained: a published folder as the published tokenizer reads the text (no `<cls>`,
+    letters outside the vocabulary as `<unk>`)."""
     kind, symmetrise_jacobian = "gLM2", False
 
-    def __init__(self, loaded, fast: bool):
+    def __init__(self, loaded, fast: bool, fast_mode: str = "glmkit"):
         from glmkit.models.glm2.tokens import ID, MASK
 
-        self.model = loaded.model
+        self.model, self.tokens = loaded.model, loaded.tokens
         self.name = str(loaded.folder)
-        self.identity = {"files": loaded.meta.get("files")}
+        self.identity = {"files": loaded.meta.get("files"), "tokens": loaded.tokens.record()}
         self.id = ID
-        self.outputs = np.array([ID[t] for t in "atcg"] + [ID[a] for a in STANDARD_AMINO_ACIDS])
+        self.nucleotides = np.array([ID[t] for t in "atcg"])
+        self.amino_acids = np.array([ID[a] for a in STANDARD_AMINO_ACIDS])
+        self.outputs = np.concatenate([self.nucleotides, self.amino_acids])
         self.substitutes = np.array([MASK]) if fast else self.outputs
-        self.fast = fast
+        self.fast, self.spread_mask = fast, fast and fast_mode == "notebook"
         self.limit = int(loaded.meta.get("options", {}).get("context", 4096))
 
     def query(self, elements: list[tuple[str, bytes, int, bool]], where: str) -> Query:
-        from glmkit.models.glm2.tokens import CLS, MINUS, PLUS, VOCAB
+        from glmkit.models.glm2.tokens import CLS, UNK, VOCAB, element_tokens
 
-        protein_letters = set(VOCAB[self.id["L"]:self.id["O"] + 1])
-        tokens, element, residue = [CLS], [-1], [0]
+        tokens, element, residue = ([CLS], [-1], [0]) if self.tokens.cls else ([], [], [])
         for k, (name, sequence, strand, is_protein) in enumerate(elements):
-            tokens.append(PLUS if strand >= 0 else MINUS)
-            element.append(-1)
-            residue.append(0)
-            for r, letter in enumerate(sequence.decode(), 1):
-                token = letter.upper() if is_protein else letter.lower()
-                if (token not in protein_letters) if is_protein else (token not in "acgt"):
-                    raise GlmkitError(f"{where}: '{name}' {'residue' if is_protein else 'base'} {r} is '{letter}', "
-                                      f"which gLM2 has no token for")
-                tokens.append(self.id[token])
-                element.append(k)
-                residue.append(r)
+            ids = element_tokens(sequence, strand, is_protein, self.tokens)
+            unknown = np.flatnonzero(ids[1:] == UNK)
+            if len(unknown):   # the published tokenizer's reading; the map's rows there are zero, as strand tokens'
+                r = int(unknown[0])
+                more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+                log.warning(f"jacobian: {where}: '{name}' {'residue' if is_protein else 'base'} {r + 1} is "
+                            f"'{chr(sequence[r])}'{more}, which gLM2 reads as <unk>, as its tokenizer does")
+            tokens.extend(ids.tolist())
+            element.extend([-1] + [k] * len(sequence))
+            residue.extend(range(len(sequence) + 1))
         if len(tokens) > self.limit:
             raise GlmkitError(f"{where}: {len(tokens):,} tokens; this gLM2 reads at most {self.limit:,}: take fewer "
                               f"records or a shorter --region")
@@ -155,14 +162,30 @@ class GLM2Scorer:
         return Query(tokens, np.arange(len(tokens)), np.array(element), np.array(residue),
                      [VOCAB[t] for t in tokens], [e[0] for e in elements])
 
-    def valid(self, query: Query) -> np.ndarray:
-        from glmkit.models.glm2.corpus import AA_IDS, NT_IDS
-
+    def modality(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """(is a nucleotide, is one of the 20 amino acids) per position: the notebook's NUC_TOKENS and AA_TOKENS
+        (X, B, U, Z, O and <unk> positions, like special and strand tokens, are neither)."""
         t = query.tokens[query.positions]
+        return np.isin(t, self.nucleotides), np.isin(t, self.amino_acids)
+
+    def valid(self, query: Query) -> np.ndarray:
+        is_nt, is_aa = self.modality(query)
         if self.fast:
-            return (AA_IDS[t] | NT_IDS[t])[:, None]
+            return (is_nt | is_aa)[:, None]
         subs = self.substitutes
-        return (NT_IDS[t][:, None] & NT_IDS[subs][None, :]) | (AA_IDS[t][:, None] & AA_IDS[subs][None, :])
+        return (is_nt[:, None] & np.isin(subs, self.nucleotides)[None]) | \
+            (is_aa[:, None] & np.isin(subs, self.amino_acids)[None])
+
+    def row_weights(self, query: Query) -> np.ndarray | None:
+        """--fast-mode notebook: the notebook copies a position's <mask> row to each of its modality's substitutes
+        (zeros at the other's) before centring; centred on that axis, the amino-acid rows are v ⊗ d and the
+        nucleotide rows -v ⊗ d, |v| = sqrt(20 x 4 / 24) = sqrt(10/3). So its map is glmkit's computed from the
+        <mask> rows times sqrt(10/3), nucleotide rows negated: the same work and disk as glmkit's --fast."""
+        if not self.spread_mask:
+            return None
+        n_nt, n_aa = len(self.nucleotides), len(self.amino_acids)
+        is_nt, is_aa = self.modality(query)
+        return np.sqrt(n_nt * n_aa / (n_nt + n_aa)) * (is_aa.astype(np.float32) - is_nt)
 
     def logits(self, tokens):
         import torch
@@ -170,7 +193,7 @@ class GLM2Scorer:
         return self.model(tokens, torch.ones_like(tokens))[0]
 
 
-def load_scorer(model_spec: str, fast: bool):
+def load_scorer(model_spec: str, fast: bool, fast_mode: str = "glmkit"):
     """The scorer of a model folder's family (a family that predicts tokens), else ESM2's."""
     from glmkit.models.registry import family_of
 
@@ -178,7 +201,7 @@ def load_scorer(model_spec: str, fast: bool):
     scorers = {"gLM2": GLM2Scorer}   # families whose models predict tokens
     if path.exists() and family_of(path).architecture in scorers:
         spec = family_of(path)
-        return scorers[spec.architecture](spec.part("weights").load(path), fast)
+        return scorers[spec.architecture](spec.part("weights").load(path), fast, fast_mode)
     if path.is_dir() and ((path / "checkpoint" / "config.json").exists() or (path / "normalization.safetensors")
                           .exists()):
         raise GlmkitError(f"{model_spec}: a gLM checkpoint; the Jacobian needs a model that predicts tokens "
@@ -261,8 +284,10 @@ def _jacobian(input_path, model_spec, output, tsv, png, options: JacobianOptions
     from glmkit.resources import release_freed_memory
     from glmkit.models.device import resolve_device, resolve_precision, torch_threads
 
+    if options.fast_mode != "glmkit" and not options.fast:
+        raise GlmkitUsageError("--fast-mode goes with --fast")
     elements, record = read_elements(input_path, options.region)
-    scorer = load_scorer(model_spec, options.fast)
+    scorer = load_scorer(model_spec, options.fast, options.fast_mode)
     query = scorer.query(elements, input_path)
     device = resolve_device(options.device)
     amp = resolve_precision(options.precision, device)
@@ -359,6 +384,7 @@ def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: i
     L, A = len(query.positions), len(subs)
     out = torch.zeros((b1 - b0, A, L, len(scorer.outputs)), dtype=torch.float32)
     positions = query.tokens[query.positions]
+    weights = scorer.row_weights(query)
     # mutants that change something and count: substituting a token by itself gives exactly 0
     mutants = [(i, a) for i in range(b0, b1) for a in range(A) if valid[i, a] and subs[a] != positions[i]]
     batches = [mutants[k:k + batch_size] for k in range(0, len(mutants), batch_size)]
@@ -374,7 +400,7 @@ def _block(scorer, query: Query, tokens, wild, valid: np.ndarray, b0: int, b1: i
 
     for part, d in zip(batches, ordered_map(delta, batches, passes)):
         for r, (i, a) in enumerate(part):
-            out[i - b0, a] = d[r]
+            out[i - b0, a] = d[r] if weights is None else d[r] * float(weights[i])
     for axis in (1, 2, 3):  # centre on a, j, b (the axes this block holds whole); an axis of one (--fast) stays
         if out.shape[axis] > 1:
             out -= out.mean(axis, keepdim=True)

@@ -529,9 +529,11 @@ def _jacobian_cases() -> list[Case]:
     c += [
         Case("jacobian-residue-without-token", lambda d, b: jac(d, b, fasta=write(d / "odd.faa", ">odd\nMKJV\n")),
              ("odd.faa", "'odd' residue 3 is 'J'", "no token for")),
-        Case("jacobian-base-without-token", lambda d, b: jac(d, b, fasta=write(d / "n.fasta", ">igs\nACGTNNACGTAC\n"),
-                                                              model=copy(b, "glm2", d)),
-             ("n.fasta", "'igs' base 5 is 'N'", "no token for")),
+        Case("jacobian-glm2-longer-than-its-context", lambda d, b: jac(
+            d, b, fasta=write(d / "long.faa", ">long\n" + "MKVL" * 1100 + "\n"), model=copy(b, "glm2", d)),
+             ("long.faa", "4,401 tokens", "this gLM2 reads at most")),
+        Case("jacobian-fast-mode-without-fast", lambda d, b: jac(d, b, extra=("--fast-mode", "notebook")),
+             ("--fast-mode goes with --fast",), status=2),
         Case("jacobian-empty-record", lambda d, b: jac(d, b, fasta=write(d / "e.faa", ">e\n>p\nMKV\n")),
              ("e.faa", "'e' has no sequence")),
         Case("jacobian-dna-for-esm2", lambda d, b: jac(d, b, fasta=write(d / "dna.fasta", ">igs\nACGTTACGTACGGA\n")),
