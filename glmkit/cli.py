@@ -11,6 +11,7 @@ import gc
 import inspect
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -19,12 +20,12 @@ from glmkit.errors import GlmkitError, GlmkitUsageError
 from glmkit.models.registry import FAMILIES
 from glmkit.options import (ATTENTION_QUERIES, FAST_MODES, KEEP_ORDERS, KINDS, LEVELS, LONG_MODES, MODES, PRECISIONS,
                             PROTEIN_PRESETS, RECIPES, STORED_DTYPES, WINDOWS, CallOptions, ContextOptions, DemoOptions,
-                            EmbedOptions, FilterOptions, JacobianOptions, OperonOptions, ParalogOptions,
+                            EmbedOptions, FilterOptions, GenesOptions, JacobianOptions, OperonOptions, ParalogOptions,
                             PretrainOptions, ProteinOptions, SemanticOptions)
 from glmkit.provenance import set_command_line
 
 MODEL_COMMANDS = ("embed", "pretrain", "contextualize", "jacobian", "demo")  # models run: the malloc setting pays
-PIPELINE = ("call", "filter", "embed", "pretrain", "import-glm", "export-glm", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
+PIPELINE = ("call", "genes", "filter", "embed", "pretrain", "import-glm", "export-glm", "contextualize", "operons", "paralog-match", "jacobian", "dedup",
             "validate", "demo")
 
 
@@ -191,6 +192,27 @@ def call_command(inputs, output, gff, proteins, genes, mode, translation_table, 
     run_call(inputs, output, gff=gff, proteins=proteins, genes=genes, options=options, force=force)
 
 
+@command("genes", "glmkit genes GCF_000005845.2_genomic.gff.gz --fasta GCF_000005845.2_genomic.fna.gz -o elements.zarr")
+@click.argument("annotations", nargs=-1, required=True, metavar="ANNOTATION...")
+@click.option("--output", "-o", required=True, help="Element store to write (Zarr folder).")
+@click.option("--fasta", "fastas", multiple=True, help="The sequences of GFF3 annotations without a ##FASTA "
+              "section (repeat for several files).")
+@click.option("--proteins", "-a", help="Also write the proteins as FASTA, like prodigal -a.")
+@click.option("--translation-table", "-g", type=click.IntRange(1, 33), default=GenesOptions.translation_table,
+              show_default=True, help="Genetic code of CDS whose annotation names none.")
+@force_option
+def genes_command(annotations, output, fastas, proteins, translation_table, force):
+    """Element store from an existing annotation instead of calling genes (RefSeq, Prokka, Bakta, PGAP).
+
+    Input: GFF3 with --fasta (or its own ##FASTA section), or GenBank / EMBL flat files; gzip or not. Writes
+    the store `glmkit call` writes, its CDS those of the annotation (ids from locus_tag, with gene name and
+    product), pseudogenes and RNA genes inside the IGS.
+    """
+    from glmkit.commands.genes import run_genes
+
+    run_genes(annotations, output, fastas, proteins, GenesOptions(translation_table=translation_table), force)
+
+
 @command("filter", "glmkit filter elements.zarr -o clean.zarr --report removed.tsv --glm-subcontigs")
 @click.argument("input", metavar="ELEMENTS")
 @click.option("--output", "-o", required=True, help="Filtered element store to write.")
@@ -350,13 +372,16 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--seed", type=int, default=PretrainOptions.seed, show_default=True,
               help="Seeds initial weights, data order, masks and dropout: same seed, same run.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint exactly where it stopped.")
+@click.option("--init", "init", help="Start from this model's weights (fresh optimiser and schedule): a glmkit model, "
+                                     "an import-glm folder, or a published gLM2 folder (gLM2_650M); it sets --arch "
+                                     "and the shape.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model for training: fused kernels and far fewer launches, for GPUs, where an "
                    "eager step of a small batch is bound by the host (the first steps pay the compilation).")
 @device_options
 @threads_option
 @force_option
-def pretrain_command(elements, embeddings, output, resume, force, threads, **params):
+def pretrain_command(elements, embeddings, output, resume, force, threads, init, **params):
     """Train the gLM (masked gene modelling) or gLM2 (masked token modelling).
 
     gLM: sub-contigs of 15-30 genes are cut from each contig of ELEMENTS, with
@@ -368,8 +393,18 @@ def pretrain_command(elements, embeddings, output, resume, force, threads, **par
     """
     from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
+    if init:   # the model sets the family and its shape: --arch and --preset only if the user gave them
+        ctx = click.get_current_context()
+        given = {name: ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+                 for name in ("arch", "preset")}
+        if given["preset"]:
+            raise GlmkitUsageError(f"--preset: the model's shape comes from --init {init}")
+        if not given["arch"]:
+            from glmkit.models.registry import family_of
+
+            params["arch"] = family_of(init).key if Path(init).is_dir() else params["arch"]
     options = PretrainOptions(threads=threads, **params)
-    run_pretrain(list(elements), embeddings, output, options, resume=resume, force=force)
+    run_pretrain(list(elements), embeddings, output, options, resume=resume, force=force, init=init)
 
 
 @command("contextualize", "glmkit contextualize corpus.zarr -e embeddings.zarr -m glm/ -o context.zarr --attention")
@@ -546,7 +581,8 @@ def _operon_inputs(func):
 
 def _known_options(func):
     func = click.option("--annotation", help="GFF3 annotation of the same assembly (RefSeq's): carries gene names "
-                                             "to coordinates, matched to the called genes by stop codon.")(func)
+                                             "to coordinates, matched to the called genes by stop codon (not needed "
+                                             "for element stores from `glmkit genes`, which carry the names).")(func)
     return click.option("--known", required=True, help="Known operons: RegulonDB OperonSet.txt, or a TSV with "
                                                        "gene_a, gene_b, label (1 same operon, 0 not).")(func)
 

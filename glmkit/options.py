@@ -28,6 +28,11 @@ class CallOptions:
     threads: int = 1
 
 
+@dataclass
+class GenesOptions:
+    translation_table: int = 11           # for CDS whose annotation names none
+
+
 # -- filter -----------------------------------------------------------------------------------------------------------
 
 @dataclass

@@ -201,7 +201,7 @@ def test_provenance_attributes(tmp_path, multi_contigs):
     assert run("call", multi_contigs, "-o", out, "-q", "-t", "2").exit_code == 0
     attrs = zarr.open_group(str(out)).attrs.asdict()
     import hashlib
-    assert attrs["schema"] == "glmkit.elements" and attrs["schema_version"] == 2 and attrs["complete"]
+    assert attrs["schema"] == "glmkit.elements" and attrs["schema_version"] == 3 and attrs["complete"]
     assert attrs["inputs"][0]["sha256"] == hashlib.sha256(multi_contigs.read_bytes()).hexdigest()
     assert attrs["parameters"]["mode"] == "meta" and attrs["parameters"]["threads"] == 2
     assert attrs["command_line"].startswith("glmkit call ")

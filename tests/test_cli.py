@@ -132,7 +132,7 @@ def test_every_option_default_and_choice_is_the_one_glmkit_options_declares():
     from glmkit.cli import cli
     from glmkit.models.registry import FAMILIES
 
-    commands = {("call",): O.CallOptions, ("filter",): O.FilterOptions, ("embed",): O.EmbedOptions,
+    commands = {("call",): O.CallOptions, ("genes",): O.GenesOptions, ("filter",): O.FilterOptions, ("embed",): O.EmbedOptions,
                 ("pretrain",): O.PretrainOptions, ("contextualize",): O.ContextOptions,
                 ("operons", "fit"): O.OperonOptions, ("operons", "predict"): O.OperonOptions,
                 ("operons", "eval"): O.OperonOptions, ("paralog-match",): O.ParalogOptions,

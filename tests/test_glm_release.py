@@ -262,3 +262,26 @@ def test_imported_model_refuses_embeddings_of_another_esm2(tmp_path, data):
     assert run("import-glm", tmp_path / "rel" / "glm.bin", "-o", tmp_path / "m", "-q").exit_code == 0
     r = run("contextualize", data / "el.zarr", "-e", data / "emb.zarr", "-m", tmp_path / "m", "-o", tmp_path / "c")
     assert_one_line_error(r, "emb.zarr: embeddings from", "trained on esm2_t33_650M_UR50D")
+
+
+def test_pretrain_from_an_imported_release_keeps_its_normalisation_and_pca(tmp_path, data):
+    """pretrain --init on an import-glm folder: the released model's norm.pkl and PCA carry on (the corpus's
+    embeddings go through them, never refitted), and embeddings of another ESM2 than it names are refused."""
+    from safetensors.torch import load_file
+
+    store = EmbeddingStore(data / "emb.zarr")
+    make_release(tmp_path / "rel", len(store.embedding[0]))
+    assert run("import-glm", tmp_path / "rel" / "glm.bin", "-o", tmp_path / "imported", "--embedding-model",
+               store.model["name"], "--embedding-layer", store.model["layer"], "-q").exit_code == 0
+    r = run("pretrain", data / "el.zarr", "-e", data / "emb.zarr", "-o", tmp_path / "adapted", "--init",
+            tmp_path / "imported", "--max-steps", "2", "--batch-size", "2", "--threads", "1", "-q")
+    assert r.exit_code == 0, r.stderr
+    a = load_file(str(tmp_path / "imported" / "normalization.safetensors"))
+    b = load_file(str(tmp_path / "adapted" / "checkpoint" / "normalization.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert run("contextualize", data / "el.zarr", "-e", data / "emb.zarr", "-m", tmp_path / "adapted", "-o",
+               tmp_path / "ctx.zarr", "-q").exit_code == 0
+    # imported as the published gLM (esm2_t33_650M_UR50D, layer 33): the test embeddings are not its
+    assert run("import-glm", tmp_path / "rel" / "glm.bin", "-o", tmp_path / "published", "-q").exit_code == 0
+    assert_one_line_error(run("pretrain", data / "el.zarr", "-e", data / "emb.zarr", "-o", tmp_path / "x", "--init",
+                              tmp_path / "published"), "emb.zarr", "was trained on esm2_t33_650M_UR50D")

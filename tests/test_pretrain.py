@@ -305,3 +305,87 @@ def test_no_subcontigs_left(tmp_path, corpus):
     with pytest.raises(GlmkitError, match="no sub-contigs of at least 8 genes"):
         run_pretrain([str(tmp_path / "short.zarr")], str(corpus[1]), str(tmp_path / "m"), options())
     assert not (tmp_path / "m").exists()
+
+
+# -- --init: training that starts from a model ----------------------------------------------------------------------
+
+def _log(out):
+    rows = [line.split("\t") for line in (out / "log.tsv").read_text().splitlines()]
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("init") / "source"
+    run_pretrain([str(corpus[0])], str(corpus[1]), str(out), options(max_steps=6, lr=3e-3))
+    return out
+
+
+def test_init_starts_from_the_models_weights_and_records_them(tmp_path, corpus, source_model):
+    """With learning rate 0 the weights stay the source's, and the first validation is the source model's own
+    last validation on the same held-out contigs (same seed: the same split and masks)."""
+    from conftest import checkpoint_weights
+    from glmkit.io.files import file_sha256
+
+    els, emb = [str(corpus[0])], str(corpus[1])
+    run_pretrain(els, emb, str(tmp_path / "n"), options(max_steps=3, val_every=1, lr=0.0), init=str(source_model))
+    a, b = checkpoint_weights(source_model), checkpoint_weights(tmp_path / "n")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first, source_last = _log(tmp_path / "n")[0], [r for r in _log(source_model) if r["val_loss"]][-1]
+    assert first["step"] == "1" and source_last["step"] == "6"
+    for key in ("val_loss", "val_pseudo_accuracy", "val_mean_label_loss"):
+        assert float(first[key]) == pytest.approx(float(source_last[key]), rel=1e-6, abs=1e-7), key
+    meta = json.loads((tmp_path / "n" / "checkpoint" / "config.json").read_text())
+    assert meta["init"] == {"path": str(source_model.resolve()), "architecture": "gLM",
+                            "sha256": file_sha256(source_model / "checkpoint" / "model.safetensors")}
+    assert meta["config"] == json.loads((source_model / "checkpoint" / "config.json").read_text())["config"]
+    # a fresh optimiser: the learning rate warms up again from step 1
+    assert float(_log(tmp_path / "n")[0]["lr"]) == 0.0
+    run_pretrain(els, emb, str(tmp_path / "trained"), options(max_steps=2), init=str(source_model))
+    assert _log(tmp_path / "trained")[0]["lr"] != _log(source_model)[-1]["lr"]
+    c = checkpoint_weights(tmp_path / "trained")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_init_then_resume_equals_an_uninterrupted_init_run(tmp_path, corpus, source_model, monkeypatch):
+    els, emb, init = [str(corpus[0])], str(corpus[1]), str(source_model)
+    run_pretrain(els, emb, str(tmp_path / "straight"), options(dropout=0.1), init=init)
+    die_after_checkpoint(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(els, emb, str(tmp_path / "resumed"), options(dropout=0.1), init=init)
+    monkeypatch.undo()
+    run_pretrain(els, emb, str(tmp_path / "resumed"), options(dropout=0.1), resume=True, init=init)
+    from conftest import checkpoint_weights
+
+    a, b = checkpoint_weights(tmp_path / "straight"), checkpoint_weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = [[r for r in _log(tmp_path / d)] for d in ("straight", "resumed")]
+    assert [(r["step"], r["train_loss"], r["val_loss"]) for r in logs[0]] == \
+        [(r["step"], r["train_loss"], r["val_loss"]) for r in logs[1]]
+    meta = json.loads((tmp_path / "resumed" / "checkpoint" / "config.json").read_text())
+    assert meta["init"]["path"] == str(source_model.resolve())
+    # resumed from another model than it started from: refused
+    with pytest.raises(GlmkitUsageError, match="did not start from this model"):
+        run_pretrain(els, emb, str(tmp_path / "resumed"), options(dropout=0.1, max_steps=8), resume=True,
+                     init=str(tmp_path / "straight"))
+
+
+def test_init_refuses_other_shapes_families_and_embeddings(tmp_path, corpus, source_model, esm_checkpoint):
+    els, emb, init = [str(corpus[0])], str(corpus[1]), str(source_model)
+    with pytest.raises(GlmkitUsageError, match="--num-layers: the model's shape comes from --init"):
+        run_pretrain(els, emb, str(tmp_path / "a"), options(num_layers=3), init=init)
+    assert_one_line_error(run("pretrain", corpus[0], "-e", corpus[1], "-o", tmp_path / "b", "--init", init,
+                              "--preset", "small"), "--preset: the model's shape comes from --init", status=2)
+    assert_one_line_error(run("pretrain", corpus[0], "-o", tmp_path / "c", "--init", init, "--arch", "glm2"),
+                          "is a gLM model; --arch glm2 trains a gLM2", status=2)
+    assert_one_line_error(run("pretrain", corpus[0], "-e", corpus[1], "-o", tmp_path / "d", "--init",
+                              tmp_path / "nowhere"), "nowhere", "no such file")
+    # embeddings of another ESM2 than the model's normalisation and PCA were fitted on
+    other = tmp_path / "other_esm.pt"
+    from conftest import make_fair_esm_checkpoint
+
+    make_fair_esm_checkpoint(other, seed=5, layers=3)
+    assert run("embed", corpus[0], "-o", tmp_path / "other.zarr", "-m", other, "-q").exit_code == 0
+    assert_one_line_error(run("pretrain", corpus[0], "-e", tmp_path / "other.zarr", "-o", tmp_path / "e", "--init",
+                              init), "other.zarr", "was trained on esm2_t2_test")
+    assert not any((tmp_path / n).exists() for n in "abcde")

@@ -150,3 +150,43 @@ def test_max_minutes_zero_still_leaves_the_checkpoint_it_promises(tmp_path, elem
     assert result["step"] == 1
     meta = json.loads((tmp_path / "m" / "checkpoint" / "config.json").read_text())
     assert meta["step"] == 1 and (tmp_path / "m" / "log.tsv").read_text().count("\n") == 2
+
+
+# -- --init ------------------------------------------------------------------------------------------------------------
+
+def test_init_from_a_published_folder_trains_and_loads_back_in_contextualize(tmp_path, elements):
+    """A folder of the published layout (written by transformers' save_pretrained): --init reads the architecture
+    from it (no --arch, no preset), tokenises as the published tokenizer, and records the weights it started from."""
+    from conftest import published_glm2_folder
+    from glmkit.models.glm2.model import GLM2Config
+    from glmkit.models.glm2.tokens import PUBLISHED
+    from glmkit.models.hf_folder import read_weights, weights_sha256
+
+    folder = tmp_path / "gLM2_test"
+    published_glm2_folder(folder, GLM2Config(dim=24, depth=2, heads=4, swiglu_multiple_of=16))
+    result = run("pretrain", elements, "-o", tmp_path / "m", "--init", folder, "--context", "256", "--max-steps",
+                 "2", "--batch-size", "4", "--val-fraction", "0.2", "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((tmp_path / "m" / "checkpoint" / "config.json").read_text())
+    assert meta["architecture"] == "gLM2" and (meta["config"]["dim"], meta["config"]["depth"]) == (24, 2)
+    assert meta["tokens"] == PUBLISHED.record()
+    assert meta["init"] == {"path": str(folder.resolve()), "architecture": "gLM2",
+                            "sha256": weights_sha256(read_weights(folder)[0])}
+    result = run("contextualize", elements, "-m", tmp_path / "m", "-o", tmp_path / "ctx.zarr", "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    assert_one_line_error(run("pretrain", elements, "-o", tmp_path / "n", "--init", folder, "--hidden-size", "32"),
+                          "--hidden-size: the model's shape comes from --init", status=2)
+
+
+def test_init_from_a_checkpoint_trained_with_cls_keeps_its_tokenisation(tmp_path, elements):
+    from glmkit.models.glm2.tokens import LEGACY
+
+    run_pretrain([str(elements)], None, str(tmp_path / "old"), options(max_steps=2))
+    meta_path = tmp_path / "old" / "checkpoint" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["tokens"], meta["corpus"]["tokens"]   # as glmkit wrote checkpoints before the record
+    meta_path.write_text(json.dumps(meta))
+    run_pretrain([str(elements)], None, str(tmp_path / "new"), options(max_steps=2, preset="small", lr=0.0),
+                 init=str(tmp_path / "old"))
+    new = json.loads((tmp_path / "new" / "checkpoint" / "config.json").read_text())
+    assert new["tokens"] == LEGACY.record() and new["config"] == meta["config"]

@@ -55,6 +55,12 @@ class Pairs:
     strand: np.ndarray       # (genes,) int8
     start: np.ndarray        # (genes,) int64
     end: np.ndarray          # (genes,) int64
+    names: list | None = None          # (genes,) an annotation's names of each gene (locus tag, gene, synonyms)
+    annotated: np.ndarray | None = None  # (genes,) bool: the gene comes from an annotation (`glmkit genes`)
+
+    def __post_init__(self):
+        self.names = [()] * len(self.ids) if self.names is None else self.names
+        self.annotated = np.zeros(len(self.ids), bool) if self.annotated is None else self.annotated
 
     def __len__(self) -> int:
         return len(self.a)
@@ -78,9 +84,11 @@ def neighbour_pairs(context, element_paths: Sequence[str]) -> Pairs:
     n = len(ids)
     strand, start, end = np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n, np.int64)
     source = np.empty(n, object)
-    found = np.zeros(n, bool)
+    found, annotated = np.zeros(n, bool), np.zeros(n, bool)
+    names: list = [()] * n
     for path in element_paths:
-        for batch in ElementStore(path).batches(columns=("id", "type", "strand", "start", "end")):
+        columns = ("id", "type", "strand", "start", "end", "locus_tag", "gene", "synonyms")
+        for batch in ElementStore(path).batches(columns=columns):
             e = batch.elements
             contig_of = np.repeat(np.arange(len(batch.counts)), batch.counts)
             for i in np.flatnonzero(e["type"] == CDS):
@@ -88,14 +96,17 @@ def neighbour_pairs(context, element_paths: Sequence[str]) -> Pairs:
                 if g is not None:
                     strand[g], start[g], end[g] = e["strand"][i], e["start"][i], e["end"][i]
                     source[g], found[g] = batch.contigs["source"][contig_of[i]], True
+                    annotated[g] = batch.contigs["model"][contig_of[i]] == "annotation"
+                    names[g] = tuple(x for x in (e["locus_tag"][i], e["gene"][i], *e["synonyms"][i].split(","))
+                                     if x)
     if not found.all():
         missing = ids[np.flatnonzero(~found)[0]]
         raise GlmkitError(f"{context.path}: gene {missing} is in no element store given (pass the element stores "
                           f"that contextualize read)")
     contig_of_gene = context.gene_contigs()
     a = np.flatnonzero(contig_of_gene[:-1] == contig_of_gene[1:])
-    names = context.contig_names()
-    return Pairs(ids, a, names[contig_of_gene[a]], source, strand, start, end)
+    contig_names = context.contig_names()
+    return Pairs(ids, a, contig_names[contig_of_gene[a]], source, strand, start, end, names, annotated)
 
 
 def attention_features(context, pairs: Pairs) -> np.ndarray:
@@ -160,7 +171,10 @@ def pair_labels(pairs: Pairs, known_path: str, annotation_path: str | None) -> t
     known = read_known_operons(known_path)
     gene_of_name: dict[str, list[int]] = {}
     report: dict = {}
-    annotated = np.zeros(len(pairs.ids), bool)
+    annotated = pairs.annotated.copy()   # genes of an annotation's element store carry their names
+    for g in np.flatnonzero(annotated):
+        for name in pairs.names[g]:
+            gene_of_name.setdefault(name, []).append(g)
     if annotation_path:
         called = {(src, int(s), int(e if s > 0 else b)): g for g, (src, s, b, e) in
                   enumerate(zip(pairs.source, pairs.strand, pairs.start, pairs.end))}
@@ -180,9 +194,10 @@ def pair_labels(pairs: Pairs, known_path: str, annotation_path: str | None) -> t
     y = np.full(len(pairs), np.nan)
     index = {int(a): k for k, a in enumerate(pairs.a)}
     if known.operons is not None:
-        if not annotation_path:
-            raise GlmkitUsageError("--annotation is needed with an operon set of gene names (RegulonDB): it carries "
-                                   "the names to coordinates, and so to the called genes")
+        if not annotation_path and not annotated.any():
+            raise GlmkitUsageError("--annotation is needed with an operon set of gene names (RegulonDB) and genes "
+                                   "glmkit called: it carries the names to coordinates, and so to the called genes "
+                                   "(an element store from `glmkit genes` carries them itself)")
         operon_of = {}
         names_total = names_missing = 0
         for k, genes in enumerate(known.operons):

@@ -111,12 +111,44 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+ARCHITECTURE_OPTIONS = ("num_layers", "hidden_size", "num_heads")   # --init's model has its own
+
+
+def check_init(init: str, options: PretrainOptions) -> None:
+    """--init names a model of the --arch trained, and no option may give it another shape."""
+    from glmkit.io.files import InputFile
+    from glmkit.models.registry import family_of
+
+    if not Path(init).is_dir():
+        InputFile(init).check()
+        raise GlmkitUsageError(f"--init {init}: expected a model folder (a glmkit model, an import-glm folder, or a "
+                               f"published gLM2 folder)")
+    found = family_of(init)
+    if found.key != options.arch:
+        raise GlmkitUsageError(f"--init {init} is a {found.architecture} model; --arch {options.arch} trains a "
+                               f"{family(options.arch).architecture} (leave --arch out: --init sets it)")
+    for key in ARCHITECTURE_OPTIONS:
+        if getattr(options, key) is not None:
+            raise GlmkitUsageError(f"--{key.replace('_', '-')}: the model's shape comes from --init {init}")
+
+
+def init_record(loaded, init: str) -> dict:
+    """Where a run's weights started: the model folder and the sha256 of its weights."""
+    files = loaded.meta.get("files") or {}
+    return {"path": str(Path(init).resolve()), "architecture": loaded.meta.get("architecture"),
+            "sha256": files.get("model.safetensors") or files.get("weights")}
+
+
 def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions = PretrainOptions(),
-                 resume: bool = False, force: bool = False) -> dict:
+                 resume: bool = False, force: bool = False, init: str | None = None) -> dict:
+    """Train ``options.arch`` on the element stores (and, for the gLM, their embeddings) into ``output``.
+    ``init``: a model folder to start from (fresh optimiser and schedule; its family is ``options.arch``)."""
     from glmkit.train import distributed
 
     if options.recipe not in ("glmkit", "reference"):
         raise GlmkitUsageError(f"--recipe {options.recipe}: expected glmkit or reference")
+    if init:
+        check_init(init, options)
     options = resolved(options)
     spec = family(options.arch)
     if spec.reads_embeddings and not embedding_path:
@@ -125,20 +157,22 @@ def run_pretrain(element_paths, embedding_path, output, options: PretrainOptions
     if not spec.reads_embeddings and embedding_path:
         raise GlmkitUsageError(f"--embeddings is for the gLM: {spec.architecture} (--arch {spec.key}) reads the "
                                f"element stores' sequences")
-    spec.part("task").model_config(options)  # shapes the model cannot have are usage errors, before any work
+    if not init:
+        spec.part("task").model_config(options)  # shapes the model cannot have are usage errors, before any work
     from glmkit.io.store import require_distinct
 
     require_distinct(element_paths)
     rank, world, device_spec = distributed(options.device)
     # one run per output folder: rank 0 holds its lock (existing folders are judged below: --resume/--force)
-    claim = claim_outputs([output], force=True, inputs=_inputs(element_paths, embedding_path)) if rank == 0 \
+    claim = claim_outputs([output], force=True, inputs=[*_inputs(element_paths, embedding_path),
+                                                        *([init] if init else [])]) if rank == 0 \
         else contextlib.nullcontext()
     with claim:
         out = Path(output)
         run, created = _run_folder(out, resume, force, rank, world)
         try:
             result = _pretrain(element_paths, embedding_path, run, out, options, resume, force, rank, world,
-                               device_spec)
+                               device_spec, init)
         except BaseException:
             if rank == 0 and not (run / "checkpoint").exists() and (created or run != out):
                 remove(run)   # a folder this run made, with nothing worth keeping yet
@@ -182,7 +216,7 @@ def _replace(out: Path, run: Path) -> None:
 
 
 def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: PretrainOptions, resume: bool,
-              force: bool, rank: int, world: int, device_spec: str) -> dict:
+              force: bool, rank: int, world: int, device_spec: str, init: str | None = None) -> dict:
     """Train in ``out`` (the output, or its work folder while it replaces ``final``)."""
     from glmkit.data.split import choose_split
     from glmkit.io.checkpoint import load_checkpoint
@@ -194,7 +228,7 @@ def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: Pr
     checkpoint = out / "checkpoint"
 
     with torch_threads(options.threads) if device.type == "cpu" else contextlib.nullcontext():
-        meta = state = weights = extras = None
+        meta = state = weights = extras = loaded = None
         spec = family(options.arch)
         architecture, items = spec.architecture, spec.item_name
         if resume:
@@ -202,7 +236,18 @@ def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: Pr
                                                            extras=spec.checkpoint_extras)
             check_resumable(meta, options, world, checkpoint)
             spec.part("corpus").check_resume_inputs(meta, element_paths, embedding_path, options, checkpoint)
-        corpus = _corpus(element_paths, embedding_path, out, options, rank, world, force, final, meta)
+        if init:
+            loaded = spec.part("weights").load(init)
+            started = init_record(loaded, init)
+            if resume and (meta.get("init") or {}).get("sha256") != started["sha256"]:
+                raise GlmkitUsageError(f"--init {init}: {checkpoint} did not start from this model "
+                                       f"({(meta.get('init') or {}).get('path') or 'it started from random weights'})")
+            if spec.reads_embeddings:   # its normalisation and PCA are of one ESM2 model and layer
+                from glmkit.io.embeddings import require_same_model
+
+                require_same_model(loaded.meta.get("embedding_model") or {}, embedding_path, Path(init))
+        corpus = _corpus(element_paths, embedding_path, out, options, rank, world, force, final,
+                         meta if meta is not None else loaded.meta if loaded is not None else None)
         split, n_train, n_val = choose_split(corpus, options.val_fraction, options.seed, spec.items)
         if not n_train:
             raise GlmkitError(f"no training {items} left after holding out the validation contigs")
@@ -210,13 +255,16 @@ def _pretrain(element_paths, embedding_path, out: Path, final: Path, options: Pr
             raise GlmkitUsageError(f"--batch-size {options.batch_size}: the training split has only {n_train:,} "
                                    f"{items}; use a batch of at most that many rows, or a larger corpus")
         task, described = spec.part("task").make_task(corpus, split, options, meta, extras, checkpoint,
-                                                      embedding_path, rank, world)
+                                                      embedding_path, rank, world, loaded if not resume else None)
+        if (meta or {}).get("init") or loaded is not None:   # where the weights started, in every checkpoint
+            task.info["init"] = meta["init"] if resume else started
         log_rows = read_log(out / "log.tsv", int(state["step"]), log_columns(task)) \
             if state is not None and rank == 0 else []
-        trainer = Trainer(task, loop_options(options), out, rank, world, device, amp, state, weights, log_rows)
+        trainer = Trainer(task, loop_options(options), out, rank, world, device, amp, state, weights, log_rows,
+                          loaded.model.state_dict() if loaded is not None and not resume else None, init)
         log.info(f"pretrain: {n_train:,} training / {n_val:,} validation {items}; {described}; {world} process(es) "
                  f"on {device}, {str(amp).removeprefix('torch.')}"
-                 + (f"; resuming at step {trainer.step}" if resume else ""))
+                 + (f"; resuming at step {trainer.step}" if resume else f"; from {init}" if init else ""))
         try:
             return trainer.train()
         finally:

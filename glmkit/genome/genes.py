@@ -74,38 +74,18 @@ def train(records: Sequence[FastaRecord], source: InputFile, options: CallOption
 
 def contig_elements(name: str, length: int, genes, table: int) -> dict[str, list]:
     """The element columns of one contig: its genes in order, with IGS in the gaps of the merged CDS intervals."""
-    from glmkit.io.elements import CDS, ELEMENT_COLUMNS, IGS
+    from glmkit.genome.intergenic import contig_columns
+    from glmkit.io.elements import CDS
 
-    cols: dict[str, list] = {n: [] for n in ELEMENT_COLUMNS}
-
-    def add_igs(start: int, end: int, after: int) -> None:
-        for key, value in (("id", f"{name}_igs{after}"), ("type", IGS), ("strand", 0), ("start", start),
-                           ("end", end), ("partial_left", start == 1), ("partial_right", end == length),
-                           ("translation_table", table), ("start_type", ""), ("rbs_motif", ""),
-                           ("rbs_spacer", ""), ("aa", b"")):
-            cols[key].append(value)
-        for key in ("gc_content", "confidence", "score", "cscore", "sscore", "rscore", "uscore", "tscore"):
-            cols[key].append(float("nan"))
-        cols["nt"].append(None)  # filled in below from the contig sequence
-
-    covered_to = 0  # right end of the merged CDS intervals so far
-    for n, gene in enumerate(genes, 1):
-        if gene.begin > covered_to + 1:
-            add_igs(covered_to + 1, gene.begin - 1, n - 1)
-        covered_to = max(covered_to, gene.end)
-        for key, value in (("id", f"{name}_{n}"), ("type", CDS), ("strand", gene.strand), ("start", gene.begin),
-                           ("end", gene.end), ("partial_left", gene.partial_begin),
-                           ("partial_right", gene.partial_end), ("translation_table", gene.translation_table),
-                           ("start_type", gene.start_type), ("rbs_motif", str(gene.rbs_motif)),
-                           ("rbs_spacer", str(gene.rbs_spacer)), ("gc_content", gene.gc_cont),
-                           ("confidence", gene.confidence()), ("score", gene.score), ("cscore", gene.cscore),
-                           ("sscore", gene.sscore), ("rscore", gene.rscore), ("uscore", gene.uscore),
-                           ("tscore", gene.tscore), ("nt", gene.sequence().encode()),
-                           ("aa", gene.translate(include_stop=False).encode())):
-            cols[key].append(value)
-    if covered_to < length:
-        add_igs(covered_to + 1, length, len(genes))
-    return cols
+    cds_rows = [{"id": f"{name}_{n}", "type": CDS, "strand": gene.strand, "start": gene.begin, "end": gene.end,
+                 "partial_left": gene.partial_begin, "partial_right": gene.partial_end,
+                 "translation_table": gene.translation_table, "start_type": gene.start_type,
+                 "rbs_motif": str(gene.rbs_motif), "rbs_spacer": str(gene.rbs_spacer), "gc_content": gene.gc_cont,
+                 "confidence": gene.confidence(), "score": gene.score, "cscore": gene.cscore,
+                 "sscore": gene.sscore, "rscore": gene.rscore, "uscore": gene.uscore, "tscore": gene.tscore,
+                 "nt": gene.sequence().encode(), "aa": gene.translate(include_stop=False).encode()}
+                for n, gene in enumerate(genes, 1)]
+    return contig_columns(name, length, cds_rows, table)
 
 
 def call_contig(finder, record: FastaRecord, options: CallOptions, encoded=None) -> tuple[dict, dict]:

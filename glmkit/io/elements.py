@@ -2,7 +2,7 @@
 
 This is the spine of glmkit: every later store refers to genes by the
 ``elements/id`` strings defined here. Layout (Zarr v3, schema glmkit.elements
-version 1; docs/FORMATS.md is authoritative):
+version 3; docs/FORMATS.md is authoritative):
 
     contigs/<column>     one row per contig   (CONTIG_COLUMNS)
     contigs/offsets      int64, n_contigs + 1: elements of contig i are rows offsets[i]:offsets[i+1]
@@ -57,6 +57,15 @@ ELEMENT_COLUMNS = {
     "nt": RAGGED,              # nucleotides, in the element's orientation (IGS: forward strand)
     "aa": RAGGED,              # protein, without the stop codon's '*' (IGS: empty)
 }
+# What an annotation names a gene by (`glmkit genes`); empty for genes glmkit called itself. Written from schema
+# version 3 on; an older store reads them as empty. A batch that lacks them is written with them empty.
+ANNOTATION_COLUMNS = {
+    "locus_tag": str,
+    "gene": str,               # gene name (thrL)
+    "synonyms": str,           # other names, comma-separated: gene_synonym, old_locus_tag
+    "product": str,
+}
+ANNOTATIONS_SINCE = 3
 
 
 REQUIRED_ARRAYS = ("contigs/offsets",
@@ -119,7 +128,8 @@ class ElementStoreWriter:
         self.group = create_store(path, SCHEMA, parameters, inputs)
         contigs, elements = self.group.create_group("contigs"), self.group.create_group("elements")
         self._writers = {}
-        for prefix, group, columns in (("contigs", contigs, CONTIG_COLUMNS), ("elements", elements, ELEMENT_COLUMNS)):
+        for prefix, group, columns in (("contigs", contigs, CONTIG_COLUMNS),
+                                       ("elements", elements, {**ELEMENT_COLUMNS, **ANNOTATION_COLUMNS})):
             for name, dtype in columns.items():
                 writer = RaggedWriter(group, name) if dtype == RAGGED else ColumnWriter(group, name, dtype)
                 self._writers[f"{prefix}/{name}"] = writer
@@ -132,6 +142,8 @@ class ElementStoreWriter:
         for prefix, columns in (("contigs", batch.contigs), ("elements", batch.elements)):
             for name, values in columns.items():
                 self._writers[f"{prefix}/{name}"].extend(values)
+        for name in ANNOTATION_COLUMNS.keys() - batch.elements.keys():
+            self._writers[f"elements/{name}"].extend(np.full(len(batch.elements["id"]), "", dtype=object))
         self._offsets.extend(self._n_elements + np.cumsum(batch.counts))
         self._n_elements += int(batch.counts.sum())
         self.n_contigs += batch.n_contigs
@@ -151,15 +163,18 @@ class ElementStore:
         self.offsets = self.group["contigs/offsets"][:]
         self.n_contigs = len(self.offsets) - 1
         self.n_elements = int(self.offsets[-1])
+        self.has_annotations = self.attrs["schema_version"] >= ANNOTATIONS_SINCE
 
     def read(self, start: int = 0, stop: int | None = None, columns: Iterable[str] | None = None) -> ElementBatch:
         """Contigs ``start:stop`` and all their elements; of the elements, only ``columns`` if given (the
         sequences, ``nt`` above all, are most of a batch's memory: a reader that needs none should not pay)."""
         stop = self.n_contigs if stop is None else stop
         e0, e1 = int(self.offsets[start]), int(self.offsets[stop])
-        wanted = ELEMENT_COLUMNS if columns is None else {n: ELEMENT_COLUMNS[n] for n in columns}
+        every = {**ELEMENT_COLUMNS, **ANNOTATION_COLUMNS}
+        wanted = every if columns is None else {n: every[n] for n in columns}
         contigs = {n: read_column(self.group["contigs"], n, d, start, stop) for n, d in CONTIG_COLUMNS.items()}
-        elements = {n: read_column(self.group["elements"], n, d, e0, e1) for n, d in wanted.items()}
+        elements = {n: read_column(self.group["elements"], n, d, e0, e1) if self.has_annotations or
+                    n not in ANNOTATION_COLUMNS else np.full(e1 - e0, "", dtype=object) for n, d in wanted.items()}
         return ElementBatch(contigs, elements, np.diff(self.offsets[start:stop + 1]))
 
     def batches(self, max_elements: int = 200_000, columns: Iterable[str] | None = None) -> Iterator[ElementBatch]:

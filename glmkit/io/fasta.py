@@ -30,7 +30,7 @@ def _first_invalid(sequence: bytes, alphabet: bytes) -> int:
     return -1 if not bad else sequence.index(bad[:1])
 
 
-def _check_dna(record: FastaRecord, where: str) -> None:
+def check_dna(record: FastaRecord, where: str) -> None:
     pos = _first_invalid(record.sequence, DNA_ALPHABET)
     if pos < 0:
         return
@@ -146,7 +146,7 @@ def read_fasta(source: InputFile, alphabet: str | None = None, allow_empty: bool
     The file must hold at least one record, and no record may be empty unless
     ``allow_empty``.
     """
-    check = {"dna": _check_dna, "protein": _check_protein, "any-protein": _check_amino_acids, None: None}[alphabet]
+    check = {"dna": check_dna, "protein": _check_protein, "any-protein": _check_amino_acids, None: None}[alphabet]
     n = 0
     with source.open() as stream:
         for record in parse_fasta(stream, source.display):

@@ -59,6 +59,27 @@ def write_gff3(handle: TextIO, regions: Iterable[tuple[str, int]], records: Iter
                                 _format_score(r.score), r.strand, r.phase, attrs)) + "\n")
 
 
+def parse_gff3_line(line: str, where: str) -> GffRecord:
+    """One feature row (no comment or directive); ``where`` names the file and line in errors."""
+    cols = line.split("\t")
+    if len(cols) != 9:
+        raise GlmkitError(f"{where}: {len(cols)} columns, GFF3 has 9")
+    attributes = {}
+    for item in cols[8].strip().strip(";").split(";"):
+        if item:
+            key, _, value = item.partition("=")
+            attributes[unquote(key.strip())] = unquote(value)
+    try:
+        start, end = int(cols[3]), int(cols[4])
+    except ValueError:
+        raise GlmkitError(f"{where}: start/end are not integers") from None
+    try:
+        score = None if cols[5] == "." else float(cols[5])
+    except ValueError:
+        raise GlmkitError(f"{where}: score {cols[5]!r} is not a number") from None
+    return GffRecord(unquote(cols[0]), cols[1], cols[2], start, end, score, cols[6], cols[7], attributes)
+
+
 def read_gff3(source: InputFile, types: set[str] | None = None) -> Iterator[GffRecord]:
     """Feature rows (optionally only some types); stops at a ##FASTA section."""
     with source.open() as stream:
@@ -68,19 +89,6 @@ def read_gff3(source: InputFile, types: set[str] | None = None) -> Iterator[GffR
                 break
             if not line or line.startswith("#"):
                 continue
-            cols = line.split("\t")
-            if len(cols) != 9:
-                raise GlmkitError(f"{source.display}: line {line_no}: {len(cols)} columns, GFF3 has 9")
-            if types is not None and cols[2] not in types:
-                continue
-            attributes = {}
-            for item in cols[8].strip().strip(";").split(";"):
-                if item:
-                    key, _, value = item.partition("=")
-                    attributes[unquote(key.strip())] = unquote(value)
-            try:
-                start, end = int(cols[3]), int(cols[4])
-            except ValueError:
-                raise GlmkitError(f"{source.display}: line {line_no}: start/end are not integers") from None
-            yield GffRecord(unquote(cols[0]), cols[1], cols[2], start, end,
-                            None if cols[5] == "." else float(cols[5]), cols[6], cols[7], attributes)
+            record = parse_gff3_line(line, f"{source.display}: line {line_no}")
+            if types is None or record.type in types:
+                yield record

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # imported lazily at run time: see _zarr()
 # schema name -> the version this glmkit writes (and the newest it reads)
 log = logging.getLogger("glmkit")
 SCHEMAS = {
-    "glmkit.elements": 2,
+    "glmkit.elements": 3,
     "glmkit.embeddings": 3,
     "glmkit.context": 2,
     "glmkit.glm-corpus": 1,

@@ -7,9 +7,11 @@ A family's folder (glmkit/models/<family>/) holds, by these names:
     weights.py   load(path) -> a loaded model: glmkit checkpoints (and the family's published layouts)
     corpus.py    SCHEMA, STORE, parameters(elements, embeddings, options, meta), build(elements, embeddings,
                  out, options, meta), check_resume_inputs(meta, elements, embeddings, options, where)
-                 (meta: the checkpoint a resumed training continues, else None)
+                 (meta: the checkpoint a resumed training continues, or the model a new one starts from, else
+                 None: gLM2 tokenises as that model was trained)
     task.py      check_options(options), model_config(options, **shapes), make_task(corpus, split, options,
-                 meta, extras, checkpoint, embeddings, rank, world) -> (task for glmkit.train, description)
+                 meta, extras, checkpoint, embeddings, rank, world, init) -> (task for glmkit.train, description)
+                 (init: the loaded model a new run starts from, `pretrain --init`, else None)
     context.py   Job: what `contextualize` computes with it
 
 and its __init__.py defines SPEC, listed once in glmkit/models/registry.py.

@@ -269,6 +269,49 @@ def _call_cases() -> list[Case]:
     return c
 
 
+def _genes_cases() -> list[Case]:
+    """Annotations that cannot become elements, each with the contig of the base's FASTA."""
+    c = []
+    sequence = ">c1\n" + "ATG" + "AAA" * 98 + "TAA" + "\n"
+
+    def gff(*rows, fasta=sequence, extra=()):
+        def build(d, b):
+            write(d / "a.fna", fasta)
+            write(d / "a.gff", "##gff-version 3\n" + "".join("\t".join(r) + "\n" for r in rows))
+            return ["genes", d / "a.gff", "--fasta", d / "a.fna", "-o", d / "out.zarr", *extra]
+        return build
+
+    def row(seqid="c1", start="1", end="300", strand="+", attributes="ID=a"):
+        return (seqid, "test", "CDS", start, end, ".", strand, "0", attributes)
+
+    def genbank_without_sequence(d, b):
+        write(d / "n.gbk", "LOCUS       c1                        90 bp    DNA              UNK 01-JAN-1980\n"
+              "FEATURES             Location/Qualifiers\n     CDS             1..9\n"
+              "                     /locus_tag=\"x\"\nORIGIN\n//\n")
+        return ["genes", d / "n.gbk", "-o", d / "out.zarr"]
+
+    add = lambda name, build, *fragments, status=1: c.append(Case(f"genes-{name}", build, fragments, status))  # noqa: E731
+    add("seqid-not-in-the-fasta", gff(row(seqid="c2")), "a.gff", "sequence 'c2' is annotated but no FASTA")
+    add("cds-out-of-range", gff(row(end="303")), "a.gff: line 2", "lies outside 'c1'")
+    add("cds-not-a-multiple-of-three", gff(row(end="100")), "a.gff: line 2", "not a multiple of three")
+    add("unknown-translation-table", gff(row(attributes="ID=a;transl_table=7")), "a.gff: line 2",
+        "translation table 7 is not an NCBI genetic code")
+    add("the-same-cds-twice", gff(row(), row(attributes="ID=b")), "a.gff: line 3", "the same CDS")
+    add("one-id-on-two-contigs", gff(row(attributes="locus_tag=t1"), row(seqid="c2", attributes="locus_tag=t1"),
+                                     fasta=sequence + sequence.replace("c1", "c2")), "gene id 't1' is also the id of")
+    add("no-strand", gff(row(strand=".")), "a.gff: line 2", "strand '.'")
+    add("genbank-without-sequence", genbank_without_sequence, "n.gbk", "record c1", "holds no sequence")
+    add("gff-without-sequences", lambda d, b: ["genes", write(d / "a.gff", "##gff-version 3\n" + "\t".join(row())
+                                                              + "\n"), "-o", d / "out.zarr"],
+        "a.gff", "needs its sequences", status=2)
+    add("not-an-annotation", lambda d, b: ["genes", copy(b, "contigs.fna", d), "-o", d / "out.zarr"],
+        "contigs.fna", "neither GFF3")
+    add("output-over-the-annotation", lambda d, b: gff(row())(d, b)[:4] + ["-o", d / "a.gff", "--force"],
+        "a.gff", "is also an input")
+    add("bad-translation-table-option", gff(row(), extra=("-g", "7")), "translation table 7", status=2)
+    return c
+
+
 def _store_input_cases(command: str, build_args: Callable[[Path, Path, Path], list],
                        wrong_stage: bool = True) -> list[Case]:
     """A command reading an element store, given damaged, foreign or unfinished ones."""
@@ -931,6 +974,19 @@ def _config_cases() -> list[Case]:
     ]
 
 
+def _genbank(b: Path) -> str:
+    """A GenBank file of the base's first contig, by Biopython's writer."""
+    import io
+
+    from Bio import SeqIO
+
+    record = next(SeqIO.parse(b / "contigs.fna", "fasta"))
+    record.annotations["molecule_type"] = "DNA"
+    text = io.StringIO()
+    SeqIO.write([record], text, "genbank")
+    return text.getvalue()
+
+
 def _hostile_folder_cases() -> list[Case]:
     """A neighbour in a shared folder plants a symbolic link at the lock name of the output, pointing to a file
     of the user's: every command that writes refuses it, and the file keeps its content (nothing is written
@@ -946,6 +1002,7 @@ def _hostile_folder_cases() -> list[Case]:
     records = lambda b: [">" + r for r in (b / "proteins.faa").read_text().split(">")[1:]]  # noqa: E731
     commands = {
         "call": lambda d, b: (["call", copy(b, "contigs.fna", d), "-o", d / "o.zarr"], "o.zarr"),
+        "genes": lambda d, b: (["genes", write(d / "a.gbk", _genbank(b)), "-o", d / "o.zarr"], "o.zarr"),
         "filter": lambda d, b: (["filter", copy(b, "el.zarr", d), "-o", d / "o.zarr"], "o.zarr"),
         "embed": lambda d, b: (["embed", copy(b, "proteins.faa", d), "-m", copy(b, "esm.pt", d), "-o", d / "o.zarr"],
                                "o.zarr"),
@@ -1023,7 +1080,7 @@ def _output_over_input_cases() -> list[Case]:
 
 
 CASES: list[Case] = [*_hostile_folder_cases(), *_config_cases(), *_output_over_input_cases(),
-                     *_call_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
+                     *_call_cases(), *_genes_cases(), *_filter_cases(), *_embed_cases(), *_pretrain_cases(),
                      *_contextualize_cases(), *_glm2_cases(), *_jacobian_cases(), *_validate_cases(), *_import_export_cases(),
                      *_operon_cases(), *_paralog_cases(), *_dedup_cases()]
 

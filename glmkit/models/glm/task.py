@@ -174,19 +174,29 @@ def model_config(options, **shapes) -> GLMConfig:
                   num_heads=options.num_heads, dropout=options.dropout, **shapes)
 
 
-def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world):
-    """The gLM task: its normalisation fitted on the training proteins (or the checkpoint's)."""
-    from dataclasses import asdict
+def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world, init=None):
+    """The gLM task: its normalisation fitted on the training proteins, or the checkpoint's it resumes, or the
+    model's it starts from (``init``, a LoadedGLM: pretrain --init), whose embeddings the corpus must match."""
+    from dataclasses import asdict, replace
 
+    from glmkit.errors import GlmkitError
     from glmkit.models.glm.normalization import Normalization, fit_normalization
     from glmkit.train import shared
 
+    dim = corpus.embedding.shape[1]
     if meta is not None:
         norm = Normalization.from_checkpoint(meta, extras["normalization"], checkpoint)
         cfg = GLMConfig.from_dict(meta.get("config"), checkpoint / "config.json")
+    elif init is not None:
+        norm, cfg = init.norm, init.cfg if options.dropout is None else replace(init.cfg, dropout=options.dropout)
+        if cfg.input_dim != dim + 1:
+            raise GlmkitError(f"{init.folder}: takes {cfg.input_dim - 1}-dimensional embeddings; the corpus has "
+                              f"{dim} (embed with the model it was trained on)")
+        if options.subcontig_genes > cfg.max_position_embeddings:
+            raise GlmkitError(f"--subcontig-genes {options.subcontig_genes}: the model of {init.folder} has "
+                              f"{cfg.max_position_embeddings} positions")
     else:
         norm = shared(lambda: fit_normalization(corpus, embedding_path, split), rank, world)
-        dim = corpus.embedding.shape[1]
         cfg = model_config(options, input_dim=dim + 1, label_dim=norm.label_components.shape[1] + 1,
                            max_position_embeddings=max(512, options.subcontig_genes))
     info = {"embedding_model": corpus.attrs["embedding_model"], "options": asdict(options),

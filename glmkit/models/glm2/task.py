@@ -132,14 +132,15 @@ def model_config(options, **shapes) -> GLM2Config:
     return cfg
 
 
-def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world):
-    """The gLM2 task, with the training split's token frequencies for the unigram baseline."""
+def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, rank, world, init=None):
+    """The gLM2 task, with the training split's token frequencies for the unigram baseline; its shape the
+    checkpoint's it resumes, or the model's it starts from (``init``, a LoadedGLM2: pretrain --init)."""
     from dataclasses import asdict
 
     from glmkit.models.glm2.corpus import corpus_tokenisation, training_token_counts
 
     cfg = GLM2Config.from_dict(meta.get("config"), checkpoint / "config.json") if meta is not None \
-        else model_config(options)
+        else init.cfg if init is not None else model_config(options)
     # how its chunks were tokenised, so that every later command runs the model the same way
     tokens = corpus_tokenisation(corpus.attrs["parameters"], corpus.path)
     info = {"options": asdict(options), "corpus": corpus.attrs["parameters"], "tokens": tokens.record()}
