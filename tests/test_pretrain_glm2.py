@@ -117,8 +117,8 @@ def test_cli_errors(tmp_path, elements):
 
 
 def test_elements_longer_than_the_context_are_cut_and_trained_on(tmp_path):
-    """A 900-residue protein and a 500-residue one with --context 256: each is cut into pieces of 254 residues,
-    each piece a chunk of its own; training runs on them."""
+    """A 900-residue protein and a 500-residue one with --context 256: each is cut into pieces of 255 residues (and
+    its strand token), each piece a chunk of its own; training runs on them."""
     store = build_store(tmp_path / "el.zarr", [(f"c{i}", 9000, [cds(aa=b"M" + b"ACDEFGHIKL" * 90),
                                                                  cds(aa=b"MKV" * 166)]) for i in range(6)])
     result = run_pretrain([str(store)], None, str(tmp_path / "m"), options(max_steps=2, val_every=2))

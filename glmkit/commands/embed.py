@@ -217,7 +217,7 @@ def _embed(inputs: Sequence[str], output: str, map_path: str | None, options: Em
             with open(tmp, "w") as fh:
                 write_tsv(fh, MAP_COLUMNS, ((pid, h, representative[h]) for pid, h in proteins))
     if todo:
-        log.info(f"embed: {todo:,} proteins in {elapsed:.1f} s ({todo / elapsed:.1f} proteins/s)")
+        log.info(f"embed: {todo:,} proteins in {elapsed:.2f} s ({todo / elapsed:.1f} proteins/s)")
     return {"proteins": len(proteins), "distinct": len(sequences), "embedded": todo, "reused": plan.n_copied,
             "seconds": elapsed}
 
