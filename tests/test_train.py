@@ -324,3 +324,56 @@ def test_read_log_drops_rows_after_the_step_and_a_row_cut_short(tmp_path):
                                                                          ["2", "0.8", "", "2.0"]]
     log.write_text("step\tloss\tseconds\n1\t0.9\t1.0\n2\t0.8")
     assert read_log(log, 10) == [["1", "0.9", "1.0"]]
+
+
+# -- what a training step makes the host wait for ------------------------------------------------------------------
+
+HOST_SYNCS = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::masked_select", "aten::is_nonzero")
+
+
+def host_syncs(events) -> list[str]:
+    """The host-synchronising operators among profiled events, less those inside the fused AdamW: on CPU its kernel
+    reads each parameter's step count with item() from a CPU tensor (no device to wait for); on CUDA the fused
+    kernel takes the step counts on the device."""
+    def in_fused_adamw(e) -> bool:
+        while e is not None:
+            if e.name == "aten::_fused_adamw_":
+                return True
+            e = e.cpu_parent
+        return False
+
+    return [e.name for e in events if e.name in HOST_SYNCS and not in_fused_adamw(e)]
+
+
+@pytest.mark.parametrize("arch", ["glm", "glm2"])
+def test_a_training_step_has_no_host_synchronisation(corpus, tmp_path, monkeypatch, arch):
+    """From the batch's arrival to the optimiser step (forward, loss, backward, clipping, AdamW) nothing reads a
+    tensor's value back or makes a shape from one: on a GPU each such operator stalls the launch queue. torch's
+    profiler on CPU sees every operator the GPU would run; before the flat positions came with the batch the gLM's
+    step had 2 (aten::nonzero of the real and of the masked genes), gLM2's 3 (boolean indexing by the mask)."""
+    from glmkit.train import Trainer
+
+    counted: list = []
+    original = Trainer._optimizer_step
+
+    def profiled(self, micro, loss_sum, bad):
+        if self.step != 1:
+            return original(self, micro, loss_sum, bad)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            result = original(self, micro, loss_sum, bad)
+        counted.append({e.name for e in prof.events()})
+        counted.append(host_syncs(prof.events()))
+        return result
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", profiled)
+    els, emb = [str(corpus[0])], str(corpus[1])
+    common = dict(max_steps=2, batch_size=4, val_every=10, checkpoint_every=10, log_every=10, threads=1,
+                  val_fraction=0.2, grad_clip=1.0)
+    if arch == "glm":
+        run_pretrain(els, emb, str(tmp_path / "m"), PretrainOptions(preset="tiny", subcontig_genes=15,
+                                                                    min_subcontig_genes=8, **common))
+    else:
+        run_pretrain(els, None, str(tmp_path / "m"), PretrainOptions(arch="glm2", preset="tiny", context=256, **common))
+    names, syncs = counted
+    assert "aten::addmm" in names or "aten::mm" in names or "aten::linear" in names   # the step was profiled
+    assert syncs == []

@@ -186,14 +186,15 @@ class GLM(nn.Module):
         x, at, attentions = self._genes(features, segments, need_weights, layers)
         return rows_of(x, at, segments.shape), attentions
 
-    def _genes(self, features, segments, need_weights=False, layers=None):
-        """encode's work: the real genes' hidden states (N, H), their flat positions ``at`` (N,), attentions."""
+    def _genes(self, features, segments, need_weights=False, layers=None, at=None):
+        """encode's work: the real genes' hidden states (N, H), their flat positions ``at`` (N,) (given, or found
+        from ``segments``), attentions."""
         real = segments > 0                                                   # (B, L)
         allowed = (segments[:, :, None] == segments[:, None, :]) & real[:, None, :]
         allowed = allowed[:, None]                                            # (B, 1, L, L)
         # The real genes' flat positions, found once: every later gather and scatter uses them; a boolean mask
         # in each would make the host wait for the GPU each time (bench/tricks.py gpu-indexing)
-        at = flat_positions(real)                                             # (N,)
+        at = flat_positions(real) if at is None else at                       # (N,)
         x = features.flatten(0, 1).index_select(0, at)                        # (N, input_dim)
         x = self.dropout(self.input_norm(self.input_projection(x) + self.token_type))  # (N, H)
         attentions = []
@@ -202,14 +203,15 @@ class GLM(nn.Module):
             attentions.append(probs)
         return x, at, (attentions if need_weights else None)
 
-    def forward(self, features, segments, need_weights=False, only=None):
+    def forward(self, features, segments, need_weights=False, only=None, real_at=None):
         """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None.
 
         only: (B, L) bool: the heads run on these genes alone (training needs the masked ones) and predictions
         come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``; or those genes' flat
         positions (N,) int64, ``flat_positions(only)``, from a caller that needs them too (one host sync less).
+        real_at: the real genes' flat positions, ``flat_positions(segments > 0)``, if the caller has them.
         """
-        x, at, attentions = self._genes(features, segments, need_weights)    # (N, H): the real genes
+        x, at, attentions = self._genes(features, segments, need_weights, at=real_at)   # (N, H): the real genes
         hidden = rows_of(x, at, segments.shape)
         if only is not None:
             at = only if only.dtype == torch.int64 else flat_positions(only)

@@ -99,14 +99,18 @@ class GLMTask(PackedTask):
             count = sum(len(r) for r in rows) * self.capacity  # every position of 30-gene rows, one per sub-contig
         else:
             count = int(masked.sum())
+        # the real and the masked genes' flat positions, found here on the host: on a GPU, finding them from the
+        # masks would make the host wait for the device inside the step (tests/test_train.py counts such waits)
         return {"features": features, "labels": labels, "segments": segments, "masked": masked, "count": count,
-                "units": int((segments > 0).sum())}
+                "units": int((segments > 0).sum()), "real_at": np.flatnonzero(segments.ravel() > 0),
+                "masked_at": np.flatnonzero(masked.ravel())}
 
     # -- loss and metrics --------------------------------------------------------------------------------------
 
     def _heads(self, model, batch):
-        at = flat_positions(batch["masked"])                                  # (N,): found once (a GPU sync)
-        _, p, lg, _ = model(batch["features"], batch["segments"], only=at)  # heads on the masked genes alone
+        at = batch["masked_at"] if "masked_at" in batch else flat_positions(batch["masked"])   # (N,)
+        _, p, lg, _ = model(batch["features"], batch["segments"], only=at,       # heads on the masked genes alone
+                            real_at=batch.get("real_at"))
         y = batch["labels"].flatten(0, 1).index_select(0, at)                # (N, D), in p's order
         loss_sum, closest = closest_loss_sum(p.float(), lg.float(), y)
         if self.recipe.name == "reference":  # unmasked positions: CE of zero logits against index 0, log 4 each

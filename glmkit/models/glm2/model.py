@@ -127,10 +127,13 @@ class GLM2(nn.Module):
         return x
 
     def forward(self, tokens, segments, only=None):
-        """Logits (B, L, vocab) and hidden states (B, L, D); with ``only`` (B, L) bool, the logits of those
-        positions alone (N, vocab): the loss needs the masked tokens' only."""
-        hidden = self.encode(tokens, segments)
-        return self.head(self.head_norm(hidden if only is None else hidden[only])), hidden
+        """Logits (B, L, vocab) and hidden states (B, L, D); with ``only``, the logits of those positions alone
+        (N, vocab), the loss needing the masked tokens' only: a (B, L) bool mask, or its flat positions (N,) int64
+        (no host sync: the host knows them)."""
+        hidden = self.encode(tokens, segments)                                # (B, L, D)
+        x = hidden if only is None else \
+            hidden.flatten(0, 1).index_select(0, only) if only.dtype == torch.int64 else hidden[only]   # (N, D)
+        return self.head(self.head_norm(x)), hidden
 
 
 def chunk_positions(segments: torch.Tensor) -> torch.Tensor:

@@ -73,15 +73,17 @@ class GLM2Task(PackedTask):
             rng = np.random.default_rng([self.seed, step + 1, row])
             inputs[b], chosen[b] = mask_tokens(targets[b], rng, self.mask_fraction,
                                                corrupt=step != self.VALIDATION_STREAM)
+        # the chosen tokens' flat positions, found here on the host: on a GPU, boolean indexing by the mask would make
+        # the host wait for the device inside the step (tests/test_train.py counts such waits)
         return {"tokens": inputs, "segments": segments, "targets": targets, "masked": chosen,
-                "count": int(chosen.sum()), "units": int((segments > 0).sum())}
+                "count": int(chosen.sum()), "units": int((segments > 0).sum()), "masked_at": np.flatnonzero(chosen.ravel())}
 
     # -- loss and metrics --------------------------------------------------------------------------------------
 
     def _logits(self, model, batch):
-        m = batch["masked"]
-        logits, _ = model(batch["tokens"], batch["segments"], only=m)         # (N, vocab): the chosen tokens only
-        return logits.float(), batch["targets"][m]                            # (N, vocab), (N,)
+        at = batch["masked_at"] if "masked_at" in batch else batch["masked"].flatten().nonzero().squeeze(1)
+        logits, _ = model(batch["tokens"], batch["segments"], only=at)        # (N, vocab): the chosen tokens only
+        return logits.float(), batch["targets"].flatten().index_select(0, at)  # (N, vocab), (N,)
 
     def loss(self, model, batch):
         logits, targets = self._logits(model, batch)

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""What one training step launches: operators and host synchronisations, counted by torch's profiler on CPU.
+
+    python bench/step_ops.py [--arch glm|glm2|both] [--step 3]
+
+Runs `glmkit pretrain` itself (run_pretrain, the command's library entry) on a synthetic corpus at the paper's
+shapes — gLM: 19 layers, hidden 1280, 10 heads, 1280-dim embeddings; gLM2: the 150M preset (30 layers, dim 640)
+at --context 512 — with a small batch (operator counts do not depend on the batch size), and profiles the
+optimiser step number --step (batch arrival to optimiser step: forward, loss, backward, clipping, AdamW). On a
+GPU every operator counted here is at least one kernel launch, and every host synchronisation stalls the launch
+queue: the numbers bound what `--compile` or CUDA graphs must remove (issue 37).
+
+Printed per task: top-level aten operators in the step (and per layer), the host-synchronising ones by name
+(aten::nonzero — boolean-mask indexing —, aten::item / _local_scalar_dense, masked_select), and the most
+frequent operators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNCS = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::masked_select", "aten::unique",
+         "aten::is_nonzero")
+# operators that make a view of their input: no kernel on a GPU
+VIEWS = {f"aten::{n}" for n in ("detach", "reshape", "t", "permute", "transpose", "view", "squeeze", "unsqueeze",
+                                "expand", "as_strided", "slice", "select", "alias", "_unsafe_view", "split", "chunk",
+                                "narrow", "flatten", "unflatten", "unbind", "view_as", "expand_as", "_reshape_alias")}
+
+
+def inside(e, name: str) -> bool:
+    while e is not None:
+        if e.name == name:
+            return True
+        e = e.cpu_parent
+    return False
+
+
+def top_level_aten(events) -> list:
+    """aten operators not called from another aten operator: what the step itself dispatches."""
+    out = []
+    for e in events:
+        if not e.name.startswith("aten::"):
+            continue
+        parent = e.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if parent is None:
+            out.append(e)
+    return out
+
+
+def profile_step(arch: str, step: int, work: Path) -> dict:
+    from glmkit.commands.pretrain import PretrainOptions, run_pretrain
+    from glmkit.data.synthetic import SyntheticSpec, write_corpus
+    from glmkit.train import Trainer
+
+    corpus = work / "synthetic"
+    if not (corpus / "train.zarr").exists():
+        write_corpus(corpus, SyntheticSpec(train_genomes=8, test_genomes=2, genes_per_genome=120, families=60,
+                                           operon_templates=10, dim=1280, intergenic=True,
+                                           protein_grammar="markov"))
+    found: dict = {}
+    original = Trainer._optimizer_step
+
+    def profiled(self, micro, loss_sum, bad):
+        if self.step != step - 1:
+            return original(self, micro, loss_sum, bad)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            result = original(self, micro, loss_sum, bad)
+        events = prof.events()
+        top = top_level_aten(events)
+        # the CPU fused AdamW reads each parameter's step count with item() from a CPU tensor: no device to wait
+        # for (on CUDA the fused kernel takes the step counts on the device), so it is counted apart
+        found.update(top=len(top), all=sum(e.name.startswith("aten::") for e in events),
+                     compute=sum(e.name not in VIEWS for e in top),
+                     syncs=collections.Counter(e.name for e in events if e.name in SYNCS
+                                               and not inside(e, "aten::_fused_adamw_")),
+                     adamw_items=sum(e.name == "aten::item" and inside(e, "aten::_fused_adamw_") for e in events),
+                     common=collections.Counter(e.name for e in top).most_common(12),
+                     layers=self.task.cfg.num_layers if hasattr(self.task.cfg, "num_layers") else self.task.cfg.depth)
+        return result
+
+    Trainer._optimizer_step = profiled
+    try:
+        if arch == "glm":
+            options = PretrainOptions(preset="paper", max_steps=step, batch_size=2, val_every=10_000,
+                                      checkpoint_every=10_000, log_every=10_000, threads=2, warmup_steps=1)
+            run_pretrain([str(corpus / "train.zarr")], str(corpus / "embeddings.zarr"), str(work / "glm"), options,
+                         force=True)
+        else:
+            options = PretrainOptions(arch="glm2", preset="150M", context=512, max_steps=step, batch_size=1,
+                                      val_every=10_000, checkpoint_every=10_000, log_every=10_000, threads=2,
+                                      warmup_steps=1)
+            run_pretrain([str(corpus / "train.zarr")], None, str(work / "glm2"), options, force=True)
+    finally:
+        Trainer._optimizer_step = original
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=("glm", "glm2", "both"), default="both")
+    parser.add_argument("--step", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in (("glm", "glm2") if args.arch == "both" else (args.arch,)):
+            found = profile_step(arch, args.step, Path(tmp))
+            print(f"\n{arch}: step {args.step}, {found['layers']} layers: {found['top']:,} top-level aten operators "
+                  f"({found['top'] / found['layers']:.0f} per layer; {found['all']:,} counting nested ones), "
+                  f"{found['compute']:,} of them not views ({found['compute'] / found['layers']:.0f} per layer)")
+            print(f"  host-synchronising operators: {dict(found['syncs']) or 'none'} (and {found['adamw_items']} "
+                  f"item() inside the CPU fused AdamW, on CPU tensors)")
+            print("  most frequent: " + ", ".join(f"{name.removeprefix('aten::')} {n}" for name, n in found["common"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
