@@ -39,8 +39,7 @@ def run_genes(annotations: Sequence[str], output: str, fastas: Sequence[str] = (
     counts (CDS, IGS, pseudogenes, RNA genes, isoforms, ...)."""
     from glmkit.genome.annotation import Translator, codon_table, contig_elements
     from glmkit.io.annotations import read_annotated_contigs
-    from glmkit.io.elements import ElementStoreWriter, fasta_records
-    from glmkit.io.fasta import write_fasta
+    from glmkit.io.elements import ElementStoreWriter
 
     sources = [InputFile(p) for p in annotations]
     fasta_sources = [InputFile(p) for p in fastas]
@@ -68,10 +67,10 @@ def run_genes(annotations: Sequence[str], output: str, fastas: Sequence[str] = (
                 bp += len(contig.sequence)
                 bar.update(len(contig.sequence))
                 if bp >= BATCH_BP:
-                    _write(writer, faa, pending, counts, fasta_records, write_fasta)
+                    _write(writer, faa, pending, counts)
                     pending, bp = [], 0
             if pending:
-                _write(writer, faa, pending, counts, fasta_records, write_fasta)
+                _write(writer, faa, pending, counts)
             if not counts["contigs"]:
                 raise GlmkitUsageError("no contigs in the inputs")
             writer.close(inputs=inputs, summary={"stats": dict(sorted(counts.items()))})
@@ -82,7 +81,11 @@ def run_genes(annotations: Sequence[str], output: str, fastas: Sequence[str] = (
     return dict(counts)
 
 
-def _write(writer, faa, pending, counts, fasta_records, write_fasta) -> None:
+def _write(writer, faa, pending, counts: Counter) -> None:
+    """One batch of contigs into the store (and their proteins into the FASTA)."""
+    from glmkit.io.elements import fasta_records
+    from glmkit.io.fasta import write_fasta
+
     batch = _batch(pending)
     writer.write(batch)
     counts["igs"] += len(batch.elements["id"]) - batch.n_cds
