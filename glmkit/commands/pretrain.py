@@ -81,7 +81,8 @@ def check_resumable(meta: dict, options: PretrainOptions, world: int, where: Pat
 def _corpus(element_paths, embedding_path, out: Path, options: PretrainOptions, rank: int, world: int,
             force: bool = False, final: Path | None = None, meta: dict | None = None):
     """The family's corpus store, built (rank 0, under its lock) unless one built from these very inputs is there
-    (or, for a run replacing ``final``, in the old output). ``meta``: the checkpoint a resumed run continues."""
+    (or, for a run replacing ``final``, in the old output). ``meta``: the checkpoint a resumed run continues, or
+    the model an --init run starts from (gLM2 tokenises as it was trained)."""
     from glmkit.io.store import built_from, reuse_or_build
 
     spec = family(options.arch)
