@@ -232,6 +232,17 @@ def test_a_genbank_record_without_sequence_is_refused(tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+def test_a_sequence_given_twice_is_refused_before_anything_is_written(tmp_path):
+    record, _ = flat_record()
+    SeqIO.write([record], tmp_path / "a.gbk", "genbank")
+    SeqIO.write([record], tmp_path / "b.embl", "embl")
+    assert_one_line_error(run("genes", tmp_path / "a.gbk", tmp_path / "b.embl", "-o", tmp_path / "o.zarr", "-q"),
+                          "b.embl", "duplicate sequence name 'KK037166.1'", "a.gbk")
+    assert_one_line_error(run("genes", tmp_path / "a.gbk", "--fasta", tmp_path / "a.gbk", "-o", tmp_path / "o.zarr"),
+                          "--fasta goes with GFF3 annotations", status=2)
+    assert not (tmp_path / "o.zarr").exists()
+
+
 def test_a_gff_without_sequences_asks_for_them(tmp_path):
     args = _gff(tmp_path, ("c1", "x", "CDS", "1", "300", ".", "+", "0", "ID=a"))
     assert_one_line_error(run(*args[:2], "-o", tmp_path / "o.zarr"), "a.gff", "needs its sequences", status=2)

@@ -89,7 +89,9 @@ def read_annotated_contigs(annotations: Sequence[InputFile], fastas: Sequence[In
     gff_circular: set[str] = set()
     embedded: list[tuple[InputFile, int]] = []
     kinds = [annotation_format(source) for source in annotations]
-    for source, kind in zip(annotations, kinds):
+    if fastas and "gff3" not in kinds:
+        raise GlmkitUsageError("--fasta goes with GFF3 annotations; GenBank and EMBL files hold their sequences")
+    for source, kind in zip(annotations, kinds):   # the GFF3 features first: small, and the checks need them
         if kind == "gff3":
             features, circular, fasta_line = _read_gff3(source)
             for seqid, found in features.items():
@@ -99,23 +101,25 @@ def read_annotated_contigs(annotations: Sequence[InputFile], fastas: Sequence[In
             gff_circular |= circular
             if fasta_line:
                 embedded.append((source, fasta_line))
-        else:
-            yield from _read_flat_file(source, kind)
+            elif not fastas:
+                raise GlmkitUsageError(f"{source.display}: a GFF3 without a ##FASTA section needs its sequences "
+                                       f"(--fasta FILE)")
+    seen: dict[str, str] = {}
+
+    def unique(contig: AnnotatedContig) -> AnnotatedContig:
+        if contig.name in seen:
+            raise GlmkitError(f"{contig.where}: duplicate sequence name '{contig.name}' (also in {seen[contig.name]})")
+        seen[contig.name] = contig.where
+        return contig
+
+    for source, kind in zip(annotations, kinds):
+        if kind != "gff3":
+            yield from map(unique, _read_flat_file(source, kind))
     if "gff3" not in kinds:
-        if fastas:
-            raise GlmkitUsageError("--fasta goes with GFF3 annotations; GenBank and EMBL files hold their sequences")
         return
-    bare = [s for s, k in zip(annotations, kinds) if k == "gff3" and s not in {e for e, _ in embedded}]
-    if bare and not fastas:
-        raise GlmkitUsageError(f"{bare[0].display}: a GFF3 without a ##FASTA section needs its sequences "
-                               f"(--fasta FILE)")
-    seen = set()
     for record, display in _sequences(fastas, embedded):
-        if record.name in seen:
-            raise GlmkitError(f"{display}: duplicate sequence name '{record.name}'")
-        seen.add(record.name)
-        yield AnnotatedContig(record.name, record.sequence, record.name in gff_circular,
-                              gff_features.get(record.name, []), display)
+        yield unique(AnnotatedContig(record.name, record.sequence, record.name in gff_circular,
+                                     gff_features.get(record.name, []), display))
     missing = [seqid for seqid in gff_features if seqid not in seen]
     if missing:
         raise GlmkitError(f"{gff_where[missing[0]]}: sequence '{missing[0]}' is annotated but no FASTA given has it"
