@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +33,54 @@ SYNCS = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::mask
 VIEWS = {f"aten::{n}" for n in ("detach", "reshape", "t", "permute", "transpose", "view", "squeeze", "unsqueeze",
                                 "expand", "as_strided", "slice", "select", "alias", "_unsafe_view", "split", "chunk",
                                 "narrow", "flatten", "unflatten", "unbind", "view_as", "expand_as", "_reshape_alias")}
+
+
+# operators that launch nothing on a GPU: allocations, metadata, conjugation flags; host reads are counted as
+# synchronisations instead
+NO_KERNEL = VIEWS | {f"aten::{n}" for n in ("empty", "empty_like", "empty_strided", "resize_", "resolve_conj",
+                                            "resolve_neg", "result_type", "set_", "lift_fresh", "detach_", "item",
+                                            "_local_scalar_dense", "is_nonzero")}
+
+
+@functools.cache
+def composite(name: str) -> bool:
+    """Whether an aten operator is only a composition of others (CompositeImplicitAutograd, no kernel of its own:
+    matmul, linear, layer_norm, einsum, dropout, a `to`), whose parts are what runs."""
+    packet = getattr(torch.ops.aten, name.removeprefix("aten::"), None)
+    keys = set()
+    for overload in (packet.overloads() if packet is not None else []):
+        qualified = name if overload == "default" else f"{name}.{overload}"
+        for key in ("CPU", "CompositeImplicitAutograd"):
+            try:
+                if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key):
+                    keys.add(key)
+            except RuntimeError:   # an overload of TorchScript's (aten::gt.int): no dispatcher entry
+                pass
+    return keys == {"CompositeImplicitAutograd"}
+
+
+def _launches(e) -> bool:
+    if "cpp_fused" in e.name:     # a kernel inductor generated (each one event under enable_kernel_profile)
+        return True
+    return e.name.startswith(("aten::", "mkldnn::")) and e.name not in NO_KERNEL and not composite(e.name)
+
+
+def kernel_launches(events) -> collections.Counter:
+    """What a GPU would launch, by name: every outermost operator that has a kernel of its own — one launch,
+    whatever its CPU implementation calls inside (CPU bmm copies strided inputs; CPU fused AdamW and foreach
+    operators loop over tensors: one multi-tensor launch group on CUDA) —, the parts of composite operators, and
+    inductor's generated kernels. The same rule for eager and compiled steps; inductor fuses somewhat differently
+    for CUDA (Triton) than for CPU, so the compiled count is an estimate of a GPU's."""
+    found: collections.Counter = collections.Counter()
+    for e in events:
+        if not _launches(e):
+            continue
+        parent = e.cpu_parent
+        while parent is not None and not _launches(parent):
+            parent = parent.cpu_parent
+        if parent is None:
+            found["inductor kernel" if "cpp_fused" in e.name else e.name] += 1
+    return found
 
 
 def inside(e, name: str) -> bool:
@@ -56,7 +105,11 @@ def top_level_aten(events) -> list:
     return out
 
 
-def profile_step(arch: str, step: int, work: Path) -> dict:
+MODES = {"eager": {}, "static": {"static_shapes": True},
+         "compiled": {"static_shapes": True, "compile_model": True}}
+
+
+def profile_step(arch: str, step: int, work: Path, mode: str = "eager") -> dict:
     from glmkit.commands.pretrain import PretrainOptions, run_pretrain
     from glmkit.data.synthetic import SyntheticSpec, write_corpus
     from glmkit.train import Trainer
@@ -76,6 +129,7 @@ def profile_step(arch: str, step: int, work: Path) -> dict:
             result = original(self, micro, loss_sum, bad)
         events = prof.events()
         top = top_level_aten(events)
+        launches = kernel_launches(events)
         # the CPU fused AdamW reads each parameter's step count with item() from a CPU tensor: no device to wait
         # for (on CUDA the fused kernel takes the step counts on the device), so it is counted apart
         found.update(top=len(top), all=sum(e.name.startswith("aten::") for e in events),
@@ -84,20 +138,24 @@ def profile_step(arch: str, step: int, work: Path) -> dict:
                                                and not inside(e, "aten::_fused_adamw_")),
                      adamw_items=sum(e.name == "aten::item" and inside(e, "aten::_fused_adamw_") for e in events),
                      common=collections.Counter(e.name for e in top).most_common(12),
+                     launches=sum(launches.values()), common_launches=launches.most_common(10),
                      layers=self.task.cfg.num_layers if hasattr(self.task.cfg, "num_layers") else self.task.cfg.depth)
         return result
 
     Trainer._optimizer_step = profiled
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.enable_kernel_profile = True   # each generated kernel an event of the profiler
     try:
         if arch == "glm":
             options = PretrainOptions(preset="paper", max_steps=step, batch_size=2, val_every=10_000,
-                                      checkpoint_every=10_000, log_every=10_000, threads=2, warmup_steps=1)
+                                      checkpoint_every=10_000, log_every=10_000, threads=2, warmup_steps=1, **MODES[mode])
             run_pretrain([str(corpus / "train.zarr")], str(corpus / "embeddings.zarr"), str(work / "glm"), options,
                          force=True)
         else:
             options = PretrainOptions(arch="glm2", preset="150M", context=512, max_steps=step, batch_size=1,
                                       val_every=10_000, checkpoint_every=10_000, log_every=10_000, threads=2,
-                                      warmup_steps=1)
+                                      warmup_steps=1, **MODES[mode])
             run_pretrain([str(corpus / "train.zarr")], None, str(work / "glm2"), options, force=True)
     finally:
         Trainer._optimizer_step = original
@@ -107,17 +165,26 @@ def profile_step(arch: str, step: int, work: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=("glm", "glm2", "both"), default="both")
+    parser.add_argument("--modes", default="eager,static,compiled",
+                        help="comma-separated: eager (pretrain's default step), static (--static-shapes), "
+                             "compiled (--static-shapes --compile)")
     parser.add_argument("--step", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for arch in (("glm", "glm2") if args.arch == "both" else (args.arch,)):
-            found = profile_step(arch, args.step, Path(tmp))
-            print(f"\n{arch}: step {args.step}, {found['layers']} layers: {found['top']:,} top-level aten operators "
-                  f"({found['top'] / found['layers']:.0f} per layer; {found['all']:,} counting nested ones), "
-                  f"{found['compute']:,} of them not views ({found['compute'] / found['layers']:.0f} per layer)")
-            print(f"  host-synchronising operators: {dict(found['syncs']) or 'none'} (and {found['adamw_items']} "
-                  f"item() inside the CPU fused AdamW, on CPU tensors)")
-            print("  most frequent: " + ", ".join(f"{name.removeprefix('aten::')} {n}" for name, n in found["common"]))
+            baseline = None
+            for mode in args.modes.split(","):
+                found = profile_step(arch, args.step, Path(tmp), mode)
+                baseline = baseline or found["launches"]
+                per = found["layers"]
+                print(f"\n{arch} {mode}: step {args.step}, {per} layers: {found['launches']:,} kernel launches "
+                      f"({found['launches'] / per:.0f} per layer; {found['launches'] / baseline:.2f} of "
+                      f"{args.modes.split(',')[0]}'s); {found['top']:,} top-level aten operators "
+                      f"({found['compute']:,} not views)")
+                print(f"  host-synchronising operators: {dict(found['syncs']) or 'none'} (and "
+                      f"{found['adamw_items']} item() inside the CPU fused AdamW, on CPU tensors)")
+                print("  most launched: " + ", ".join(f"{name.removeprefix('aten::')} {n}"
+                                                      for name, n in found["common_launches"]))
     return 0
 
 

@@ -378,6 +378,10 @@ def embed_command(inputs, output, map_path, force, long_mode, threads, **params)
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model for training: fused kernels and far fewer launches, for GPUs, where an "
                    "eager step of a small batch is bound by the host (the first steps pay the compilation).")
+@click.option("--static-shapes", is_flag=True,
+              help="Every training step the same tensor shapes (padding positions computed, the loss weighted to "
+                   "the masked ones): with --compile, one graph without dynamic shapes and, on one GPU, CUDA graphs "
+                   "replaying the step.")
 @device_options
 @threads_option
 @force_option

@@ -114,6 +114,7 @@ class PretrainOptions:
     precision: str = "auto"
     threads: int = 1
     compile_model: bool = False
+    static_shapes: bool = False     # every step the same tensor shapes (CUDA graphs; see glmkit/train.py)
 
 
 # -- contextualize ----------------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class LoopOptions:
     precision: str = "auto"
     threads: int = 1
     compile_model: bool = False      # torch.compile the training forward (validation and checkpoints: the model)
+    static_shapes: bool = False      # the task's batches have one shape (compiled without dynamic shapes; CUDA graphs)
 
 
 # -- processes --------------------------------------------------------------------------------------------------
@@ -207,8 +208,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        if options.compile_model:  # shapes vary from batch to batch (genes per row, masked genes): dynamic
-            self.ddp = torch.compile(self.ddp, dynamic=True)
+        # --static-shapes on one GPU: the compiled step is captured as a CUDA graph and replayed (one launch for
+        # the forward, one for the backward); multi-process runs keep the default mode (DDP's buckets sync)
+        self.cuda_graphs = options.compile_model and options.static_shapes and device.type == "cuda" and world == 1
+        if options.compile_model:  # without --static-shapes, shapes vary (genes per row, masked genes): dynamic
+            self.ddp = torch.compile(self.ddp, dynamic=not options.static_shapes,
+                                     mode="reduce-overhead" if self.cuda_graphs else None)
 
     # -- pieces -----------------------------------------------------------------------------------------------
 
@@ -264,6 +269,8 @@ class Trainer:
         for k, batch in enumerate(micro):
             inner = k < len(micro) - 1 and self.world > 1
             with (self.ddp.no_sync() if inner else contextlib.nullcontext()):
+                if self.cuda_graphs:  # the last replay's outputs are consumed: its memory may be reused
+                    torch.compiler.cudagraph_mark_step_begin()
                 with self._autocast():
                     part, _ = self.task.loss(self.ddp, self._tensors(batch))
                 part = part.double()

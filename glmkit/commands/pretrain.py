@@ -62,7 +62,7 @@ def loop_options(o: PretrainOptions):
                        eps=1e-6 if reference else 1e-8, grad_clip=None if reference else o.grad_clip,
                        val_every=o.val_every, checkpoint_every=o.checkpoint_every, log_every=o.log_every,
                        seed=o.seed, device=o.device, precision=o.precision, threads=o.threads,
-                       compile_model=o.compile_model)
+                       compile_model=o.compile_model, static_shapes=o.static_shapes)
 
 
 def check_resumable(meta: dict, options: PretrainOptions, world: int, where: Path) -> None:

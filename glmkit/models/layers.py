@@ -90,7 +90,9 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
+            # torch.compile: its own fused random numbers (the bit trick below is an in-place random_, which
+            # would break the compiled graph at every dropout)
             return nn.functional.dropout(x, self.p, True)
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # 64 uniform bits each

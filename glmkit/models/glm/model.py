@@ -94,15 +94,15 @@ class SelfAttention(nn.Module):
         self.dropout = Dropout(cfg.dropout)  # of the attention probabilities
 
     def forward(self, x, at, allowed, need_weights=False):
-        # x: (N, H) the real genes of the batch; at: (N,) their flat positions in the (B, L) rows;
-        # allowed: (B, 1, L, L) bool, may query l attend to key r
+        # x: (N, H) the real genes of the batch; at: (N,) their flat positions in the (B, L) rows, or None: x holds
+        # every position (N = B*L); allowed: (B, 1, L, L) bool, may query l attend to key r
         B, L = allowed.shape[0], allowed.shape[-1]
         N, H = x.shape
 
         # one GEMM for q, k and v (the parameters stay separate, named as in the reference)
         qkv = linear(x, torch.cat([self.query.weight, self.key.weight, self.value.weight]),
                        torch.cat([self.query.bias, self.key.bias, self.value.bias]))          # (N, 3H)
-        rows = qkv.new_zeros(B * L, 3 * H).index_copy(0, at, qkv)                          # (B*L, 3H)
+        rows = qkv if at is None else qkv.new_zeros(B * L, 3 * H).index_copy(0, at, qkv)   # (B*L, 3H)
         q, k, v = rows.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, nh, L, hd)
         pos = torch.arange(L, device=x.device)
         distance = (pos[:, None] - pos[None, :]).clamp(-(self.max_pos - 1), self.max_pos - 1)
@@ -115,7 +115,8 @@ class SelfAttention(nn.Module):
         probs = None
         if need_weights:  # explicit softmax only when attention maps are asked for
             probs = self._probabilities(q, k, bias)
-        return y.transpose(1, 2).reshape(B * L, H).index_select(0, at), probs
+        y = y.transpose(1, 2).reshape(B * L, H)                                         # (B*L, H)
+        return (y if at is None else y.index_select(0, at)), probs
 
     def _probabilities(self, q, k, bias):  # (B, nh, L, L), q's dtype
         # softmax in float32 whatever the scores' dtype (as CUDA's autocast does): for bf16 scores the same
@@ -186,16 +187,20 @@ class GLM(nn.Module):
         x, at, attentions = self._genes(features, segments, need_weights, layers)
         return rows_of(x, at, segments.shape), attentions
 
-    def _genes(self, features, segments, need_weights=False, layers=None, at=None):
+    def _genes(self, features, segments, need_weights=False, layers=None, at=None, every_position=False):
         """encode's work: the real genes' hidden states (N, H), their flat positions ``at`` (N,) (given, or found
-        from ``segments``), attentions."""
+        from ``segments``), attentions. every_position: all B*L positions instead, padding included (``at`` None):
+        the real genes' states are the same (padding keys are masked) and every shape is fixed by (B, L)."""
         real = segments > 0                                                   # (B, L)
         allowed = (segments[:, :, None] == segments[:, None, :]) & real[:, None, :]
         allowed = allowed[:, None]                                            # (B, 1, L, L)
         # The real genes' flat positions, found once: every later gather and scatter uses them; a boolean mask
         # in each would make the host wait for the GPU each time (bench/tricks.py gpu-indexing)
-        at = flat_positions(real) if at is None else at                       # (N,)
-        x = features.flatten(0, 1).index_select(0, at)                        # (N, input_dim)
+        if every_position:
+            at, x = None, features.flatten(0, 1)                              # (B*L, input_dim)
+        else:
+            at = flat_positions(real) if at is None else at                   # (N,)
+            x = features.flatten(0, 1).index_select(0, at)                    # (N, input_dim)
         x = self.dropout(self.input_norm(self.input_projection(x) + self.token_type))  # (N, H)
         attentions = []
         for block in self.blocks[:layers]:
@@ -203,16 +208,19 @@ class GLM(nn.Module):
             attentions.append(probs)
         return x, at, (attentions if need_weights else None)
 
-    def forward(self, features, segments, need_weights=False, only=None, real_at=None):
+    def forward(self, features, segments, need_weights=False, only=None, real_at=None, every_position=False):
         """hidden (B, L, H), predictions (B, L, 4, label_dim), likelihood logits (B, L, 4), attentions or None.
 
         only: (B, L) bool: the heads run on these genes alone (training needs the masked ones) and predictions
         come as (N, 4, label_dim), logits as (N, 4), in the order of ``only.nonzero()``; or those genes' flat
         positions (N,) int64, ``flat_positions(only)``, from a caller that needs them too (one host sync less).
         real_at: the real genes' flat positions, ``flat_positions(segments > 0)``, if the caller has them.
+        every_position: run every position, padding included (static shapes for CUDA graphs: the real genes'
+        results are the same; padding's are meaningless, not zeros) and, without ``only``, the heads too.
         """
-        x, at, attentions = self._genes(features, segments, need_weights, at=real_at)   # (N, H): the real genes
-        hidden = rows_of(x, at, segments.shape)
+        x, at, attentions = self._genes(features, segments, need_weights, at=real_at,   # (N, H): the real genes
+                                        every_position=every_position)
+        hidden = x.view(*segments.shape, -1) if at is None else rows_of(x, at, segments.shape)
         if only is not None:
             at = only if only.dtype == torch.int64 else flat_positions(only)
             x = hidden.flatten(0, 1).index_select(0, at)                      # (N, H): those genes
@@ -220,6 +228,9 @@ class GLM(nn.Module):
         logits = self.likelihood(x)
         if only is not None:
             return hidden, predictions, logits, attentions
+        if at is None:
+            return hidden, predictions.view(*segments.shape, *predictions.shape[1:]), \
+                logits.view(*segments.shape, -1), attentions
         return hidden, rows_of(predictions, at, segments.shape), rows_of(logits, at, segments.shape), attentions
 
 

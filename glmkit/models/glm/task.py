@@ -50,9 +50,10 @@ class GLMTask(PackedTask):
     curves = {"loss": ("train_loss", "val_loss", "val_mean_label_loss"), "pseudo-accuracy": ("val_pseudo_accuracy",)}
 
     def __init__(self, corpus: CorpusStore, split: Split, norm: Normalization, cfg: GLMConfig, recipe: GLMRecipe,
-                 seed: int, capacity: int, info: dict):
+                 seed: int, capacity: int, info: dict, static_shapes: bool = False):
         self.corpus, self.split, self.norm, self.cfg = corpus, split, norm, cfg
         self.recipe, self.seed, self.capacity, self.info = recipe, seed, capacity, info
+        self.static_shapes = static_shapes
         self.name, self.n_items = corpus.path, corpus.n_subcontigs
         self._keys = corpus.array("contigs/key")
         self._starts, self._lengths = corpus.array("subcontigs/start"), corpus.array("subcontigs/length")
@@ -101,9 +102,12 @@ class GLMTask(PackedTask):
             count = int(masked.sum())
         # the real and the masked genes' flat positions, found here on the host: on a GPU, finding them from the
         # masks would make the host wait for the device inside the step (tests/test_train.py counts such waits)
-        return {"features": features, "labels": labels, "segments": segments, "masked": masked, "count": count,
-                "units": int((segments > 0).sum()), "real_at": np.flatnonzero(segments.ravel() > 0),
-                "masked_at": np.flatnonzero(masked.ravel())}
+        batch = {"features": features, "labels": labels, "segments": segments, "masked": masked, "count": count,
+                 "units": int((segments > 0).sum()), "real_at": np.flatnonzero(segments.ravel() > 0),
+                 "masked_at": np.flatnonzero(masked.ravel())}
+        if self.static_shapes:  # the training loss over every position, weighted 1 on the masked genes, 0 elsewhere
+            batch["weights"] = masked.ravel().astype(np.float32)
+        return batch
 
     # -- loss and metrics --------------------------------------------------------------------------------------
 
@@ -118,6 +122,14 @@ class GLMTask(PackedTask):
         return loss_sum, closest, y
 
     def loss(self, model, batch):
+        if "weights" in batch:  # --static-shapes: every tensor of the step shaped by (B, L) alone
+            _, p, lg, _ = model(batch["features"], batch["segments"], every_position=True)
+            loss_sum, _ = closest_loss_sum(p.flatten(0, 1).float(), lg.flatten(0, 1).float(),
+                                           batch["labels"].flatten(0, 1), batch["weights"])
+            if self.recipe.name == "reference":
+                loss_sum = loss_sum + CE_WEIGHT * math.log(self.cfg.num_predictions) * \
+                    (batch["count"] - len(batch["masked_at"]))
+            return loss_sum, batch["count"]
         loss_sum, _, _ = self._heads(model, batch)
         return loss_sum, batch["count"]
 
@@ -140,14 +152,16 @@ class GLMTask(PackedTask):
                 "val_mean_label_loss": sums["mean_label_loss_sum"] / count}
 
 
-def closest_loss_sum(p: torch.Tensor, lg: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def closest_loss_sum(p: torch.Tensor, lg: torch.Tensor, y: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The gLM's loss, summed over genes: MSE of the prediction closest to the label + CE_WEIGHT x CE(likelihoods,
-    index of the closest). p (N, P, D) predictions, lg (N, P) likelihood logits, y (N, D) labels; returns the sum
-    and the closest predictions (N, D)."""
+    index of the closest). p (N, P, D) predictions, lg (N, P) likelihood logits, y (N, D) labels, weights (N,) per
+    gene (default 1); returns the sum and the closest predictions (N, D)."""
     mse = ((p - y[:, None, :]) ** 2).mean(-1)                                        # (N, P)
     best = mse.argmin(-1)                                                            # (N,)
-    loss_sum = mse.gather(1, best[:, None]).sum() + CE_WEIGHT * F.cross_entropy(lg, best, reduction="sum")
-    return loss_sum, p[torch.arange(len(best)), best]
+    per_gene = mse.gather(1, best[:, None]).squeeze(1) + CE_WEIGHT * F.cross_entropy(lg, best, reduction="none")
+    loss_sum = per_gene.sum() if weights is None else (per_gene * weights).sum()
+    return loss_sum, p[torch.arange(len(best), device=p.device), best]
 
 
 def pseudo_accuracy_counts(closest: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor,
@@ -206,6 +220,6 @@ def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, 
     info = {"embedding_model": corpus.attrs["embedding_model"], "options": asdict(options),
             "corpus": corpus.attrs["parameters"]}
     task = GLMTask(corpus, split, norm, cfg, GLMRecipe(options.recipe, options.mask_fraction), options.seed,
-                   options.subcontig_genes, info)
+                   options.subcontig_genes, info, options.static_shapes)
     return task, (f"gLM {cfg.num_layers} layers, hidden {cfg.hidden_size}, {cfg.num_heads} heads; recipe "
                   f"{options.recipe}")

@@ -31,6 +31,9 @@ from glmkit.io.token_corpus import TokenCorpusStore
 from glmkit.models.glm2.model import GLM2, GLM2Config
 
 
+IGNORED = -100  # cross_entropy's ignore_index: a position whose token is not chosen
+
+
 class GLM2Task(PackedTask):
     architecture, unit = "gLM2", "tokens"
     metrics = (*(f"val_{m}_{k}" for k in ("accuracy", "perplexity", "unigram_perplexity") for m in MODALITIES),
@@ -43,8 +46,9 @@ class GLM2Task(PackedTask):
                  for m, name in (("aa", "amino-acid"), ("nt", "nucleotide"))}}
 
     def __init__(self, corpus: TokenCorpusStore, split: Split, cfg: GLM2Config, mask_fraction: float, seed: int,
-                 capacity: int, info: dict, train_token_counts: np.ndarray):
+                 capacity: int, info: dict, train_token_counts: np.ndarray, static_shapes: bool = False):
         self.corpus, self.split, self.cfg, self.mask_fraction = corpus, split, cfg, mask_fraction
+        self.static_shapes = static_shapes
         self.seed, self.capacity, self.info = seed, capacity, info
         self.name, self.n_items = corpus.path, corpus.n_chunks
         self._keys = corpus.array("contigs/key")
@@ -75,8 +79,12 @@ class GLM2Task(PackedTask):
                                                corrupt=step != self.VALIDATION_STREAM)
         # the chosen tokens' flat positions, found here on the host: on a GPU, boolean indexing by the mask would make
         # the host wait for the device inside the step (tests/test_train.py counts such waits)
-        return {"tokens": inputs, "segments": segments, "targets": targets, "masked": chosen,
-                "count": int(chosen.sum()), "units": int((segments > 0).sum()), "masked_at": np.flatnonzero(chosen.ravel())}
+        batch = {"tokens": inputs, "segments": segments, "targets": targets, "masked": chosen,
+                 "count": int(chosen.sum()), "units": int((segments > 0).sum()),
+                 "masked_at": np.flatnonzero(chosen.ravel())}
+        if self.static_shapes:  # the training loss over every position, the unchosen ones ignored by cross_entropy
+            batch["loss_targets"] = np.where(chosen, targets, IGNORED).ravel()
+        return batch
 
     # -- loss and metrics --------------------------------------------------------------------------------------
 
@@ -86,6 +94,10 @@ class GLM2Task(PackedTask):
         return logits.float(), batch["targets"].flatten().index_select(0, at)  # (N, vocab), (N,)
 
     def loss(self, model, batch):
+        if "loss_targets" in batch:  # --static-shapes: every tensor of the step shaped by (B, L) alone
+            logits, _ = model(batch["tokens"], batch["segments"])                     # (B, L, vocab)
+            return F.cross_entropy(logits.flatten(0, 1).float(), batch["loss_targets"], reduction="sum",
+                                   ignore_index=IGNORED), batch["count"]
         logits, targets = self._logits(model, batch)
         return F.cross_entropy(logits, targets, reduction="sum"), batch["count"]
 
@@ -147,5 +159,5 @@ def make_task(corpus, split, options, meta, extras, checkpoint, embedding_path, 
     tokens = corpus_tokenisation(corpus.attrs["parameters"], corpus.path)
     info = {"options": asdict(options), "corpus": corpus.attrs["parameters"], "tokens": tokens.record()}
     task = GLM2Task(corpus, split, cfg, options.mask_fraction, options.seed, options.context, info,
-                    training_token_counts(corpus, split))
+                    training_token_counts(corpus, split), options.static_shapes)
     return task, f"gLM2 {cfg.depth} layers, dim {cfg.dim}, {cfg.heads} heads, context {options.context}"
