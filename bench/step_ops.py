@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one training step launches: operators and host synchronisations, counted by torch's profiler on CPU.
 
-    python bench/step_ops.py [--arch glm|glm2|both] [--step 3]
+    python bench/step_ops.py [--arch glm|glm2|both] [--modes eager,static,compiled] [--step 3]
 
 Runs `glmkit pretrain` itself (run_pretrain, the command's library entry) on a synthetic corpus at the paper's
 shapes — gLM: 19 layers, hidden 1280, 10 heads, 1280-dim embeddings; gLM2: the 150M preset (30 layers, dim 640)
@@ -10,9 +10,10 @@ optimiser step number --step (batch arrival to optimiser step: forward, loss, ba
 GPU every operator counted here is at least one kernel launch, and every host synchronisation stalls the launch
 queue: the numbers bound what `--compile` or CUDA graphs must remove (issue 37).
 
-Printed per task: top-level aten operators in the step (and per layer), the host-synchronising ones by name
-(aten::nonzero — boolean-mask indexing —, aten::item / _local_scalar_dense, masked_select), and the most
-frequent operators.
+Printed per task and mode (eager: pretrain's default step; static: --static-shapes; compiled: --static-shapes
+--compile): kernel launches in the step (kernel_launches: the rule) and per layer, as a share of the first mode's,
+top-level aten operators, the host-synchronising ones by name (aten::nonzero — boolean-mask indexing —,
+aten::item / _local_scalar_dense, masked_select), and the most launched kernels.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def profile_step(arch: str, step: int, work: Path, mode: str = "eager") -> dict:
     try:
         if arch == "glm":
             options = PretrainOptions(preset="paper", max_steps=step, batch_size=2, val_every=10_000,
-                                      checkpoint_every=10_000, log_every=10_000, threads=2, warmup_steps=1, **MODES[mode])
+                                      checkpoint_every=10_000, log_every=10_000, threads=2, warmup_steps=1,
+                                      **MODES[mode])
             run_pretrain([str(corpus / "train.zarr")], str(corpus / "embeddings.zarr"), str(work / "glm"), options,
                          force=True)
         else:
