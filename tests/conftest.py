@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from importlib.resources import files
 from pathlib import Path
@@ -307,3 +308,46 @@ def published_glm2_folder(path, cfg, shard: str | None = None, drop: str | None 
         config.update(config_overrides)
         (path / "config.json").write_text(json.dumps(config))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# -- what makes the host wait for the device ------------------------------------------------------------------------
+
+HOST_SYNCS = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::masked_select", "aten::is_nonzero")
+
+
+def _inside(event, name: str) -> bool:
+    while event is not None:
+        if event.name == name:
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def host_syncs(events) -> list[str]:
+    """The host-synchronising operators among profiled events, less those inside the fused AdamW: on CPU its kernel
+    reads each parameter's step count with item() from a CPU tensor (no device to wait for); on CUDA the fused
+    kernel takes the step counts on the device."""
+    return [e.name for e in events if e.name in HOST_SYNCS and not _inside(e, "aten::_fused_adamw_")]
+
+
+@contextlib.contextmanager
+def host_syncs_inside(monkeypatch, *methods):
+    """Profile the block (torch.profiler on CPU sees every operator a GPU would run); each (class, name) method is
+    marked so that its calls can be told apart. Yields a dict filled on exit: "calls", the number of marked calls,
+    and "syncs", the host-synchronising operators that ran inside them."""
+    import torch
+
+    mark = "glmkit-test:host-syncs"
+    for owner, name in methods:
+        original = getattr(owner, name)
+
+        def marked(*args, _original=original, **kwargs):
+            with torch.profiler.record_function(mark):
+                return _original(*args, **kwargs)
+        monkeypatch.setattr(owner, name, marked)
+    found: dict = {}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        yield found
+    events = prof.events()
+    found["calls"] = sum(e.name == mark for e in events)
+    found["syncs"] = [e.name for e in events if e.name in HOST_SYNCS and _inside(e, mark)]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import assert_one_line_error, link_inputs, make_fair_esm_checkpoint, run
+from conftest import assert_one_line_error, host_syncs_inside, link_inputs, make_fair_esm_checkpoint, run
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
@@ -142,6 +142,19 @@ def test_masked_query_attention_is_each_genes_row_from_a_pass_with_it_masked(tra
     assert_one_line_error(run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o",
                               tmp_path / "x.zarr", "--attention-queries", "masked", "-q"), "add --attention",
                           status=2)
+
+
+def test_a_window_batch_makes_the_host_wait_for_nothing(trained, tmp_path, monkeypatch):
+    """The real genes' flat positions come from the host's segments (found on the device they made the host wait
+    once a batch): no host synchronisation in any model call, with attention and masked predictions too."""
+    from glmkit.models.glm.model import GLM
+
+    d = trained
+    with host_syncs_inside(monkeypatch, (GLM, "encode"), (GLM, "forward")) as found:
+        r = run("contextualize", d / "el.zarr", "-e", d / "emb.zarr", "-m", d / "glm", "-o", tmp_path / "c.zarr",
+                "--attention", "--attention-queries", "masked", "--predictions", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert found["calls"] >= 4 and found["syncs"] == []
 
 
 def test_layer_option(trained):

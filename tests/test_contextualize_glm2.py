@@ -8,8 +8,8 @@ import pytest
 import torch
 import zarr
 
-from conftest import (assert_one_line_error, build_store, cds, igs, link_inputs, published_glm2_folder,
-                      published_tokenizer_ids, readme_text, run)
+from conftest import (assert_one_line_error, build_store, cds, host_syncs_inside, igs, link_inputs,
+                      published_glm2_folder, published_tokenizer_ids, readme_text, run)
 from glmkit.io.elements import CDS, ElementStore
 from glmkit.models.glm2.model import GLM2Config
 from glmkit.models.glm2.tokens import CLS, LEGACY, MINUS, PLUS, PUBLISHED, element_tokens
@@ -119,6 +119,16 @@ def test_embeddings_equal_a_naive_per_chunk_computation(trained, tmp_path):
     assert run("contextualize", d / "el.zarr", "-m", d / "m", "-o", tmp_path / "l1.zarr", "--context", "512",
                "--layer", "1", "-q").exit_code == 0
     _check_against_naive(tmp_path / "l1.zarr", model, d / "el.zarr", 512, layer=1)
+
+
+def test_a_batch_makes_the_host_wait_for_nothing(trained, tmp_path, monkeypatch):
+    from glmkit.models.glm2.model import GLM2
+
+    with host_syncs_inside(monkeypatch, (GLM2, "encode")) as found:
+        r = run("contextualize", trained / "el.zarr", "-m", trained / "m", "-o", tmp_path / "c.zarr", "--context",
+                "512", "--batch-size", "2", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert found["calls"] >= 2 and found["syncs"] == []
 
 
 def test_published_folders_run_too(trained, tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, fair_esm_mean, hide_mmseqs, needs_mmseqs, no_leftovers, run
+from conftest import (assert_one_line_error, fair_esm_mean, hide_mmseqs, host_syncs_inside, needs_mmseqs,
+                      no_leftovers, run)
 from glmkit.commands.embed import EmbedOptions, run_embed
 from glmkit.io.embeddings import EmbeddingStore, ResumableEmbeddingWriter, sequence_hash
 
@@ -50,6 +51,21 @@ def test_equals_fair_esm_extractor_short_long_repeated(tmp_path, esm_checkpoint)
     assert rows[1 + 20 + 2][1] == rows[1 + 3][1] == sequence_hash(seqs[3].encode())
     assert store.model["layer"] == 2 and store.model["max_residues"] == 100 and len(store.model["sha256"]) == 64
     assert list(store.lengths[:3]) == sorted(store.lengths)[:3]   # rows are in length order
+
+
+def test_a_batch_through_the_model_makes_the_host_wait_for_nothing(tmp_path, esm_checkpoint, monkeypatch):
+    """Padded and unpadded batches: whether a batch is padded comes from the host's lengths, not from reading the
+    tokens back (fair-esm's padding_mask.any() made the host wait for the device once a batch); same embeddings."""
+    from glmkit.models.esm2.model import ESM2
+
+    path, model, alphabet = esm_checkpoint
+    seqs = proteins(12, lo=5, hi=60, seed=5) + ["MKVL" * 10] * 3 + ["MKVA" * 10]   # the last 4: one batch, no pad
+    faa = write_faa(tmp_path / "p.faa", seqs)
+    with host_syncs_inside(monkeypatch, (ESM2, "forward")) as found:
+        r = run("embed", faa, "-o", tmp_path / "e.zarr", "-m", path, "--max-tokens", 168, "-t", 1, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert found["calls"] >= 3 and found["syncs"] == []
+    assert np.abs(embedded(tmp_path / "e.zarr", seqs) - fair_esm_mean(model, alphabet, seqs)).max() < 1e-4
 
 
 def test_layer_option_and_float16(tmp_path, esm_checkpoint):

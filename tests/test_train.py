@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import checkpoint_weights, link_inputs, run
+from conftest import checkpoint_weights, host_syncs, link_inputs, run
 from glmkit.commands.pretrain import PretrainOptions, run_pretrain
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -365,23 +365,6 @@ def test_read_log_drops_rows_after_the_step_and_a_row_cut_short(tmp_path):
 
 
 # -- what a training step makes the host wait for ------------------------------------------------------------------
-
-HOST_SYNCS = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::masked_select", "aten::is_nonzero")
-
-
-def host_syncs(events) -> list[str]:
-    """The host-synchronising operators among profiled events, less those inside the fused AdamW: on CPU its kernel
-    reads each parameter's step count with item() from a CPU tensor (no device to wait for); on CUDA the fused
-    kernel takes the step counts on the device."""
-    def in_fused_adamw(e) -> bool:
-        while e is not None:
-            if e.name == "aten::_fused_adamw_":
-                return True
-            e = e.cpu_parent
-        return False
-
-    return [e.name for e in events if e.name in HOST_SYNCS and not in_fused_adamw(e)]
-
 
 @pytest.mark.parametrize("arch", ["glm", "glm2"])
 def test_a_training_step_has_no_host_synchronisation(corpus, tmp_path, monkeypatch, arch):

@@ -78,7 +78,8 @@ def embed_sequences(model, sequences: Sequence[bytes], options: EmbedOptions, la
             w = segments[k][3]
             weights[b, 1:len(w) + 1] = w
         with torch.inference_mode():
-            hidden = model(tokens.to(device), layer)                  # (B, T, D)
+            padded = min(min(map(len, parts)), options.max_residues) + 2 < tokens.shape[1]   # from the host: no wait for the device
+            hidden = model(tokens.to(device), layer, padded)          # (B, T, D)
             pooled = torch.einsum("btd,bt->bd", hidden.float(), torch.from_numpy(weights).to(device))
         pooled = pooled.cpu().numpy()
         for b, k in enumerate(batch):

@@ -75,8 +75,12 @@ class ESM2(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor, layer: int | None = None) -> torch.Tensor:
-        """Hidden states after ``layer`` (default: the last, after the final LayerNorm): (B, T) -> (B, T, D)."""
+    def forward(self, tokens: torch.Tensor, layer: int | None = None, padded: bool | None = None) -> torch.Tensor:
+        """Hidden states after ``layer`` (default: the last, after the final LayerNorm): (B, T) -> (B, T, D).
+
+        padded: whether any row is padded, if the caller knows (from the lengths on the host): else it is read from
+        ``tokens``, which makes the host wait for the device once a batch. Without padding no mask is used, as
+        fair-esm does (and a GPU may then take its fastest attention kernel)."""
         layer = self.cfg.num_layers if layer is None else layer
         pad = tokens.eq(PAD)                                           # (B, T)
         x = self.embed_tokens(tokens)                                  # (B, T, D)
@@ -87,7 +91,8 @@ class ESM2(nn.Module):
         x = x * (~pad).unsqueeze(-1).to(x.dtype)
         cos, sin = rope_tables(torch.arange(tokens.shape[1], device=tokens.device),
                                self.cfg.embed_dim // self.cfg.attention_heads)   # (T, hd / 2), base 10,000
-        keep = (~pad)[:, None, None, :] if pad.any() else None
+        padded = bool(pad.any()) if padded is None else padded
+        keep = (~pad)[:, None, None, :] if padded else None
         for block in self.layers[:layer]:
             x = block(x, cos, sin, keep)
         return self.final_norm(x) if layer == self.cfg.num_layers else x

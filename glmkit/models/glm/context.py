@@ -117,9 +117,10 @@ class _Runner:
         import torch
 
         t = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        real_at = np.flatnonzero(segments.ravel() > 0)   # found on the host: the device is not waited for
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
                                                     enabled=self.amp != torch.float32):
-            return method(t(features), t(segments), **kwargs)
+            return method(t(features), t(segments), real_at=t(real_at), **kwargs)
 
     def group(self, corpus, c0: int, c1: int) -> dict:
         o, cfg = self.o, self.cfg

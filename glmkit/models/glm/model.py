@@ -175,16 +175,17 @@ class GLM(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def encode(self, features, segments, need_weights=False, layers=None):
+    def encode(self, features, segments, need_weights=False, layers=None, real_at=None):
         """Hidden states after ``layers`` blocks (default all; 0 = the projected, normalised inputs).
 
         features: (B, L, input_dim); segments: (B, L) int, 0 for padding, else the sub-contig's number in its
         row: genes attend only within their own segment, so several sub-contigs can share a row (packing).
         Every per-gene operation runs on the real genes only; rows are formed just for attention.
+        real_at: the real genes' flat positions (N,), if the caller has them (found here otherwise: a host sync).
         Returns hidden (B, L, H) (zeros at padding) and, when need_weights, the attention probabilities
         [(B, nh, L, L)] per block.
         """
-        x, at, attentions = self._genes(features, segments, need_weights, layers)
+        x, at, attentions = self._genes(features, segments, need_weights, layers, at=real_at)
         return rows_of(x, at, segments.shape), attentions
 
     def _genes(self, features, segments, need_weights=False, layers=None, at=None, every_position=False):
