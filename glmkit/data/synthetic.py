@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from glmkit.genome.annotation import reverse_complement
+
 AMINO = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY", np.uint8)
 
 
@@ -83,7 +85,6 @@ class SyntheticSpec:
 
 
 RBS, PROMOTER_35, PROMOTER_10 = b"AGGAGG", b"TTGACA", b"TATAAT"
-COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 
 
 @dataclass
@@ -163,7 +164,7 @@ class _Planter:
                     seq[k] = base
         if left.strand < 0:
             room = length // 2 if both else length
-            motif = upstream(left_starts_unit)[::-1].translate(COMPLEMENT)[:room]   # reverse complement
+            motif = reverse_complement(upstream(left_starts_unit))[:room]
             for k, base in enumerate(motif):
                 if base != ord("N"):
                     seq[k] = base
