@@ -38,7 +38,8 @@ difference with the same weights.
    (forward and both gradients, as glmkit runs them in each precision).
 
 On a GPU (--device cuda): the command at fp32 and bf16 (and bf16 with
---compile, timed after its compilation) on the same corpus, each against
+--compile, and with --static-shapes --compile: CUDA graphs; both timed
+after their compilation) on the same corpus, each against
 the GPU's own matrix multiply at the step's shapes (fp32 as torch runs it
 by default, without TF32; bf16), and the two runs' losses. The
 reference is not run there: its transformers-4 venv is installed from a
@@ -66,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pretrain"
 VENV = ROOT / "bench" / "out" / "venv-transformers4"
 SKIP = 5  # first steps not timed: allocation, caches
+GPU_LOG_EVERY = 5
 
 
 def reference_python() -> Path:
@@ -317,20 +319,26 @@ def main_gpu(args) -> int:
     print(f"{'glmkit pretrain --device cuda':<34}{'genes/s':>10}{'ms/step':>9}{'step GFLOP/s':>14}"
           f"{'matmul GFLOP/s':>16}{'of limit':>10}{'data wait':>11}")
     speeds = {}
-    for precision, dtype, compiled in (("fp32", torch.float32, False), ("bf16", torch.bfloat16, False),
-                                       ("bf16", torch.bfloat16, True)):
-        skip = SKIP + 15 if compiled else SKIP   # compiling takes the first steps (and new shapes' recompiles)
-        log = run_glmkit(subcontigs, embeddings, OUT / f"gpu_{precision}{'_compiled' * compiled}", args,
-                         "--max-steps", args.steps + skip - SKIP, "--device", "cuda", "--precision", precision,
-                         *(["--compile"] if compiled else []))
-        speed, wait = timed(log, skip=skip)
-        speeds[precision + " --compile" * compiled] = speed
+    # the last row: one tensor shape a step, compiled, replayed as CUDA graphs (glmkit/train.py)
+    for precision, dtype, flags in (("fp32", torch.float32, ()), ("bf16", torch.bfloat16, ()),
+                                    ("bf16", torch.bfloat16, ("--compile",)),
+                                    ("bf16", torch.bfloat16, ("--static-shapes", "--compile"))):
+        skip = SKIP + 15 if flags else SKIP   # compiling takes the first steps (and new shapes' recompiles)
+        name = " ".join(("--precision", precision) + flags)
+        # a log row every GPU_LOG_EVERY steps: each row reads the loss back, which a GPU-bound step must not wait for
+        steps = -(-(args.steps + skip - SKIP) // GPU_LOG_EVERY) * GPU_LOG_EVERY
+        log = run_glmkit(subcontigs, embeddings, OUT / f"gpu_{name.replace(' ', '_').replace('-', '')}", args,
+                         "--max-steps", steps, "--device", "cuda", "--precision", precision, *flags,
+                         "--log-every", GPU_LOG_EVERY)
+        speed, wait = timed(log, skip=-(-skip // GPU_LOG_EVERY))
+        speeds[name] = speed
         achieved = step_flops_per_gene(cfg, 30) * speed / 1e9
         limit = gpu_matmul_limit(int(genes_per_step), cfg, dtype)
-        print(f"{'  --precision ' + precision + ' --compile' * compiled:<34}{speed:>10,.0f}"
+        print(f"{'  ' + name:<34}{speed:>10,.0f}"
               f"{genes_per_step / speed * 1e3:>9.1f}{achieved:>14,.0f}{limit:>16,.0f}{achieved / limit:>10.0%}"
               f"{wait:>11.1%}", flush=True)
-    print(f"bf16 / fp32: {speeds['bf16'] / speeds['fp32']:.2f}x")
+    print(f"bf16 / fp32: {speeds['--precision bf16'] / speeds['--precision fp32']:.2f}x eager, "
+          f"{speeds['--precision bf16 --static-shapes --compile'] / speeds['--precision fp32']:.2f}x as CUDA graphs")
     run = ["--max-steps", args.precision_steps, "--seed", args.seed, "--lr", "3e-4", "--warmup-steps", "20",
            "--device", "cuda"]
     a = np.array([float(r["train_loss"]) for r in run_glmkit(subcontigs, embeddings, OUT / "gpu_loss32", args, *run,

@@ -11,9 +11,17 @@ GPU every operator counted here is at least one kernel launch, and every host sy
 queue: the numbers bound what `--compile` or CUDA graphs must remove (issue 37).
 
 Printed per task and mode (eager: pretrain's default step; static: --static-shapes; compiled: --static-shapes
---compile): kernel launches in the step (kernel_launches: the rule) and per layer, as a share of the first mode's,
-top-level aten operators, the host-synchronising ones by name (aten::nonzero — boolean-mask indexing —,
-aten::item / _local_scalar_dense, masked_select), and the most launched kernels.
+--compile, which on one GPU replays the step as CUDA graphs): kernel launches in the step (kernel_launches: the
+rule) and per layer, as a share of the first mode's, top-level aten operators, the host-synchronising ones by name
+(aten::nonzero — boolean-mask indexing —, aten::item / _local_scalar_dense, masked_select), and the most launched
+kernels; and the wall time of the step before the profiled one (unprofiled).
+
+    python bench/step_ops.py --device cuda [--precision bf16] [--step 8]
+
+On a GPU the profiler also records the device: the kernels that ran, the host's launch calls (cudaLaunchKernel
+and the like; one cudaGraphLaunch for a replayed graph), and the GPU's busy time (the kernels' summed durations)
+against the step's wall time: a step is GPU-bound when busy is close to wall. Written for issue 37's GPU rows and
+not yet run on one (no GPU was lent when it was written).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import collections
 import functools
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -110,7 +119,21 @@ MODES = {"eager": {}, "static": {"static_shapes": True},
          "compiled": {"static_shapes": True, "compile_model": True}}
 
 
-def profile_step(arch: str, step: int, work: Path, mode: str = "eager") -> dict:
+LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch",
+                "cudaLaunchCooperativeKernel")
+
+
+def device_summary(events) -> dict:
+    """On a GPU: kernels (and copies) run, the host's launch calls, the kernels' summed time (ms; one stream: they
+    do not overlap) and the most frequent kernels."""
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    return {"kernels": len(kernels), "launch_calls": sum(e.name in LAUNCH_CALLS for e in events),
+            "busy_ms": sum(e.time_range.elapsed_us() for e in kernels) / 1e3,
+            "common_kernels": collections.Counter(e.name[:60] for e in kernels).most_common(6)}
+
+
+def profile_step(arch: str, step: int, work: Path, mode: str = "eager", device: str = "cpu",
+                 precision: str = "fp32") -> dict:
     from glmkit.commands.pretrain import PretrainOptions, run_pretrain
     from glmkit.data.synthetic import SyntheticSpec, write_corpus
     from glmkit.train import Trainer
@@ -123,12 +146,32 @@ def profile_step(arch: str, step: int, work: Path, mode: str = "eager") -> dict:
     found: dict = {}
     original = Trainer._optimizer_step
 
+    cuda = device == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+
+    def synchronize():
+        if cuda:
+            torch.cuda.synchronize()
+
     def profiled(self, micro, loss_sum, bad):
+        if self.step == step - 2:   # the step before, unprofiled: its wall time
+            synchronize()
+            start = time.perf_counter()
+            result = original(self, micro, loss_sum, bad)
+            synchronize()
+            found["wall_ms"] = (time.perf_counter() - start) * 1e3
+            return result
         if self.step != step - 1:
             return original(self, micro, loss_sum, bad)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        synchronize()
+        with torch.profiler.profile(activities=activities) as prof:
+            start = time.perf_counter()
             result = original(self, micro, loss_sum, bad)
+            synchronize()
+            found["profiled_wall_ms"] = (time.perf_counter() - start) * 1e3
         events = prof.events()
+        if cuda:
+            found.update(device_summary(events))
         top = top_level_aten(events)
         launches = kernel_launches(events)
         # the CPU fused AdamW reads each parameter's step count with item() from a CPU tensor: no device to wait
@@ -151,13 +194,13 @@ def profile_step(arch: str, step: int, work: Path, mode: str = "eager") -> dict:
         if arch == "glm":
             options = PretrainOptions(preset="paper", max_steps=step, batch_size=2, val_every=10_000,
                                       checkpoint_every=10_000, log_every=10_000, threads=2, warmup_steps=1,
-                                      **MODES[mode])
+                                      device=device, precision=precision, **MODES[mode])
             run_pretrain([str(corpus / "train.zarr")], str(corpus / "embeddings.zarr"), str(work / "glm"), options,
                          force=True)
         else:
             options = PretrainOptions(arch="glm2", preset="150M", context=512, max_steps=step, batch_size=1,
                                       val_every=10_000, checkpoint_every=10_000, log_every=10_000, threads=2,
-                                      warmup_steps=1, **MODES[mode])
+                                      warmup_steps=1, device=device, precision=precision, **MODES[mode])
             run_pretrain([str(corpus / "train.zarr")], None, str(work / "glm2"), options, force=True)
     finally:
         Trainer._optimizer_step = original
@@ -170,13 +213,19 @@ def main() -> int:
     parser.add_argument("--modes", default="eager,static,compiled",
                         help="comma-separated: eager (pretrain's default step), static (--static-shapes), "
                              "compiled (--static-shapes --compile)")
-    parser.add_argument("--step", type=int, default=3)
+    parser.add_argument("--step", type=int, help="the step profiled [default: 3 on CPU; 8 on a GPU, so that CUDA "
+                                                 "graphs are recorded before it and replayed in it]")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
+    args.step = args.step or (8 if args.device == "cuda" else 3)
+    if args.step < 3:
+        parser.error("--step must be at least 3 (the step before the profiled one is timed, after the first)")
     with tempfile.TemporaryDirectory() as tmp:
         for arch in (("glm", "glm2") if args.arch == "both" else (args.arch,)):
             baseline = None
             for mode in args.modes.split(","):
-                found = profile_step(arch, args.step, Path(tmp), mode)
+                found = profile_step(arch, args.step, Path(tmp), mode, args.device, args.precision)
                 baseline = baseline or found["launches"]
                 per = found["layers"]
                 print(f"\n{arch} {mode}: step {args.step}, {per} layers: {found['launches']:,} kernel launches "
@@ -187,6 +236,13 @@ def main() -> int:
                       f"{found['adamw_items']} item() inside the CPU fused AdamW, on CPU tensors)")
                 print("  most launched: " + ", ".join(f"{name.removeprefix('aten::')} {n}"
                                                       for name, n in found["common_launches"]))
+                print(f"  wall: {found['wall_ms']:.1f} ms a step ({args.device}, {args.precision}; "
+                      f"{found['profiled_wall_ms']:.1f} ms profiled)")
+                if args.device == "cuda":
+                    print(f"  on the GPU: {found['kernels']:,} kernels, {found['launch_calls']:,} launch calls; busy "
+                          f"{found['busy_ms']:.1f} ms of the profiled step's {found['profiled_wall_ms']:.1f} "
+                          f"({found['busy_ms'] / found['profiled_wall_ms']:.0%})")
+                    print("  longest-running kinds: " + ", ".join(f"{k} {n}" for k, n in found["common_kernels"]))
     return 0
 
 
