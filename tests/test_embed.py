@@ -57,14 +57,23 @@ def test_a_batch_through_the_model_makes_the_host_wait_for_nothing(tmp_path, esm
     """Padded and unpadded batches: whether a batch is padded comes from the host's lengths, not from reading the
     tokens back (fair-esm's padding_mask.any() made the host wait for the device once a batch); same embeddings."""
     from glmkit.models.esm2.model import ESM2
+    from glmkit.models.esm2.tokens import PAD
 
     path, model, alphabet = esm_checkpoint
-    seqs = proteins(12, lo=5, hi=60, seed=5) + ["MKVL" * 10] * 3 + ["MKVA" * 10]   # the last 4: one batch, no pad
+    seqs = proteins(12, lo=5, hi=60, seed=5) + ["MKVL" * 10] * 3 + ["MKVA" * 10]
     faa = write_faa(tmp_path / "p.faa", seqs)
+    told = []
     with host_syncs_inside(monkeypatch, (ESM2, "forward")) as found:
+        marked = ESM2.forward
+
+        def spy(self, tokens, layer=None, padded=None):   # outside the marked call: its own read is not counted
+            told.append((padded, bool(tokens.eq(PAD).any())))   # (what embed said, whether the batch is padded)
+            return marked(self, tokens, layer, padded)
+        monkeypatch.setattr(ESM2, "forward", spy)
         r = run("embed", faa, "-o", tmp_path / "e.zarr", "-m", path, "--max-tokens", 168, "-t", 1, "-q")
     assert r.exit_code == 0, r.stderr
     assert found["calls"] >= 3 and found["syncs"] == []
+    assert all(said == truth for said, truth in told) and {said for said, _ in told} == {True, False}
     assert np.abs(embedded(tmp_path / "e.zarr", seqs) - fair_esm_mean(model, alphabet, seqs)).max() < 1e-4
 
 

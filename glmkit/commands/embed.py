@@ -77,8 +77,8 @@ def embed_sequences(model, sequences: Sequence[bytes], options: EmbedOptions, la
         for b, k in enumerate(batch):
             w = segments[k][3]
             weights[b, 1:len(w) + 1] = w
+        padded = min(min(map(len, parts)), options.max_residues) + 2 < tokens.shape[1]   # known here: no device read
         with torch.inference_mode():
-            padded = min(min(map(len, parts)), options.max_residues) + 2 < tokens.shape[1]   # from the host: no wait for the device
             hidden = model(tokens.to(device), layer, padded)          # (B, T, D)
             pooled = torch.einsum("btd,bt->bd", hidden.float(), torch.from_numpy(weights).to(device))
         pooled = pooled.cpu().numpy()
