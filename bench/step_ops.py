@@ -153,22 +153,22 @@ def profile_step(arch: str, step: int, work: Path, mode: str = "eager", device: 
         if cuda:
             torch.cuda.synchronize()
 
+    def timed(key, *args):   # the step, its wall time (ms, the device's work included) into found[key]
+        synchronize()
+        start = time.perf_counter()
+        result = original(*args)
+        synchronize()
+        found[key] = (time.perf_counter() - start) * 1e3
+        return result
+
     def profiled(self, micro, loss_sum, bad):
-        if self.step == step - 2:   # the step before, unprofiled: its wall time
-            synchronize()
-            start = time.perf_counter()
-            result = original(self, micro, loss_sum, bad)
-            synchronize()
-            found["wall_ms"] = (time.perf_counter() - start) * 1e3
-            return result
+        if self.step == step - 2:   # the step before, unprofiled
+            return timed("wall_ms", self, micro, loss_sum, bad)
         if self.step != step - 1:
             return original(self, micro, loss_sum, bad)
-        synchronize()
+        synchronize()   # the previous step's kernels finish before the profile starts: busy time is this step's
         with torch.profiler.profile(activities=activities) as prof:
-            start = time.perf_counter()
-            result = original(self, micro, loss_sum, bad)
-            synchronize()
-            found["profiled_wall_ms"] = (time.perf_counter() - start) * 1e3
+            result = timed("profiled_wall_ms", self, micro, loss_sum, bad)
         events = prof.events()
         if cuda:
             found.update(device_summary(events))
@@ -242,7 +242,7 @@ def main() -> int:
                     print(f"  on the GPU: {found['kernels']:,} kernels, {found['launch_calls']:,} launch calls; busy "
                           f"{found['busy_ms']:.1f} ms of the profiled step's {found['profiled_wall_ms']:.1f} "
                           f"({found['busy_ms'] / found['profiled_wall_ms']:.0%})")
-                    print("  longest-running kinds: " + ", ".join(f"{k} {n}" for k, n in found["common_kernels"]))
+                    print("  most frequent kernels: " + ", ".join(f"{k} {n}" for k, n in found["common_kernels"]))
     return 0
 
 
